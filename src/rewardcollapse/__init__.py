@@ -1,0 +1,38 @@
+"""rewardcollapse: study and prevent reward collapse in reward models trained on rankings.
+
+The public API; heavy dependencies (matplotlib, torch) load only when a function that needs them is called.
+"""
+
+from rewardcollapse.core import (
+    UTILITY_SPECS,
+    OptimalRewards,
+    Ranking,
+    Utility,
+    closed_form_limit,
+    ks_distance,
+    limit_distribution,
+    numerical_limit,
+    optimal_rewards,
+    parse_ranking,
+    utility,
+)
+from rewardcollapse.plots import plot_limit_laws, plot_optimal_rewards
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UTILITY_SPECS",
+    "OptimalRewards",
+    "Ranking",
+    "Utility",
+    "__version__",
+    "closed_form_limit",
+    "ks_distance",
+    "limit_distribution",
+    "numerical_limit",
+    "optimal_rewards",
+    "parse_ranking",
+    "plot_limit_laws",
+    "plot_optimal_rewards",
+    "utility",
+]

@@ -1,0 +1,24 @@
+"""The maths of reward collapse, in numpy and scipy only (no torch).
+
+Utilities :math:`U`, the exact per-prompt optimal rewards for any ranking, and their limit laws as the number of
+answers grows (Song et al., 2023, "Reward Collapse in Aligning Large Language Models", arXiv:2305.17608).
+"""
+
+from rewardcollapse.core.limits import closed_form_limit, ks_distance, limit_distribution, numerical_limit
+from rewardcollapse.core.ranking import Ranking, parse_ranking
+from rewardcollapse.core.solver import OptimalRewards, optimal_rewards
+from rewardcollapse.core.utilities import UTILITY_SPECS, Utility, utility
+
+__all__ = [
+    "UTILITY_SPECS",
+    "OptimalRewards",
+    "Ranking",
+    "Utility",
+    "closed_form_limit",
+    "ks_distance",
+    "limit_distribution",
+    "numerical_limit",
+    "optimal_rewards",
+    "parse_ranking",
+    "utility",
+]
