@@ -63,7 +63,8 @@ class tabulated_law_gen(stats.rv_continuous):
     def __init__(self, grid, cdf, *args, **kwargs):
         self._grid = np.asarray(grid, dtype=float)
         self._table = np.asarray(cdf, dtype=float)
-        kwargs.setdefault("a", 0.0)
+        # The support starts just below 0 so that scipy evaluates the CDF at 0 itself (where the atom sits).
+        kwargs.setdefault("a", float(np.nextafter(0.0, -1.0)))
         kwargs.setdefault("b", 1.0)
         super().__init__(*args, **kwargs)
         self._density = np.diff(self._table) / np.diff(self._grid)
@@ -110,9 +111,9 @@ def _empirical_cdf(rewards: np.ndarray, grid: np.ndarray) -> np.ndarray:
 def numerical_limit(
     u: str | Utility,
     *,
-    n: int = 500,
-    tol: float = 2e-4,
-    max_n: int = 8000,
+    n: int = 250,
+    tol: float = 3e-4,
+    max_n: int = 4000,
     grid_size: int = 4001,
 ):
     r"""Compute the limit law of ``u`` from optimal rewards at growing n, with Richardson extrapolation in 1/n.
@@ -125,11 +126,11 @@ def numerical_limit(
     ----------
     u : str or Utility
         Any utility, including logsigmoid and callables.
-    n : int, default 500
+    n : int, default 250
         First number of answers.
-    tol : float, default 2e-4
+    tol : float, default 3e-4
         Sup-norm agreement of successive extrapolated CDFs.
-    max_n : int, default 8000
+    max_n : int, default 4000
         Largest n solved; the result says how far it got.
     grid_size : int, default 4001
         Points of the tabulated CDF.

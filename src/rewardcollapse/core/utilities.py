@@ -254,7 +254,7 @@ class Utility:
             # Evaluate the shifted formula only where x >= 0 (clamped input), so neither branch makes NaN or inf
             # that a torch backward pass through `where` would turn into NaN gradients.
             shifted = ops.clamp_min(x, 0.0) + eps
-            slope = self._d1(np.float64(eps), _NumpyOps, p)
+            slope = float(np.asarray(self._d1(np.float64(eps), _NumpyOps, p)))
             if order == 0:
                 inside = formula(shifted, ops, p) - self._value(np.float64(eps), _NumpyOps, p)
                 return ops.where(x >= 0, inside, slope * x)
@@ -360,12 +360,13 @@ def _custom(
         values = np.asarray(fn(grid), dtype=float)
         slopes = np.asarray(derivative(grid), dtype=float)
         curvatures = np.asarray(second_derivative(grid), dtype=float)
-        at_zero = float(np.asarray(fn(np.array([0.0])), dtype=float)[0])
-        slope_at_zero = float(np.asarray(derivative(np.array([0.0])), dtype=float)[0])
     label = name or getattr(fn, "__name__", "custom")
     for what, arr in (("value", values), ("derivative", slopes), ("second_derivative", curvatures)):
         if arr.shape != grid.shape or not np.all(np.isfinite(arr)):
             raise ValueError(f"utility {label!r}: `{what}` must return finite values of the input's shape on (0, 1]")
+    with np.errstate(all="ignore"):
+        at_zero = float(np.ravel(np.asarray(fn(np.array([0.0])), dtype=float))[0])
+        slope_at_zero = float(np.ravel(np.asarray(derivative(np.array([0.0])), dtype=float))[0])
     if np.any(slopes <= 0):
         raise ValueError(f"utility {label!r} is not increasing on (0, 1]: its derivative is <= 0 somewhere")
     if np.any(curvatures > 1e-12 * np.maximum(1.0, np.abs(slopes))) or np.any(np.diff(slopes) > 1e-9 * slopes[1:]):
@@ -475,7 +476,7 @@ def utility(
     params: dict[str, float] = {}
     if family == "x^a":
         if not 0 < a < 1:
-            hint = "use utility='x' for a = 1" if a == 1 else "use utility='log' for the a -> 0 limit"
+            hint = "use utility='x' for a = 1" if a >= 1 else "use utility='log' for the a -> 0 limit"
             raise ValueError(f"`a` must be in (0, 1) for x^a, got {a}; {hint}")
         params["a"] = float(a)
     elif family == "-x^-a":
