@@ -160,7 +160,7 @@ def partial_orders(draw):
 
 
 @settings(max_examples=40, deadline=None)
-@given(partial_orders(), st.sampled_from(SMOOTH_SPECS + ["x"]))
+@given(partial_orders(), st.sampled_from([*SMOOTH_SPECS, "x"]))
 def test_any_partial_order_is_solved_feasibly(edges, spec):
     result = optimal_rewards(edges, spec)
     r = result.rewards

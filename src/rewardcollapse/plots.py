@@ -68,8 +68,12 @@ def plot_optimal_rewards(
     plt = _pyplot()
     specs = [utility(s) for s in utilities]
     if axes is None:
-        fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.0), sharey=True, squeeze=False)
-        axes = axes[0]
+        cols = min(3, len(specs))
+        rows = -(-len(specs) // cols)
+        fig, grid = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), sharey=True, squeeze=False)
+        for extra in grid.ravel()[len(specs) :]:
+            extra.remove()
+        axes = grid.ravel()[: len(specs)]
     else:
         axes = np.atleast_1d(axes)
         fig = axes[0].figure

@@ -141,11 +141,25 @@ def numerical_limit(
         With ``cdf``, ``ppf``, ``pdf`` (of the continuous part), ``rvs``, and ``atoms`` (mass at 0 and at 1);
         ``converged`` and ``sup_change`` record the refinement.
     """
-    from rewardcollapse.core.solver import optimal_rewards
-
     u = utility(u)
     if n < 10 or max_n < 2 * n:
         raise ValueError(f"need n >= 10 and max_n >= 2 n, got n={n}, max_n={max_n}")
+    # Built-in names are canonical (family, parameters and eps), so the refinement is computed once per process.
+    key = (u.name, n, tol, max_n, grid_size)
+    if u.family != "custom" and key in _NUMERICAL_CACHE:
+        return _NUMERICAL_CACHE[key]
+    law = _refine_limit(u, n=n, tol=tol, max_n=max_n, grid_size=grid_size)
+    if u.family != "custom":
+        _NUMERICAL_CACHE[key] = law
+    return law
+
+
+_NUMERICAL_CACHE: dict[tuple, object] = {}
+
+
+def _refine_limit(u: Utility, *, n: int, tol: float, max_n: int, grid_size: int):
+    from rewardcollapse.core.solver import optimal_rewards
+
     grid = np.concatenate([[0.0], np.geomspace(1e-12, 0.5, grid_size // 2)])
     grid = np.unique(np.concatenate([grid, 1.0 - grid]))
     cdfs = [_empirical_cdf(optimal_rewards(n, u).rewards, grid)]

@@ -1,0 +1,152 @@
+"""The ``rewardcollapse`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _law_name(law) -> str:
+    name = getattr(getattr(law, "dist", None), "name", "law")
+    args = ", ".join(f"{a:g}" for a in getattr(law, "args", ()))
+    if name == "bernoulli":
+        return "two-point (1/2 at 0 and at 1)"
+    if name == "uniform":
+        return "Uniform(0, 1)"
+    if name == "beta":
+        return f"Beta({args})"
+    atoms = getattr(law, "atoms", {})
+    return f"numerical (atoms: {atoms.get(0.0, 0):.4f} at 0, {atoms.get(1.0, 0):.4f} at 1)"
+
+
+def _parse_ranking(args: argparse.Namespace):
+    if args.ranking is None:
+        return args.n
+    try:
+        value = json.loads(args.ranking)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"error: --ranking is not valid JSON ({error}); e.g. '[[0], [1, 2], [3]]'") from None
+    if isinstance(value, dict) and "edges" in value:
+        return [tuple(edge) for edge in value["edges"]]
+    return value
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from rewardcollapse.core import ks_distance, limit_distribution, optimal_rewards, utility
+
+    u = utility(args.utility, eps=args.eps)
+    started = time.perf_counter()
+    result = optimal_rewards(_parse_ranking(args), u, tol=args.tol)
+    elapsed = time.perf_counter() - started
+    rows = [
+        ("utility", u.name),
+        ("answers", str(len(result.rewards))),
+        ("rewards", f"[{result.rewards.min():.6g}, {result.rewards.max():.6g}]"),
+        ("objective", f"{result.objective:.12g}"),
+        ("KKT residual", f"{result.residual:.2e} ({'converged' if result.success else result.message})"),
+        ("iterations", f"{result.iterations} ({result.method}, {elapsed:.3f} s)"),
+    ]
+    if args.ranking is None:
+        law = limit_distribution(u)
+        rows += [("limit law", _law_name(law)), ("KS to limit", f"{ks_distance(result.rewards, law):.4g}")]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        payload = {
+            "utility": u.name,
+            "rewards": result.rewards.tolist(),
+            "objective": result.objective,
+            "residual": result.residual,
+            "iterations": result.iterations,
+            "success": result.success,
+            "message": result.message,
+            "method": result.method,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        if args.ranking is not None:
+            raise SystemExit("error: --plot draws n answers of a total order; use -n instead of --ranking")
+        from rewardcollapse.plots import plot_optimal_rewards
+
+        fig, _ = plot_optimal_rewards(args.n, [u])
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0 if result.success else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rewardcollapse.core import ks_distance, limit_distribution, optimal_rewards
+    from rewardcollapse.plots import DEFAULT_PLOT_UTILITIES, plot_limit_laws, plot_optimal_rewards
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"Reward collapse: optimal rewards of n = {args.n} ranked answers and their limit laws\n")
+    print(f"{'utility':<12} {'limit law':<44} {'KS(n, limit)':>12} {'residual':>9} {'time':>8}")
+    summary = []
+    for spec in DEFAULT_PLOT_UTILITIES:
+        started = time.perf_counter()
+        result = optimal_rewards(args.n, spec)
+        law = limit_distribution(spec)
+        elapsed = time.perf_counter() - started
+        distance = ks_distance(result.rewards, law)
+        print(f"{spec:<12} {_law_name(law):<44} {distance:>12.4f} {result.residual:>9.1e} {elapsed:>7.2f}s")
+        summary.append({"utility": spec, "ks_to_limit": distance, "residual": result.residual})
+    fig, _ = plot_optimal_rewards(args.n)
+    fig.savefig(output / "optimal_rewards.png", dpi=120)
+    fig, _ = plot_limit_laws()
+    fig.savefig(output / "limit_laws.png", dpi=120)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {output / 'optimal_rewards.png'}, {output / 'limit_laws.png'} and {output / 'summary.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="rewardcollapse", description="Study and prevent reward collapse in ranking-trained reward models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    solve = sub.add_parser("solve", help="exact optimal rewards of one prompt's ranking")
+    solve.add_argument("-n", type=int, default=100, help="answers in a total order (default 100)")
+    solve.add_argument("--ranking", help="JSON tiers '[[0], [1, 2], [3]]' or '{\"edges\": [[0, 1], [0, 2]]}'")
+    solve.add_argument(
+        "--utility",
+        default="log",
+        help="utility spec: x, log, x^0.5, logsigmoid; write --utility=-1/x for specs with a leading -",
+    )
+    solve.add_argument("--eps", type=float, default=0.0, help="whole-line extension shift (default 0)")
+    solve.add_argument("--tol", type=float, default=1e-10, help="relative KKT residual to reach")
+    solve.add_argument("--json", help="write rewards and solver report to this JSON file")
+    solve.add_argument("--plot", help="write a histogram against the limit law to this PNG")
+    solve.set_defaults(run=_solve)
+
+    demo = sub.add_parser("demo", help="the built-in demonstration: optimal rewards and limit laws, with figures")
+    demo.add_argument("-n", type=int, default=200, help="answers per ranking (default 200)")
+    demo.add_argument("--output", default="demo-output", help="folder for figures and summary")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
