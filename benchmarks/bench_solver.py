@@ -15,6 +15,7 @@ import numpy as np
 
 from rewardcollapse import optimal_rewards
 
+SCS_TIME_LIMIT = 120  # seconds; SCS's first-order iterations slow to minutes from n = 100 on
 CVXPY_SOLVERS = [s for s in ("CLARABEL", "SCS", "ECOS") if s in cp.installed_solvers()]
 
 
@@ -49,7 +50,8 @@ def compare(spec):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    elapsed, _ = timed(lambda p=problem, s=solver: p.solve(solver=s), repeat=1)
+                    options = {"time_limit_secs": SCS_TIME_LIMIT} if solver == "SCS" else {}
+                    elapsed, _ = timed(lambda p=problem, s=solver, o=options: p.solve(solver=s, **o), repeat=1)
                 status = problem.status
                 error = float(np.max(np.abs(r.value - ours.rewards))) if r.value is not None else np.nan
             except cp.error.SolverError:
