@@ -77,9 +77,11 @@ def scaling(spec, max_n):
     for n in (100, 1000, 3000, 10000):
         if n > max_n:
             break
-        tracemalloc.start()
-        repeat = 3 if n <= 1000 else 1
+        repeat = 5 if n <= 1000 else 1
         elapsed, result = timed(lambda n=n: optimal_rewards(n, spec), repeat=repeat)
+        # Memory in a separate run: tracemalloc slows numpy allocation and would distort the timing.
+        tracemalloc.start()
+        optimal_rewards(n, spec)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(f"| {n} | {elapsed:.3f} | {result.iterations} | {result.residual:.1e} | {peak / 1e6:.0f} |")
