@@ -241,7 +241,7 @@ class Utility:
 
     def _evaluate(self, x, formula: _Formula, order: int):
         ops = _ops_for(x)
-        if not ops is _NumpyOps:  # noqa: E714 - identity test against the namespace class
+        if ops is not _NumpyOps:
             return self._evaluate_ops(x, formula, order, ops)
         x = np.asarray(x, dtype=float)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
