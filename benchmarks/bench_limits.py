@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/bench_limits.py [--max-n 10000]
 import argparse
 import time
 
-from rewardcollapse import ks_distance, limit_distribution, optimal_rewards
+from rewardcollapse import describe_law, ks_distance, limit_distribution, optimal_rewards
 
 UTILITIES = ["x", "x^0.5", "log", "-x^-0.5", "-1/x", "logsigmoid"]
 
@@ -22,11 +22,7 @@ def main():
     for spec in UTILITIES:
         start = time.perf_counter()
         law = limit_distribution(spec)
-        name = law.dist.name if hasattr(law, "dist") else "?"
-        if name == "beta":
-            name = f"Beta({law.args[0]:g}, {law.args[1]:g})"
-        elif name.startswith("limit["):
-            name = f"numerical, atoms {law.atoms[0.0]:.3f}"
+        name = describe_law(law)
         cells = [f"{ks_distance(optimal_rewards(n, spec).rewards, law):.4f}" for n in sizes]
         print(f"| {spec} | {name} | " + " | ".join(cells) + f" | {time.perf_counter() - start:.0f} |", flush=True)
 

@@ -12,19 +12,6 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _law_name(law) -> str:
-    name = getattr(getattr(law, "dist", None), "name", "law")
-    args = ", ".join(f"{a:g}" for a in getattr(law, "args", ()))
-    if name == "bernoulli":
-        return "two-point (1/2 at 0 and at 1)"
-    if name == "uniform":
-        return "Uniform(0, 1)"
-    if name == "beta":
-        return f"Beta({args})"
-    atoms = getattr(law, "atoms", {})
-    return f"numerical (atoms: {atoms.get(0.0, 0):.4f} at 0, {atoms.get(1.0, 0):.4f} at 1)"
-
-
 def _parse_ranking(args: argparse.Namespace):
     if args.ranking is None:
         return args.n
@@ -38,7 +25,7 @@ def _parse_ranking(args: argparse.Namespace):
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from rewardcollapse.core import ks_distance, limit_distribution, optimal_rewards, utility
+    from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards, utility
 
     u = utility(args.utility, eps=args.eps)
     started = time.perf_counter()
@@ -54,7 +41,7 @@ def _solve(args: argparse.Namespace) -> int:
     ]
     if args.ranking is None:
         law = limit_distribution(u)
-        rows += [("limit law", _law_name(law)), ("KS to limit", f"{ks_distance(result.rewards, law):.4g}")]
+        rows += [("limit law", describe_law(law)), ("KS to limit", f"{ks_distance(result.rewards, law):.4g}")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -85,7 +72,7 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rewardcollapse.core import ks_distance, limit_distribution, optimal_rewards
+    from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards
     from rewardcollapse.plots import DEFAULT_PLOT_UTILITIES, plot_limit_laws, plot_optimal_rewards
 
     output = Path(args.output)
@@ -99,7 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
         law = limit_distribution(spec)
         elapsed = time.perf_counter() - started
         distance = ks_distance(result.rewards, law)
-        print(f"{spec:<12} {_law_name(law):<44} {distance:>12.4f} {result.residual:>9.1e} {elapsed:>7.2f}s")
+        print(f"{spec:<12} {describe_law(law):<44} {distance:>12.4f} {result.residual:>9.1e} {elapsed:>7.2f}s")
         summary.append({"utility": spec, "ks_to_limit": distance, "residual": result.residual})
     fig, _ = plot_optimal_rewards(args.n)
     fig.savefig(output / "optimal_rewards.png", dpi=120)

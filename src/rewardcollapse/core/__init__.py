@@ -4,7 +4,7 @@ Utilities :math:`U`, the exact per-prompt optimal rewards for any ranking, and t
 answers grows (Song et al., 2023, "Reward Collapse in Aligning Large Language Models", arXiv:2305.17608).
 """
 
-from rewardcollapse.core.limits import closed_form_limit, ks_distance, limit_distribution, numerical_limit
+from rewardcollapse.core.limits import closed_form_limit, describe_law, ks_distance, limit_distribution, numerical_limit
 from rewardcollapse.core.ranking import Ranking, parse_ranking
 from rewardcollapse.core.solver import OptimalRewards, optimal_rewards
 from rewardcollapse.core.utilities import UTILITY_SPECS, Utility, utility
@@ -15,6 +15,7 @@ __all__ = [
     "Ranking",
     "Utility",
     "closed_form_limit",
+    "describe_law",
     "ks_distance",
     "limit_distribution",
     "numerical_limit",

@@ -24,7 +24,7 @@ from scipy import stats
 
 from rewardcollapse.core.utilities import Utility, utility
 
-__all__ = ["closed_form_limit", "ks_distance", "limit_distribution", "numerical_limit"]
+__all__ = ["closed_form_limit", "describe_law", "ks_distance", "limit_distribution", "numerical_limit"]
 
 
 def closed_form_limit(u: str | Utility) -> Any | None:
@@ -242,3 +242,22 @@ def ks_distance(rewards: np.ndarray, law) -> float:
     below = np.searchsorted(x, x, side="left") / n  # empirical CDF just below x_k
     # Between sample points the empirical CDF is flat, the law's CDF increases: the extremes sit at the samples.
     return float(max(np.max(np.abs(above - right)), np.max(np.abs(below - left))))
+
+
+def describe_law(law) -> str:
+    """Name a law returned by :func:`limit_distribution` for tables and reports.
+
+    Examples
+    --------
+    >>> describe_law(limit_distribution("log")), describe_law(limit_distribution("x"))
+    ('Beta(0.5, 0.5)', 'two-point (1/2 at 0 and at 1)')
+    """
+    name = getattr(getattr(law, "dist", None), "name", "law")
+    if name == "bernoulli":
+        return "two-point (1/2 at 0 and at 1)"
+    if name == "uniform":
+        return "Uniform(0, 1)"
+    if name == "beta":
+        return "Beta({:g}, {:g})".format(*law.args)
+    atoms = getattr(law, "atoms", {})
+    return f"numerical (atoms: {atoms.get(0.0, 0):.4f} at 0, {atoms.get(1.0, 0):.4f} at 1)"
