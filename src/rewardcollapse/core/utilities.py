@@ -50,6 +50,10 @@ class _NumpyOps:
     def full_like(x, value):
         return np.full_like(x, value, dtype=float)
 
+    @staticmethod
+    def scalar_like(x, value):
+        return np.float64(value)
+
 
 class _TorchOps:
     """The same operations for torch tensors; torch is imported only when a tensor arrives."""
@@ -68,6 +72,9 @@ class _TorchOps:
 
     def full_like(self, x, value):
         return self._torch.full_like(x, value)
+
+    def scalar_like(self, x, value):
+        return x.new_tensor(value)
 
 
 _TORCH_OPS: _TorchOps | None = None
@@ -253,13 +260,15 @@ class Utility:
             eps = self.eps
             # Evaluate the shifted formula only where x >= 0 (clamped input), so neither branch makes NaN or inf
             # that a torch backward pass through `where` would turn into NaN gradients.
+            # U(eps) and U'(eps) are evaluated with the same ops, so parameters may be tensors that broadcast
+            # against x (one exponent per prompt in the training loss).
             shifted = ops.clamp_min(x, 0.0) + eps
-            slope = float(np.asarray(self._d1(np.float64(eps), _NumpyOps, p)))
+            at_eps = ops.scalar_like(x, eps)
+            slope = self._d1(at_eps, ops, p)
             if order == 0:
-                inside = formula(shifted, ops, p) - self._value(np.float64(eps), _NumpyOps, p)
-                return ops.where(x >= 0, inside, slope * x)
+                return ops.where(x >= 0, formula(shifted, ops, p) - self._value(at_eps, ops, p), slope * x)
             if order == 1:
-                return ops.where(x >= 0, formula(shifted, ops, p), ops.full_like(x, float(slope)))
+                return ops.where(x >= 0, formula(shifted, ops, p), slope)
             return ops.where(x >= 0, formula(shifted, ops, p), ops.full_like(x, 0.0))
         if self._whole_line:
             return formula(x, ops, p)

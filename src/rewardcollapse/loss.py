@@ -1,0 +1,321 @@
+r"""The listwise ranking loss of a reward model, with one utility per prompt if wanted.
+
+A batch holds ``B`` prompts with up to ``K`` answers each, scored once: ``rewards`` has shape ``(B, K)``. With
+:math:`s = \sigma(R)` (``normalize="sigmoid"``, the paper's setting) or :math:`s = R` (``normalize=None``), the loss
+of prompt :math:`b` is minus the mean over its ranked pairs :math:`P_b = \{(i, j) : i \succ j\}` of the utility
+:math:`U_b` of the score gap,
+
+.. math::
+
+    \ell_b = -\frac{1}{|P_b|} \sum_{(i, j) \in P_b} U_{b,\varepsilon}(s_{b,i} - s_{b,j}),
+
+and the batch loss is the mean of :math:`\ell_b` over the prompts that have at least one ranked pair (Song et al.,
+2023, Section 3, maximise :math:`\sum U`). :math:`U_\varepsilon` is the whole-line extension of
+:mod:`rewardcollapse.core.utilities`; ``eps`` shifts only the utilities that are :math:`-\infty` or infinitely steep
+at 0 (``log``, ``x^a``, ``-x^-a``, ``-1/x``), while ``x`` and ``logsigmoid`` are finite everywhere and are used as
+they are. So with ``K = 2``, ``utility="logsigmoid"`` and ``normalize=None`` the loss is exactly the Bradley-Terry
+loss :math:`-\log\sigma(R_\text{chosen} - R_\text{rejected})` of TRL's ``RewardTrainer``.
+
+Every pair of a prompt is formed from the ``K`` scores, so ``K`` answers cost ``K`` forward passes, not the
+:math:`K(K-1)` of feeding each pair's two sequences. The loss is vectorised: the ranked pairs of the whole batch are
+gathered into one vector and each utility is evaluated once on its prompts' pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from rewardcollapse.core.utilities import Utility
+from rewardcollapse.core.utilities import utility as build_utility
+
+__all__ = ["PARAMETER_FAMILIES", "RankingLoss", "pair_matrix", "ranking_loss"]
+
+PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale"}
+"""Families whose parameter may vary per prompt: ``utility`` is then a ``(B,)`` tensor of that parameter."""
+
+_REDUCTIONS = ("mean", "sum", "none")
+_WHOLE_LINE_FAMILIES = ("x", "logsigmoid")
+
+
+@functools.lru_cache(maxsize=256)
+def _utility_from_spec(spec: str, eps: float) -> Utility:
+    base = build_utility(spec)
+    if base.family in _WHOLE_LINE_FAMILIES:
+        return base
+    if eps <= 0:
+        raise ValueError(
+            f"`eps` must be > 0 for utility {spec!r} (it is -inf or infinitely steep at 0, so one misordered pair "
+            f"would make the loss infinite), got {eps}; the paper uses eps=0.1"
+        )
+    return build_utility(base, eps=eps)
+
+
+def _resolve(spec: str | Utility, eps: float) -> Utility:
+    """A spec string gets the loss's ``eps`` when its family needs it; a Utility object is used as built."""
+    if isinstance(spec, Utility):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"each utility must be a spec string or a Utility, got {type(spec).__name__}")
+    return _utility_from_spec(spec, float(eps))
+
+
+def pair_matrix(ranks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the ``(B, K, K)`` bool matrix of ranked pairs: entry ``(b, i, j)`` is True when ``i`` is above ``j``.
+
+    Parameters
+    ----------
+    ranks : torch.Tensor
+        ``(B, K)`` integer ranks, lower is better; equal ranks are tied and form no pair.
+    mask : torch.Tensor, optional
+        ``(B, K)`` bool, False for padding answers (prompts with fewer than ``K`` answers).
+
+    Examples
+    --------
+    >>> pair_matrix(torch.tensor([[0, 1, 1]])).int()
+    tensor([[[0, 1, 1],
+             [0, 0, 0],
+             [0, 0, 0]]], dtype=torch.int32)
+    """
+    above = ranks[:, :, None] < ranks[:, None, :]
+    if mask is not None:
+        above = above & mask[:, :, None] & mask[:, None, :]
+    return above
+
+
+def _check_inputs(rewards, ranks, pairs, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(rewards, torch.Tensor) or rewards.ndim != 2:
+        got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards).__name__
+        raise ValueError(f"`rewards` must be a (batch, K) tensor of scores, got {got}")
+    batch, k = rewards.shape
+    if mask is not None:
+        if tuple(mask.shape) != (batch, k) or mask.dtype != torch.bool:
+            got = f"{mask.dtype} {tuple(mask.shape)}"
+            raise ValueError(f"`mask` must be a bool tensor of shape {(batch, k)}, got {got}")
+    if ranks is not None and pairs is not None:
+        raise ValueError("give `ranks` or `pairs`, not both")
+    if pairs is not None:
+        if tuple(pairs.shape) != (batch, k, k) or pairs.dtype != torch.bool:
+            raise ValueError(
+                f"`pairs` must be a bool tensor of shape {(batch, k, k)} (i above j), "
+                f"got {pairs.dtype} {tuple(pairs.shape)}"
+            )
+        above = pairs if mask is None else pairs & mask[:, :, None] & mask[:, None, :]
+        return rewards, above
+    if ranks is None:
+        # Column order is the ranking: answer 0 best.
+        ranks = torch.arange(k, device=rewards.device).expand(batch, k)
+    elif tuple(ranks.shape) != (batch, k) or ranks.is_floating_point() or ranks.dtype == torch.bool:
+        got = f"{ranks.dtype} {tuple(ranks.shape)}"
+        raise ValueError(f"`ranks` must be an integer tensor of shape {(batch, k)}, got {got}")
+    return rewards, pair_matrix(ranks, mask)
+
+
+def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float) -> tuple[Utility, torch.Tensor]:
+    """The family's Utility with a placeholder parameter, and the validated per-prompt parameter tensor."""
+    if family not in PARAMETER_FAMILIES:
+        known = ", ".join(repr(f) for f in PARAMETER_FAMILIES)
+        raise ValueError(f"`family` must be one of {known} when `utility` is a tensor, got {family!r}")
+    if values.ndim != 1 or values.shape[0] != batch or not values.is_floating_point():
+        raise ValueError(
+            f"a tensor `utility` must be a float tensor of shape ({batch},), one {PARAMETER_FAMILIES[family]} per "
+            f"prompt, got {values.dtype} {tuple(values.shape)}"
+        )
+    low, high = {"x^a": (0.0, 1.0), "-x^-a": (0.0, 1.0), "logsigmoid": (0.0, float("inf"))}[family]
+    inside = (values > low) & ((values < high) if family == "x^a" else (values <= high))
+    if not bool(inside.all()):
+        bad = values[~inside][0].item()
+        interval = {"x^a": "(0, 1)", "-x^-a": "(0, 1]", "logsigmoid": "(0, inf)"}[family]
+        raise ValueError(f"per-prompt `utility` values for {family!r} must lie in {interval}, got {bad}")
+    placeholder = {"x^a": "x^0.5", "-x^-a": "-x^-0.5", "logsigmoid": "logsigmoid"}[family]
+    return _resolve(placeholder, eps), values
+
+
+def _pair_utilities(
+    utility: Any, family: str | None, gaps: torch.Tensor, prompt_of_pair: torch.Tensor, batch: int, eps: float
+) -> torch.Tensor:
+    """``U_b(gap)`` for every ranked pair, each pair under its prompt's utility."""
+    if isinstance(utility, torch.Tensor):
+        if family is None:
+            raise ValueError("a tensor `utility` needs `family`, e.g. family='x^a' with one exponent per prompt")
+        base, values = _parameter_utility(family, utility, batch, eps)
+        per_pair = values.to(gaps.dtype)[prompt_of_pair]
+        return dataclasses.replace(base, params={PARAMETER_FAMILIES[family]: per_pair})(gaps)
+    if family is not None:
+        raise ValueError("`family` is only used with a per-prompt tensor `utility`")
+    if isinstance(utility, str | Utility):
+        return _resolve(utility, eps)(gaps)
+    if not isinstance(utility, Sequence):
+        raise TypeError(
+            f"`utility` must be a spec, a Utility, a sequence of one spec per prompt or a (batch,) tensor, "
+            f"got {type(utility).__name__}"
+        )
+    if len(utility) != batch:
+        raise ValueError(f"`utility` has {len(utility)} entries but the batch has {batch} prompts; give one per prompt")
+    # Group the prompts by utility: one evaluation per distinct utility, whatever the batch size.
+    # Spec strings resolve to cached Utility objects, so identity groups equal specs.
+    distinct: dict[int, tuple[int, Utility]] = {}
+    prompt_code = []
+    for spec in utility:
+        u = _resolve(spec, eps)
+        prompt_code.append(distinct.setdefault(id(u), (len(distinct), u))[0])
+    pair_code = torch.tensor(prompt_code, device=gaps.device)[prompt_of_pair]
+    values = torch.zeros_like(gaps)
+    for code, u in distinct.values():
+        where = torch.nonzero(pair_code == code, as_tuple=True)
+        values = values.index_put(where, u(gaps[where]))
+    return values
+
+
+def ranking_loss(
+    rewards: torch.Tensor,
+    *,
+    utility: str | Utility | Sequence[str | Utility] | torch.Tensor,
+    ranks: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    pairs: torch.Tensor | None = None,
+    family: str | None = None,
+    normalize: str | None = "sigmoid",
+    eps: float = 0.1,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Listwise ranking loss: minus the mean over prompts of the mean utility of their ranked pairs' score gaps.
+
+    Parameters
+    ----------
+    rewards : torch.Tensor
+        ``(B, K)`` raw reward-model scores, one per answer.
+    utility : str, Utility, sequence or torch.Tensor
+        One spec for every prompt (``"log"``, ``"x"``, ``"-1/x"``, ``"x^0.5"``, ``"logsigmoid"``, a
+        :class:`~rewardcollapse.Utility`); a sequence of ``B`` specs, one per prompt (prompt-aware training, e.g.
+        ``"x"`` for closed prompts and ``"-1/x"`` for open ones); or a ``(B,)`` float tensor of the parameter of
+        ``family``, one per prompt.
+    ranks : torch.Tensor, optional
+        ``(B, K)`` integer ranks, lower is better, equal ranks tied (no pair between them). Default: column order,
+        answer 0 best.
+    mask : torch.Tensor, optional
+        ``(B, K)`` bool, False for padding answers of prompts with fewer than ``K`` answers.
+    pairs : torch.Tensor, optional
+        ``(B, K, K)`` bool, True where answer ``i`` is ranked above ``j``: a partial order, instead of ``ranks``.
+    family : str, optional
+        With a tensor ``utility``: ``"x^a"`` or ``"-x^-a"`` (per-prompt exponent ``a``) or ``"logsigmoid"``
+        (per-prompt ``scale``).
+    normalize : {"sigmoid", None}, default "sigmoid"
+        Squash the scores to :math:`[0, 1]` with the sigmoid first (the paper), or use them raw.
+    eps : float, default 0.1
+        Shift :math:`\varepsilon > 0` of the utilities that are singular at 0 (module docstring); spec strings
+        only, a Utility object keeps its own.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Mean or sum over the prompts that have a ranked pair, or the ``(B,)`` per-prompt losses (0 for prompts
+        without a pair).
+
+    Returns
+    -------
+    torch.Tensor
+        A float32 (or float64, for float64 rewards) scalar, or ``(B,)`` for ``reduction="none"``.
+
+    Raises
+    ------
+    ValueError
+        For shapes that do not match, an unknown ``normalize`` or ``reduction``, a per-prompt list of the wrong
+        length, parameters out of range, or ``eps <= 0`` with a singular utility.
+    TypeError
+        For a ``utility`` of the wrong type.
+
+    Examples
+    --------
+    >>> r = torch.tensor([[2.0, 0.0], [0.5, 1.0]])
+    >>> bt = ranking_loss(r, utility="logsigmoid", normalize=None)
+    >>> torch.allclose(bt, -torch.nn.functional.logsigmoid(r[:, 0] - r[:, 1]).mean())
+    True
+    >>> ranking_loss(r, utility=["x", "-1/x"], ranks=torch.tensor([[0, 1], [0, 0]]), reduction="none")
+    tensor([-0.3808,  0.0000])
+    """
+    if normalize not in ("sigmoid", None):
+        raise ValueError(f"`normalize` must be 'sigmoid' or None, got {normalize!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+    rewards, above = _check_inputs(rewards, ranks, pairs, mask)
+    # Scores in at least float32: bf16 autocast logits have 3 significant digits, too few for the gaps.
+    scores = rewards.float() if rewards.dtype in (torch.float16, torch.bfloat16) else rewards
+    if normalize == "sigmoid":
+        scores = torch.sigmoid(scores)
+    batch = scores.shape[0]
+    prompt_of_pair, i, j = torch.nonzero(above, as_tuple=True)
+    gaps = scores[prompt_of_pair, i] - scores[prompt_of_pair, j]
+    values = _pair_utilities(utility, family, gaps, prompt_of_pair, batch, eps)
+    total = scores.new_zeros(batch).index_add(0, prompt_of_pair, values)
+    count = above.sum(dim=(1, 2))
+    has_pairs = count > 0
+    per_prompt = torch.where(has_pairs, -total / count.clamp_min(1).to(scores.dtype), 0.0)
+    if reduction == "none":
+        return per_prompt
+    if not bool(has_pairs.any()):
+        # No ranked pair in the batch (all answers tied): zero loss that still reaches every score.
+        return 0.0 * scores.sum()
+    kept = per_prompt[has_pairs]
+    return kept.mean() if reduction == "mean" else kept.sum()
+
+
+class RankingLoss(nn.Module):
+    """:func:`ranking_loss` as an ``nn.Module``; the fixed settings are given once, the batch at each call.
+
+    Parameters
+    ----------
+    utility : str, Utility, sequence or torch.Tensor, default "log"
+        Default utility, used when a call does not pass one (see :func:`ranking_loss`).
+    family, normalize, eps, reduction
+        As in :func:`ranking_loss`.
+
+    Examples
+    --------
+    >>> loss = RankingLoss("x", normalize=None)
+    >>> loss(torch.tensor([[1.0, 0.0, -1.0]]))
+    tensor(-1.3333)
+    """
+
+    def __init__(
+        self,
+        utility: str | Utility | Sequence[str | Utility] | torch.Tensor = "log",
+        *,
+        family: str | None = None,
+        normalize: str | None = "sigmoid",
+        eps: float = 0.1,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.utility = utility
+        self.family = family
+        self.normalize = normalize
+        self.eps = eps
+        self.reduction = reduction
+
+    def forward(
+        self,
+        rewards: torch.Tensor,
+        ranks: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        pairs: torch.Tensor | None = None,
+        utility: str | Utility | Sequence[str | Utility] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return the loss of one batch; ``utility`` overrides the default (e.g. per-prompt specs)."""
+        return ranking_loss(
+            rewards,
+            utility=self.utility if utility is None else utility,
+            ranks=ranks,
+            mask=mask,
+            pairs=pairs,
+            family=self.family,
+            normalize=self.normalize,
+            eps=self.eps,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        """The settings, shown in the module's repr."""
+        return f"utility={self.utility!r}, normalize={self.normalize!r}, eps={self.eps}, reduction={self.reduction!r}"
