@@ -1,0 +1,15 @@
+"""Ranking data: the ranking format, validation, and loaders for ranking, TRL pairwise and scored rows."""
+
+from rewardcollapse.data.loaders import INPUT_FORMATS, detect_format, load_rankings, read_table
+from rewardcollapse.data.schema import RANKING_COLUMNS, RowError, merge_pairs, split_implicit_prompt
+
+__all__ = [
+    "INPUT_FORMATS",
+    "RANKING_COLUMNS",
+    "RowError",
+    "detect_format",
+    "load_rankings",
+    "merge_pairs",
+    "read_table",
+    "split_implicit_prompt",
+]

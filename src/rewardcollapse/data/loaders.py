@@ -1,0 +1,328 @@
+"""Load ranking, TRL pairwise and scored data from files, ``datasets`` directories or the Hub.
+
+All the work goes through ``datasets``: files are read into memory-mapped Arrow tables and converted in batches, so a
+file of millions of rows never becomes Python lists. Rows are numbered from 0 in the order of the source.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewardcollapse.data.schema import (
+    RANKING_COLUMNS,
+    SKIP_HINT,
+    RowError,
+    _text_key,
+    merge_pairs,
+    ranking_row,
+    scored_row,
+    split_implicit_prompt,
+)
+
+__all__ = ["INPUT_FORMATS", "detect_format", "load_rankings", "read_table"]
+
+INPUT_FORMATS = ("ranking", "pairwise", "scored")
+"""The row formats :func:`load_rankings` reads (``input_format="auto"`` picks one from the columns)."""
+
+_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+_BATCH = 1000
+
+
+def read_table(source: Any, *, split: str = "train"):
+    """Read ``source`` as a ``datasets.Dataset`` without converting it.
+
+    Parameters
+    ----------
+    source : str, Path or datasets.Dataset
+        A ``.jsonl``, ``.json``, ``.parquet`` or ``.csv`` file; a directory written by ``Dataset.save_to_disk`` (or
+        ``DatasetDict.save_to_disk``); a directory of data files; or a Hub dataset name such as
+        ``"trl-lib/ultrafeedback_binarized"``. A ``Dataset`` is returned as is.
+    split : str, default "train"
+        Split to read from a ``DatasetDict`` directory, a data directory or a Hub dataset.
+    """
+    import datasets
+
+    if isinstance(source, datasets.Dataset):
+        return source
+    if not isinstance(source, str | Path):
+        got = type(source).__name__
+        raise TypeError(f"`source` must be a path, a Hub dataset name or a datasets.Dataset, got {got}")
+    path = Path(source)
+    try:
+        if path.is_file():
+            builder = _FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                known = ", ".join(_FILE_BUILDERS)
+                raise ValueError(f"`source` {str(path)!r} has an unknown extension; use one of {known}")
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        if path.is_dir():
+            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                loaded = datasets.load_from_disk(str(path))
+                return _pick_split(loaded, split, source)
+            return datasets.load_dataset(str(path), split=split)
+        if str(source).startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
+            raise ValueError(f"`source` {str(source)!r} does not exist; give an existing file or directory")
+        return datasets.load_dataset(str(source), split=split)
+    except (ValueError, TypeError):
+        raise
+    except Exception as error:  # datasets raises many types (network, builder, Arrow); name the source once.
+        raise ValueError(f"could not read `source` {str(source)!r}: {type(error).__name__}: {error}") from error
+
+
+def _pick_split(loaded, split: str, source: Any):
+    import datasets
+
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"`split` {split!r} is not in {str(source)!r}; it has {sorted(loaded)}")
+        return loaded[split]
+    return loaded
+
+
+def detect_format(columns: list[str]) -> str:
+    """Return the input format that the columns of a table show; raise a ValueError naming them otherwise."""
+    names = set(columns)
+    if {"responses", "scores"} <= names:
+        return "scored"
+    if "responses" in names:
+        return "ranking"
+    if {"chosen", "rejected"} <= names:
+        return "pairwise"
+    raise ValueError(
+        f"cannot tell the data format from the columns {sorted(names)}: expected 'prompt' and 'responses' "
+        "(ranking, optional 'ranks'), 'prompt', 'responses' and 'scores' (scored), or 'chosen' and 'rejected' "
+        "(TRL pairwise, optional 'prompt')"
+    )
+
+
+def _output_features(table, input_format: str):
+    """The canonical column types; prompt and answer types follow the input (text or chat messages)."""
+    import datasets
+
+    features = table.features
+    if input_format == "pairwise":
+        answer = features["chosen"]
+        prompt = features["prompt"] if "prompt" in features else answer
+    else:
+        prompt = features["prompt"]
+        responses = features["responses"]
+        # CSV cells hold the list as JSON text.
+        answer = responses.feature if isinstance(responses, datasets.List) else datasets.Value("string")
+    canonical = {
+        "prompt": prompt,
+        "responses": datasets.List(answer),
+        "ranks": datasets.List(datasets.Value("int64")),
+        "pairs": datasets.List(datasets.List(datasets.Value("int64"))),
+        "utility": datasets.Value("string"),
+        "openness": datasets.Value("float64"),
+        "_reason": datasets.Value("string"),
+        "_error": datasets.Value("string"),
+    }
+    return datasets.Features(canonical)
+
+
+def _rows(batch: Mapping[str, list]) -> list[dict[str, Any]]:
+    keys = list(batch)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+
+
+def _emit(converted: list[tuple[dict | None, RowError | None]], rows: list[dict[str, Any]] | None = None):
+    """Column-wise output of a conversion batch, with the error columns that the drop report reads."""
+    out: dict[str, list] = {name: [] for name in (*RANKING_COLUMNS, "_reason", "_error")}
+    for row, error in converted:
+        for name in RANKING_COLUMNS:
+            out[name].append(row[name] if row else None)
+        out["_reason"].append(error.reason if error else "")
+        out["_error"].append(error.message if error else "")
+    return out
+
+
+def _convert_batch(batch: Mapping[str, list], indices: list[int], input_format: str):
+    convert = ranking_row if input_format == "ranking" else scored_row
+    return _emit([convert(row, f"row {i}") for row, i in zip(_rows(batch), indices, strict=True)])
+
+
+def _pair_batch(batch: Mapping[str, list], indices: list[int]):
+    """One TRL pair per row: split implicit prompts, check the two answers, and key the prompt for grouping."""
+    out: dict[str, list] = {name: [] for name in ("_key", "prompt", "chosen", "rejected", "_row", "_reason", "_error")}
+    for row, i in zip(_rows(batch), indices, strict=True):
+        chosen, rejected = row["chosen"], row["rejected"]
+        prompt = row.get("prompt")
+        if "prompt" not in row:
+            prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
+        where = f"row {i}"
+        candidate, error = ranking_row({"prompt": prompt, "responses": [chosen, rejected]}, where)
+        if error and error.reason == "duplicate response":
+            error = RowError(error.reason, f"{where}: `chosen` and `rejected` are identical; drop the pair")
+        out["_key"].append(_text_key(prompt) if candidate else f"\0invalid row {i}")
+        out["prompt"].append(prompt)
+        out["chosen"].append(chosen)
+        out["rejected"].append(rejected)
+        out["_row"].append(i)
+        out["_reason"].append(error.reason if error else "")
+        out["_error"].append(error.message if error else "")
+    return out
+
+
+def _extras(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"utility": row.get("utility"), "openness": row.get("openness")}
+
+
+def _merge_batch(batch: Mapping[str, list], pairs_table, extra_columns: list[str]):
+    """One output row per prompt group: ``start``/``stop`` delimit its pairs in the grouped pair table."""
+    converted = []
+    for start, stop in zip(batch["start"], batch["stop"], strict=True):
+        group = pairs_table[start:stop]
+        rows = group["_row"]
+        if any(group["_reason"]):
+            # A bad pair rejects its own row only; it was keyed apart from every other row.
+            first = next(k for k, reason in enumerate(group["_reason"]) if reason)
+            converted.append((None, RowError(group["_reason"][first], group["_error"][first])))
+            continue
+        extras = {name: group[name][0] for name in extra_columns}
+        pairs = list(zip(group["chosen"], group["rejected"], strict=True))
+        converted.append(merge_pairs(group["prompt"][0], pairs, rows, _extras(extras)))
+    return _emit(converted)
+
+
+def _group_pairs(table, num_proc: int | None):
+    """Group the pair rows by prompt (in order of first appearance) and merge each group into a ranking row."""
+    import datasets
+
+    features = _output_features(table, "pairwise")
+    extra_columns = [name for name in ("utility", "openness") if name in table.column_names]
+    pair_features = {
+        "_key": datasets.Value("string"),
+        "prompt": features["prompt"],
+        "chosen": features["responses"].feature,
+        "rejected": features["responses"].feature,
+        "_row": datasets.Value("int64"),
+        "_reason": datasets.Value("string"),
+        "_error": datasets.Value("string"),
+        **{name: table.features[name] for name in extra_columns},
+    }
+    keyed = table.map(
+        _pair_batch,
+        with_indices=True,
+        batched=True,
+        batch_size=_BATCH,
+        remove_columns=[c for c in table.column_names if c not in extra_columns],
+        features=datasets.Features(pair_features),
+        num_proc=num_proc,
+        desc="reading pairs",
+    )
+    # dictionary_encode numbers the prompts in order of first appearance; a stable sort keeps row order inside.
+    group = pc.dictionary_encode(keyed.data.column("_key").combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(group, kind="stable")
+    grouped = keyed.select(order).flatten_indices()
+    sizes = np.bincount(group)
+    stops = np.cumsum(sizes)
+    bounds = datasets.Dataset.from_dict({"start": (stops - sizes).tolist(), "stop": stops.tolist()})
+    return bounds.map(
+        _merge_batch,
+        batched=True,
+        batch_size=_BATCH,
+        remove_columns=["start", "stop"],
+        fn_kwargs={"pairs_table": grouped, "extra_columns": extra_columns},
+        features=features,
+        new_fingerprint=f"{grouped._fingerprint}-merged",
+        desc="merging pairs per prompt",
+    )
+
+
+def _report_errors(converted, source: Any, skip_invalid: bool):
+    """Raise on the first invalid row, or drop the invalid rows and warn with a count and an example per reason."""
+    reasons = converted.data.column("_reason").combine_chunks()
+    bad = pc.not_equal(reasons, "").to_numpy(zero_copy_only=False)
+    bad_rows = np.flatnonzero(bad)
+    if len(bad_rows) == 0:
+        return converted.remove_columns(["_reason", "_error"])
+    name = source if isinstance(source, str | Path) else "the dataset"
+    errors = converted.data.column("_error")
+    if not skip_invalid:
+        more = f" ({len(bad_rows) - 1} more invalid rows)" if len(bad_rows) > 1 else ""
+        raise ValueError(f"{name}: {errors[int(bad_rows[0])].as_py()}{more}; {SKIP_HINT}")
+    first_of: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for row, reason in zip(bad_rows, reasons.take(pa.array(bad_rows)).to_pylist(), strict=True):
+        first_of.setdefault(reason, int(row))
+        counts[reason] = counts.get(reason, 0) + 1
+    summary = "; ".join(f"{counts[r]} {r} (first: {errors[first_of[r]].as_py()})" for r in counts)
+    warnings.warn(f"{name}: dropped {len(bad_rows)} of {len(converted)} prompts: {summary}", UserWarning, stacklevel=3)
+    return converted.select(np.flatnonzero(~bad)).remove_columns(["_reason", "_error"])
+
+
+def load_rankings(
+    source: Any,
+    *,
+    split: str = "train",
+    input_format: str = "auto",
+    skip_invalid: bool = False,
+    num_proc: int | None = None,
+):
+    """Load ranking data as a ``datasets.Dataset`` in the ranking format of :mod:`rewardcollapse.data.schema`.
+
+    Parameters
+    ----------
+    source : str, Path or datasets.Dataset
+        File (JSONL, JSON, Parquet, CSV), ``save_to_disk`` directory, data directory, Hub dataset name, or a
+        ``Dataset`` (see :func:`read_table`).
+    split : str, default "train"
+        Split of a dataset dictionary or Hub dataset.
+    input_format : {"auto", "ranking", "pairwise", "scored"}, default "auto"
+        ``ranking``: ``prompt``, ``responses``, optional ``ranks``, ``utility``, ``openness``. ``pairwise``: TRL
+        preference rows ``chosen``/``rejected`` with an explicit ``prompt`` or an implicit one (the common prefix);
+        the pairs of each prompt are merged into one partial order. ``scored``: ``prompt``, ``responses`` and
+        ``scores`` (higher better; equal scores tied). ``auto`` picks from the columns.
+    skip_invalid : bool, default False
+        Drop invalid rows (fewer than 2 responses, empty or duplicate responses, bad ranks or scores, unknown
+        utility, openness outside [0, 1], contradictory pairs) and warn with a count per reason, instead of raising
+        on the first one.
+    num_proc : int, optional
+        Worker processes for the row conversion of large files.
+
+    Returns
+    -------
+    datasets.Dataset
+        Columns ``prompt``, ``responses``, ``ranks``, ``pairs``, ``utility``, ``openness``; one row per prompt.
+
+    Raises
+    ------
+    ValueError
+        For an unreadable source, unknown columns, or an invalid row (naming the row, the field and the fix)
+        unless ``skip_invalid``.
+    """
+    if input_format not in ("auto", *INPUT_FORMATS):
+        raise ValueError(f"`input_format` must be 'auto' or one of {INPUT_FORMATS}, got {input_format!r}")
+    table = read_table(source, split=split)
+    if input_format == "auto":
+        input_format = detect_format(table.column_names)
+    if input_format == "pairwise":
+        missing = {"chosen", "rejected"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"pairwise data needs columns 'chosen' and 'rejected'; {sorted(missing)} missing")
+        converted = _group_pairs(table, num_proc)
+    else:
+        required = {"prompt", "responses"} | ({"scores"} if input_format == "scored" else set())
+        missing = required - set(table.column_names)
+        if missing:
+            raise ValueError(f"{input_format} data needs columns {sorted(required)}; {sorted(missing)} missing")
+        converted = table.map(
+            _convert_batch,
+            with_indices=True,
+            batched=True,
+            batch_size=_BATCH,
+            remove_columns=table.column_names,
+            fn_kwargs={"input_format": input_format},
+            features=_output_features(table, input_format),
+            num_proc=num_proc,
+            desc=f"reading {input_format} rows",
+        )
+    return _report_errors(converted, source, skip_invalid)
