@@ -97,6 +97,105 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        print(f"{name:<{width}}  {shown}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rewardcollapse.training.run import train_reward_model
+
+    config = {
+        "utility": args.utility,
+        "closed_utility": args.closed_utility,
+        "open_utility": args.open_utility,
+        "eps": args.eps,
+        "normalize": args.normalize,
+        "max_length": args.max_length,
+        "forward_batch_size": args.forward_batch_size,
+        "per_device_train_batch_size": args.batch_size,
+        "per_device_eval_batch_size": args.batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation,
+        "learning_rate": args.learning_rate,
+        "num_train_epochs": args.epochs,
+        "max_steps": args.steps,
+        "seed": args.seed,
+        "bf16": args.bf16,
+        "logging_steps": args.logging_steps,
+        "save_steps": args.save_steps,
+        "save_strategy": "steps" if args.save_steps else "no",
+        "report_to": "none",
+    }
+    summary = train_reward_model(
+        model=args.model,
+        data=args.data,
+        eval_data=args.eval_data,
+        output_dir=args.output,
+        input_format=args.input_format,
+        skip_invalid=args.skip_invalid,
+        resume=True if args.resume == "latest" else args.resume,
+        **config,
+    )
+    rows = [
+        ("model saved to", summary["model"]),
+        ("utility", summary["utility"]),
+        ("train prompts", summary["train_prompts"]),
+        ("steps", summary["steps"]),
+        ("train loss", summary["train_loss"]),
+        ("time (s)", summary["seconds"]),
+        ("prompts/s", summary["prompts_per_second"]),
+        (
+            "truncated",
+            f"{summary['truncated_sequences']} of {summary['sequences']} sequences (max_length {args.max_length})",
+        ),
+    ]
+    rows += [
+        (name.removeprefix("eval_"), value)
+        for name, value in summary.get("eval", {}).items()
+        if name.startswith("eval_") and "runtime" not in name and "per_second" not in name
+    ]
+    print()
+    _print_table(rows)
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from rewardcollapse.training.run import score_file
+
+    summary = score_file(
+        model=args.model,
+        data=args.data,
+        output=args.output,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        forward_batch_size=args.forward_batch_size,
+        bf16=args.bf16,
+        input_format=args.input_format,
+        skip_invalid=args.skip_invalid,
+    )
+    print()
+    _print_table([(name.replace("_", " "), value) for name, value in summary.items() if name != "output"])
+    print(f"wrote {summary['output']}")
+    return 0
+
+
+def _add_data_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--data", required=True, help="JSONL, JSON, Parquet or CSV file, datasets folder, or Hub name")
+    command.add_argument(
+        "--input-format",
+        default="auto",
+        choices=["auto", "ranking", "pairwise", "scored"],
+        help="row format (default: from the columns)",
+    )
+    command.add_argument("--skip-invalid", action="store_true", help="drop invalid rows and report them, not stop")
+    command.add_argument("--max-length", type=int, default=512, help="tokens per (prompt, answer); default 512")
+    command.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
+    command.add_argument("--forward-batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    command.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPUs, and CPUs with AMX)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -122,6 +221,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-n", type=int, default=200, help="answers per ranking (default 200)")
     demo.add_argument("--output", default="demo-output", help="folder for figures and summary")
     demo.set_defaults(run=_demo)
+
+    train = sub.add_parser("train", help="train a reward model on ranked answers, one forward pass per answer")
+    train.add_argument("--model", help="Hub name or local path of the backbone (default: the shipped MiniLM)")
+    _add_data_options(train)
+    train.add_argument("--eval-data", help="evaluation data, same formats as --data")
+    train.add_argument(
+        "--utility",
+        default="log",
+        help="utility spec for every prompt, or 'prompt-aware' (each row's utility, else by its openness)",
+    )
+    train.add_argument("--closed-utility", default="x", help="prompt-aware: utility of closed prompts (default x)")
+    train.add_argument("--open-utility", default="-1/x", help="prompt-aware: utility of open prompts (default -1/x)")
+    train.add_argument("--eps", type=float, default=0.1, help="utility shift U(x + eps) - U(eps) (default 0.1)")
+    train.add_argument("--normalize", default="sigmoid", choices=["sigmoid", "none"], help="reward squashing")
+    train.add_argument("--output", required=True, help="folder for checkpoints and the trained model")
+    train.add_argument("--steps", type=int, default=-1, help="optimiser steps (default: --epochs over the data)")
+    train.add_argument("--epochs", type=float, default=1.0, help="passes over the data when --steps is not set")
+    train.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
+    train.add_argument("--gradient-accumulation", type=int, default=1, help="micro-batches per optimiser step")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--logging-steps", type=int, default=10)
+    train.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (default: only the end)")
+    train.add_argument("--resume", nargs="?", const="latest", help="resume from a checkpoint folder (or the latest)")
+    train.set_defaults(run=_train)
+
+    score = sub.add_parser("score", help="score every answer with a trained reward model, write JSONL")
+    score.add_argument("--model", required=True, help="trained model folder or Hub name")
+    _add_data_options(score)
+    score.add_argument("--output", required=True, help="JSONL file: each row plus rewards and normalized_rewards")
+    score.set_defaults(run=_score)
     return parser
 
 

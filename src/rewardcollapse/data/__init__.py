@@ -1,7 +1,7 @@
 """Ranking data: the ranking format, validation, and loaders for ranking, TRL pairwise and scored rows."""
 
-from rewardcollapse.data.loaders import INPUT_FORMATS, detect_format, load_rankings, read_table
-from rewardcollapse.data.schema import RANKING_COLUMNS, RowError, merge_pairs, split_implicit_prompt
+from rewardcollapse.data.loaders import INPUT_FORMATS, detect_format, load_rankings, max_responses, read_table
+from rewardcollapse.data.schema import RANKING_COLUMNS, RowError, merge_pairs, ranked_pairs, split_implicit_prompt
 
 __all__ = [
     "INPUT_FORMATS",
@@ -9,7 +9,9 @@ __all__ = [
     "RowError",
     "detect_format",
     "load_rankings",
+    "max_responses",
     "merge_pairs",
+    "ranked_pairs",
     "read_table",
     "split_implicit_prompt",
 ]

@@ -26,7 +26,7 @@ from rewardcollapse.data.schema import (
     split_implicit_prompt,
 )
 
-__all__ = ["INPUT_FORMATS", "detect_format", "load_rankings", "read_table"]
+__all__ = ["INPUT_FORMATS", "detect_format", "load_rankings", "max_responses", "read_table"]
 
 INPUT_FORMATS = ("ranking", "pairwise", "scored")
 """The row formats :func:`load_rankings` reads (``input_format="auto"`` picks one from the columns)."""
@@ -326,3 +326,22 @@ def load_rankings(
             desc=f"reading {input_format} rows",
         )
     return _report_errors(converted, source, skip_invalid)
+
+
+def max_responses(*datasets_: Any) -> int:
+    """The largest number of responses in any row of the given ranking datasets (None entries are skipped).
+
+    Read from the Arrow column of a ``datasets.Dataset`` without building Python lists; any other iterable of rows
+    is walked.
+    """
+    largest = 0
+    for dataset in datasets_:
+        if dataset is None:
+            continue
+        table = getattr(dataset, "data", None)
+        if table is not None and hasattr(table, "column"):
+            if len(dataset):
+                largest = max(largest, pc.max(pc.list_value_length(table.column("responses"))).as_py())
+        else:
+            largest = max([largest, *(len(row["responses"]) for row in dataset)])
+    return largest

@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RANKING_COLUMNS", "RowError", "merge_pairs", "ranking_row", "scored_row", "split_implicit_prompt"]
+__all__ = [
+    "RANKING_COLUMNS",
+    "RowError",
+    "merge_pairs",
+    "ranked_pairs",
+    "ranking_row",
+    "scored_row",
+    "split_implicit_prompt",
+]
 
 RANKING_COLUMNS = ("prompt", "responses", "ranks", "pairs", "utility", "openness")
 """Columns of a loaded ranking dataset, in order."""
@@ -269,6 +277,18 @@ def merge_pairs(
     canonical["ranks"] = None
     canonical["pairs"] = np.argwhere(above).tolist()
     return canonical, None
+
+
+def ranked_pairs(row: Mapping[str, Any]) -> np.ndarray:
+    """The ``(n, n)`` bool matrix of a canonical row: entry ``(i, j)`` True when answer ``i`` is above ``j``."""
+    n = len(row["responses"])
+    if row.get("pairs") is not None:
+        above = np.zeros((n, n), dtype=bool)
+        for i, j in row["pairs"]:
+            above[i, j] = True
+        return above
+    ranks = np.asarray(row["ranks"] if row.get("ranks") is not None else range(n))
+    return ranks[:, None] < ranks[None, :]
 
 
 def _short(prompt: Any, width: int = 60) -> str:

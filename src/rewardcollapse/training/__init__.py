@@ -1,0 +1,17 @@
+"""Reward-model training with ``transformers``: config, collator, trainer, and batched scoring."""
+
+from rewardcollapse.training.collator import RankingCollator, prompt_utility
+from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
+from rewardcollapse.training.scoring import score_batch, score_rankings
+from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
+
+__all__ = [
+    "PROMPT_AWARE",
+    "RankingCollator",
+    "RankingRewardConfig",
+    "RankingRewardTrainer",
+    "load_reward_model",
+    "prompt_utility",
+    "score_batch",
+    "score_rankings",
+]

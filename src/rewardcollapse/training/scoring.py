@@ -1,0 +1,88 @@
+"""One forward pass per answer: run a collated batch through the model and put the scores in a (B, K) matrix."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["MODEL_INPUTS", "score_batch", "score_rankings"]
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def score_batch(model: torch.nn.Module, batch: Mapping[str, Any], *, forward_batch_size: int | None = None):
+    """Score every sequence of a :class:`RankingCollator` batch once and return the ``(B, K)`` reward matrix.
+
+    Sequences are sorted by length and run in chunks of ``forward_batch_size`` (all at once when None), each
+    chunk cut to its own longest sequence, so short answers do not pay for the padding of long ones. Padding
+    answers of the matrix are 0; use ``batch["answer_mask"]``.
+    """
+    mask = batch["answer_mask"]
+    attention = batch["attention_mask"]
+    order = torch.argsort(attention.sum(dim=1), descending=True)
+    size = forward_batch_size or len(order)
+    flat = None
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        # Columns where some sequence of the chunk has a token: the chunk's own padding width, either side.
+        columns = attention[chunk].any(dim=0)
+        inputs = {name: batch[name][chunk][:, columns] for name in MODEL_INPUTS if name in batch}
+        scores = model(**inputs).logits[:, 0]  # (chunk,)
+        if flat is None:
+            flat = scores.new_zeros(mask.numel())
+        flat = flat.index_put((batch["answer_slot"][chunk],), scores)
+    return flat.view(mask.shape)
+
+
+def score_rankings(
+    model: torch.nn.Module,
+    collator: Any,
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    forward_batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+    progress: bool = True,
+) -> Iterator[list[float]]:
+    """Yield each row's raw rewards (one per response, in the row's order), scoring in batches of prompts.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A sequence-classification model with one output.
+    collator : RankingCollator
+        Tokenises the rows (its ``max_answers`` should be None so each batch is as wide as it needs).
+    dataset : datasets.Dataset or sequence of rows
+        Rows in the ranking format.
+    batch_size : int
+        Prompts per batch.
+    forward_batch_size : int, optional
+        Sequences per forward pass (see :func:`score_batch`).
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    bf16 : bool
+        Run under bfloat16 autocast (fast on GPUs and on CPUs with AMX).
+    progress : bool
+        Show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device).eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with tqdm(total=len(dataset), desc="scoring", unit="prompt", disable=not progress) as bar:
+        for start in range(0, len(dataset), batch_size):
+            rows = dataset[start : start + batch_size]
+            if isinstance(rows, Mapping):  # datasets.Dataset slices are column dictionaries
+                rows = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+            batch = collator(rows)
+            tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            with torch.no_grad(), autocast:
+                rewards = score_batch(model, tensors, forward_batch_size=forward_batch_size).float().cpu()
+            for b, row in enumerate(rows):
+                yield rewards[b, : len(row["responses"])].tolist()
+            bar.update(len(rows))

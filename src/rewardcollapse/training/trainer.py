@@ -1,0 +1,187 @@
+r"""``RankingRewardTrainer``: a ``transformers.Trainer`` that scores each answer once and trains on all its pairs.
+
+TRL's ``RewardTrainer`` and the paper's code feed the model each ranked pair's two sequences, so a prompt with
+``K = 8`` ranked answers costs :math:`2 \binom{8}{2} = 56` forward passes. Here the collator tokenises each
+(prompt, answer) once, :func:`~rewardcollapse.training.scoring.score_batch` runs one forward pass per answer, and
+:func:`~rewardcollapse.loss.ranking_loss` forms every pair from the ``(B, K)`` scores: 8 passes per prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from rewardcollapse.data.loaders import max_responses
+from rewardcollapse.diagnostics import ranking_metrics
+from rewardcollapse.loss import ranking_loss
+from rewardcollapse.training.collator import RankingCollator, prompt_utility
+from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
+from rewardcollapse.training.scoring import score_batch
+
+__all__ = ["RankingRewardTrainer", "load_reward_model"]
+
+_RANKING_COLUMNS = ("prompt", "responses")
+
+
+def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
+    """Load ``(model, tokenizer)`` for reward modelling: a sequence classifier with one output.
+
+    Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows. Tokenizers without a
+    padding token (GPT-style) get their end-of-sequence token as padding, and the model config is told, so that
+    the classifier reads the last real token.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"the tokenizer of {name_or_path!r} has neither a pad nor an eos token; set pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
+    if dataset is None:
+        return
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None:
+        missing = [c for c in _RANKING_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(
+                f"`{name}` lacks the ranking columns {missing}; load it with rewardcollapse.data.load_rankings"
+            )
+        if args.utility == PROMPT_AWARE:
+            # Every row needs a utility or an openness; find the first without either from the Arrow columns.
+            import pyarrow.compute as pc
+
+            known = None
+            for column in ("utility", "openness"):
+                if column in columns:
+                    valid = pc.is_valid(dataset.data.column(column))
+                    known = valid if known is None else pc.or_(known, valid)
+            if known is None or not pc.all(known).as_py():
+                row = 0 if known is None else int(np.flatnonzero(~known.to_numpy(zero_copy_only=False))[0])
+                raise ValueError(
+                    f"utility='prompt-aware' needs a `utility` or `openness` on every row of `{name}`; row {row} has "
+                    "neither (add them, or train with a fixed utility)"
+                )
+    elif args.utility == PROMPT_AWARE:
+        for row in dataset:
+            prompt_utility(row, args.utility, args.closed_utility, args.open_utility)
+
+
+class RankingRewardTrainer(Trainer):
+    """Train a reward model with the listwise ranking loss, one forward pass per answer.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A sequence classifier with one output (see :func:`load_reward_model`).
+    args : RankingRewardConfig
+        Training arguments, including the utility (fixed or ``"prompt-aware"``), ``eps``, ``normalize`` and
+        ``max_length``.
+    train_dataset, eval_dataset : datasets.Dataset, optional
+        Ranking-format data (:func:`rewardcollapse.data.load_rankings`).
+    processing_class : transformers.PreTrainedTokenizerBase
+        The tokenizer; saved with the model.
+    data_collator : RankingCollator, optional
+        Default: a :class:`RankingCollator` from ``args``, as wide as the datasets' largest ranking.
+    compute_metrics : callable, optional
+        Default: pairwise accuracy, mean Kendall tau, reward mean, deviation and spread of the (normalised)
+        rewards, prefixed ``eval_`` by the Trainer.
+    **kwargs
+        Passed to ``transformers.Trainer``.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: RankingRewardConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        data_collator: Any = None,
+        compute_metrics: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, RankingRewardConfig):
+            raise TypeError(f"`args` must be a RankingRewardConfig, got {type(args).__name__}")
+        if processing_class is None and data_collator is None:
+            raise ValueError("`processing_class` (the tokenizer) is needed to build the default collator")
+        _check_dataset(train_dataset, "train_dataset", args)
+        _check_dataset(eval_dataset, "eval_dataset", args)
+        if data_collator is None:
+            data_collator = RankingCollator(
+                processing_class,
+                max_length=args.max_length,
+                max_answers=max(2, max_responses(train_dataset, eval_dataset)),
+                utility=args.utility,
+                closed_utility=args.closed_utility,
+                open_utility=args.open_utility,
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            compute_metrics=compute_metrics or self._ranking_metrics,
+            **kwargs,
+        )
+        # The loss is a mean over prompts, not a sum over labelled tokens: the Trainer must divide by the
+        # accumulation steps itself instead of expecting a `num_items_in_batch` normalisation.
+        self.model_accepts_loss_kwargs = False
+        self._truncated = torch.zeros(2, dtype=torch.long)  # (truncated, total) training sequences
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Score every answer once, then the ranking loss over all the batch's ranked pairs."""
+        truncated = inputs.pop("num_truncated", None)
+        if model.training and truncated is not None:
+            self._truncated += torch.tensor([int(truncated), len(inputs["answer_slot"])])
+        rewards = score_batch(model, inputs, forward_batch_size=self.args.forward_batch_size)
+        loss = ranking_loss(
+            rewards,
+            utility=inputs["utility"],
+            pairs=inputs["pairs"],
+            mask=inputs["answer_mask"],
+            normalize=self.args.loss_normalize,
+            eps=self.args.eps,
+        )
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Loss, ``(B, K)`` rewards (NaN for padding answers) and the ``(B, K, K)`` pair matrix as labels."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        rewards = outputs["rewards"].detach().float().masked_fill(~inputs["answer_mask"], float("nan"))
+        return loss, rewards, inputs["pairs"].to(torch.uint8)
+
+    def _ranking_metrics(self, prediction) -> dict[str, float]:
+        rewards = np.asarray(prediction.predictions, dtype=float)
+        if self.args.loss_normalize == "sigmoid":
+            rewards = 1.0 / (1.0 + np.exp(-rewards))
+        return ranking_metrics(rewards, np.asarray(prediction.label_ids, dtype=bool))
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Log as the Trainer does, adding how many training sequences were truncated so far (never silent)."""
+        if "loss" in logs or "train_loss" in logs:
+            logs["truncated_sequences"] = self.truncation_counts()[0]
+        super().log(logs, *args, **kwargs)
+
+    def truncation_counts(self) -> tuple[int, int]:
+        """``(truncated, total)`` training sequences so far, summed over processes in distributed training."""
+        counts = self._truncated.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            counts = self.accelerator.reduce(counts.to(self.args.device), reduction="sum").cpu()
+        return int(counts[0]), int(counts[1])
