@@ -105,9 +105,12 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from rewardcollapse.training.run import train_reward_model
 
     config = {
+        "dataloader_pin_memory": torch.cuda.is_available(),
         "utility": args.utility,
         "closed_utility": args.closed_utility,
         "open_utility": args.open_utility,

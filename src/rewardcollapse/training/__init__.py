@@ -2,6 +2,7 @@
 
 from rewardcollapse.training.collator import RankingCollator, prompt_utility
 from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
+from rewardcollapse.training.run import default_backbone, score_file, train_reward_model
 from rewardcollapse.training.scoring import score_batch, score_rankings
 from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
 
@@ -10,8 +11,11 @@ __all__ = [
     "RankingCollator",
     "RankingRewardConfig",
     "RankingRewardTrainer",
+    "default_backbone",
     "load_reward_model",
     "prompt_utility",
     "score_batch",
+    "score_file",
     "score_rankings",
+    "train_reward_model",
 ]

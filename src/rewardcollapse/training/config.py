@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 __all__ = ["PROMPT_AWARE", "RankingRewardConfig"]
@@ -16,7 +18,9 @@ PROMPT_AWARE = "prompt-aware"
 class RankingRewardConfig(TrainingArguments):
     """Training arguments of :class:`RankingRewardTrainer`: every ``TrainingArguments`` field plus the ones below.
 
-    ``remove_unused_columns`` defaults to False because the collator needs the ranking columns.
+    ``remove_unused_columns`` defaults to False because the collator needs the ranking columns. Launched by
+    ``torchrun``/``accelerate launch`` on a machine without CUDA, ``use_cpu`` is switched on so that the processes
+    average their gradients (gloo) instead of each training alone.
     """
 
     utility: str = field(
@@ -81,6 +85,10 @@ class RankingRewardConfig(TrainingArguments):
             raise ValueError(f"`forward_batch_size` must be a positive integer or None, got {self.forward_batch_size}")
         if self.remove_unused_columns:
             raise ValueError("`remove_unused_columns` must be False: the collator needs the ranking columns")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Under torchrun on a CPU-only machine, accelerate sets up data parallelism only with use_cpu=True;
+            # without it every process trains alone on its shard and the gradients are never averaged.
+            self.use_cpu = True
         super().__post_init__()
 
     @property

@@ -135,6 +135,11 @@ class RankingRewardTrainer(Trainer):
             compute_metrics=compute_metrics or self._ranking_metrics,
             **kwargs,
         )
+        if self.args.world_size > 1 and self.accelerator.distributed_type.value == "NO":
+            raise ValueError(
+                f"{self.args.world_size} processes were launched but accelerate set up no data parallelism, so "
+                "gradients would not be averaged; on CPU pass use_cpu=True (CUDA: check the launcher)"
+            )
         # The loss is a mean over prompts, not a sum over labelled tokens: the Trainer must divide by the
         # accumulation steps itself instead of expecting a `num_items_in_batch` normalisation.
         self.model_accepts_loss_kwargs = False
@@ -183,5 +188,6 @@ class RankingRewardTrainer(Trainer):
         """``(truncated, total)`` training sequences so far, summed over processes in distributed training."""
         counts = self._truncated.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            counts = self.accelerator.reduce(counts.to(self.args.device), reduction="sum").cpu()
+            counts = counts.to(self.args.device)
+            torch.distributed.all_reduce(counts)
         return int(counts[0]), int(counts[1])
