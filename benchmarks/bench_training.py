@@ -10,10 +10,12 @@ pairs of U(sigmoid(R_i) - sigmoid(R_j)), U = -1/x with eps = 0.1, and the same A
   scores (forward chunks of --chunk sequences, one backward per step).
 * pairwise: as in TRL's RewardTrainer and the paper's code: each ranked pair's chosen and rejected sequences are
   forwarded together, --chunk sequences at a time, with a backward per chunk (gradient accumulation keeps the
-  memory bounded), then one optimiser step over all pairs of the step's prompts.
+  memory bounded), then one optimiser step over all pairs of the step's prompts. Its sequences are tokenised
+  before the clock starts, as TRL tokenises its dataset ahead of training; ours tokenise inside the timed step.
 
 Each method runs in its own process; the table gives seconds per optimiser step (median of the timed steps after
-one warm-up step), prompts per second, the ratio, and the peak resident memory of the process during the steps.
+one warm-up step), prompts per second, the ratio, and the peak memory: the process's resident set during the steps
+on CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
 It also times the loss alone (forward + backward of ``ranking_loss`` on a (prompts, K) matrix) against a step.
 """
 
@@ -31,6 +33,12 @@ import torch
 
 METHODS = ("ours", "pairwise")
 UTILITY = "-1/x"
+
+
+def synchronize():
+    """Wait for the GPU's queued work, so that wall-clock step times are real."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class PeakMemory:
@@ -82,9 +90,11 @@ def run_ours(rows, args, tokenizer, model):
         def on_step_begin(self, a, state, control, **kwargs):
             if state.global_step == 1:  # after the warm-up step
                 memory.__enter__()
+            synchronize()
             self.start = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kwargs):
+            synchronize()
             step_times.append(time.perf_counter() - self.start)
 
     config = RankingRewardConfig(
@@ -102,6 +112,8 @@ def run_ours(rows, args, tokenizer, model):
         disable_tqdm=True,
         logging_strategy="no",
         dataloader_pin_memory=False,
+        # On a GPU, tokenising the next batch in worker processes overlaps it with the step, as users run it.
+        dataloader_num_workers=2 if torch.cuda.is_available() else 0,
     )
     data = load_rankings(datasets.Dataset.from_list(rows))
     trainer = RankingRewardTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
@@ -118,47 +130,55 @@ def run_pairwise(rows, args, tokenizer, model):
     from rewardcollapse.training import RankingCollator, score_batch
 
     collator = RankingCollator(tokenizer, max_length=args.tokens)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    model.train()
     k = args.answers
     i, j = np.triu_indices(k, 1)  # answer i is ranked above j for i < j
     step_times, memory = [], PeakMemory()
+    per_chunk = max(1, args.chunk // 2)
     for step in range(args.steps + 1):
-        if step == 1:
-            memory.__enter__()
-        start = time.perf_counter()
         prompts = rows[step * args.prompts_per_step : (step + 1) * args.prompts_per_step]
-        # Every ranked pair becomes its own two-answer row: chosen first, rejected second.
+        # Every ranked pair becomes its own two-answer row: chosen first, rejected second. Tokenised before the
+        # clock starts (TRL tokenises its dataset ahead of training), so only our trainer pays for tokenising.
         pair_rows = [
             {"prompt": row["prompt"], "responses": [row["responses"][a], row["responses"][b]]}
             for row in prompts
             for a, b in zip(i, j, strict=True)
         ]
-        per_chunk = max(1, args.chunk // 2)
+        chunks = [collator(pair_rows[c : c + per_chunk]) for c in range(0, len(pair_rows), per_chunk)]
+        if step == 1:
+            memory.__enter__()
+        synchronize()
+        start = time.perf_counter()
         optimizer.zero_grad()
-        for c in range(0, len(pair_rows), per_chunk):
-            batch = collator(pair_rows[c : c + per_chunk])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        for chunk in chunks:
+            batch = {name: v.to(device) if torch.is_tensor(v) else v for name, v in chunk.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 rewards = score_batch(model, batch)  # (pairs in chunk, 2)
             chunk_loss = ranking_loss(rewards, utility=UTILITY, eps=0.1, reduction="sum") / len(pair_rows)
             chunk_loss.backward()
         optimizer.step()
+        synchronize()
         step_times.append(time.perf_counter() - start)
     memory.__exit__()
     return step_times[1:], memory.peak
 
 
 def loss_cost(args):
-    """Seconds for the loss's forward and backward on a (prompts, K) matrix: median of 200 runs."""
+    """Seconds for the loss's forward and backward on a (prompts, K) matrix, on the training device: median of 200."""
     from rewardcollapse.loss import ranking_loss
 
-    rewards = torch.randn(args.prompts_per_step, args.answers, requires_grad=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rewards = torch.randn(args.prompts_per_step, args.answers, device=device, requires_grad=True)
     times = []
     for _ in range(200):
+        synchronize()
         start = time.perf_counter()
         ranking_loss(rewards, utility=UTILITY, eps=0.1).backward()
+        synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times[20:])
 
 
 def worker(args):
@@ -169,7 +189,9 @@ def worker(args):
     rows = make_rows(args.prompts_per_step * (args.steps + 1), args.answers, tokenizer, args.tokens)
     run = run_ours if args.worker == "ours" else run_pairwise
     times, peak = run(rows, args, tokenizer, model)
-    print(json.dumps({"step_seconds": statistics.median(times), "steps": len(times), "peak_rss": peak}))
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated()  # the GPU's peak, not the host process's
+    print(json.dumps({"step_seconds": statistics.median(times), "steps": len(times), "peak_memory": peak}))
 
 
 def main():
@@ -208,14 +230,15 @@ def main():
     setting = f"K = {k} answers of {args.tokens} tokens, {b} prompts/step"
     precision = "bf16 autocast" if args.bf16 else "float32"
     print(f"\n## Training throughput, MiniLM, {precision}, {setting}\n")
-    print("| method | forward passes / prompt | s / step | prompts / s | peak RSS (GiB) |")
+    memory = "peak GPU memory" if torch.cuda.is_available() else "peak RSS"
+    print(f"| method | forward passes / prompt | s / step | prompts / s | {memory} (GiB) |")
     print("|---|---|---|---|---|")
     passes = {"ours": k, "pairwise": k * (k - 1)}
     for method, r in results.items():
         rate = b / r["step_seconds"]
         print(
             f"| {method} | {passes[method]} | {r['step_seconds']:.2f} (median of {r['steps']}) | {rate:.2f} | "
-            f"{r['peak_rss'] / 2**30:.2f} |"
+            f"{r['peak_memory'] / 2**30:.2f} |"
         )
     ratio = results["pairwise"]["step_seconds"] / results["ours"]["step_seconds"]
     print(f"\nspeed-up (prompts/s, ours / pairwise): {ratio:.2f}x (forward-pass bound: {passes['pairwise'] / k:.0f}x)")

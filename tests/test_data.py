@@ -241,3 +241,15 @@ def test_detect_format():
     assert detect_format(["prompt", "responses", "scores"]) == "scored"
     assert detect_format(["prompt", "responses"]) == "ranking"
     assert detect_format(["chosen", "rejected"]) == "pairwise"
+
+
+def test_pairwise_grouping_across_batches(tmp_path):
+    # 20,000 pair rows; each prompt's two pairs are 10,000 rows apart, so they fall in different conversion batches.
+    n = 10_000
+    first = [{"prompt": f"p{i}", "chosen": f"best {i}", "rejected": f"middle {i}"} for i in range(n)]
+    second = [{"prompt": f"p{i}", "chosen": f"middle {i}", "rejected": f"worst {i}"} for i in range(n)]
+    ds = load_rankings(write_jsonl(tmp_path / "many.jsonl", first + second))
+    assert ds.num_rows == n
+    assert ds["prompt"][:3] == ["p0", "p1", "p2"] and ds["prompt"][-1] == f"p{n - 1}"
+    assert ds[1234]["responses"] == ["best 1234", "middle 1234", "worst 1234"]
+    assert all(ranks == [0, 1, 2] for ranks in ds["ranks"])

@@ -103,7 +103,7 @@ def test_tiny_model_loss_falls_and_every_parameter_changes(tmp_path, tokenizer):
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert np.mean(losses[-5:]) < losses[0] - 0.05
-    unchanged = [name for name, p in model.named_parameters() if torch.equal(p.detach(), before[name])]
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(p.detach().cpu(), before[name])]
     assert unchanged == []
     metrics = trainer.evaluate(data)
     assert metrics["eval_pairwise_accuracy"] > 0.9
@@ -121,7 +121,7 @@ def test_minilm_backbone_trains_saves_and_reloads(tmp_path):
     trainer.save_model(str(tmp_path / "saved"))
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", num_labels=1)
     batch = RankingCollator(tok, max_length=64)(data.to_list())
-    model.eval()
+    model.cpu().eval()
     with torch.no_grad():
         want = score_batch(model, batch)
         got = score_batch(reloaded.eval(), batch)
@@ -186,7 +186,7 @@ def test_compute_loss_is_the_ranking_loss_of_one_pass(tmp_path, tokenizer):
     trainer = RankingRewardTrainer(
         model=model, args=config(tmp_path, utility="prompt-aware"), train_dataset=data, processing_class=tokenizer
     )
-    batch = trainer.data_collator(data.to_list())
+    batch = trainer._prepare_inputs(trainer.data_collator(data.to_list()))  # on the trainer's device
     calls = []
     model.register_forward_hook(lambda module, args, out: calls.append(1))
     with torch.no_grad():
@@ -267,7 +267,8 @@ def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir):
     rows = ranking_rows(8)
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     worker = Path(__file__).with_name("ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # CPU processes with gloo, also on a machine with one GPU (two processes cannot share it with NCCL).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     common = [str(worker), str(tiny_dir), str(tmp_path / "data.jsonl")]
     single = subprocess.run(
         [sys.executable, *common, str(tmp_path / "one"), "4"], env=env, capture_output=True, text=True, timeout=300

@@ -17,8 +17,9 @@ they are. So with ``K = 2``, ``utility="logsigmoid"`` and ``normalize=None`` the
 loss :math:`-\log\sigma(R_\text{chosen} - R_\text{rejected})` of TRL's ``RewardTrainer``.
 
 Every pair of a prompt is formed from the ``K`` scores, so ``K`` answers cost ``K`` forward passes, not the
-:math:`K(K-1)` of feeding each pair's two sequences. The loss is vectorised: the ranked pairs of the whole batch are
-gathered into one vector and each utility is evaluated once on its prompts' pairs.
+:math:`K(K-1)` of feeding each pair's two sequences. The loss is vectorised over the ``(B, K, K)`` matrix of score
+gaps, with no Python loop over pairs or prompts and no host-device synchronisation; each distinct utility of a
+per-prompt list is evaluated once.
 """
 
 from __future__ import annotations
@@ -136,16 +137,15 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
     return _resolve(placeholder, eps), values
 
 
-def _pair_utilities(
-    utility: Any, family: str | None, gaps: torch.Tensor, prompt_of_pair: torch.Tensor, batch: int, eps: float
-) -> torch.Tensor:
-    """``U_b(gap)`` for every ranked pair, each pair under its prompt's utility."""
+def _pair_utilities(utility: Any, family: str | None, gaps: torch.Tensor, eps: float) -> torch.Tensor:
+    """``U_b(gap)`` on the ``(B, K, K)`` gap matrix, each prompt's rows under its own utility."""
+    batch = gaps.shape[0]
     if isinstance(utility, torch.Tensor):
         if family is None:
             raise ValueError("a tensor `utility` needs `family`, e.g. family='x^a' with one exponent per prompt")
         base, values = _parameter_utility(family, utility, batch, eps)
-        per_pair = values.to(gaps.dtype)[prompt_of_pair]
-        return dataclasses.replace(base, params={PARAMETER_FAMILIES[family]: per_pair})(gaps)
+        per_prompt = values.to(device=gaps.device, dtype=gaps.dtype)[:, None, None]  # broadcasts over (K, K)
+        return dataclasses.replace(base, params={PARAMETER_FAMILIES[family]: per_prompt})(gaps)
     if family is not None:
         raise ValueError("`family` is only used with a per-prompt tensor `utility`")
     if isinstance(utility, str | Utility):
@@ -157,18 +157,20 @@ def _pair_utilities(
         )
     if len(utility) != batch:
         raise ValueError(f"`utility` has {len(utility)} entries but the batch has {batch} prompts; give one per prompt")
-    # Group the prompts by utility: one evaluation per distinct utility, whatever the batch size.
-    # Spec strings resolve to cached Utility objects, so identity groups equal specs.
-    distinct: dict[int, tuple[int, Utility]] = {}
-    prompt_code = []
-    for spec in utility:
+    # One evaluation per distinct utility over the whole (small) gap matrix, selected per prompt. Spec strings
+    # resolve to cached Utility objects, so identity groups equal specs.
+    distinct: dict[int, tuple[list[int], Utility]] = {}
+    for b, spec in enumerate(utility):
         u = _resolve(spec, eps)
-        prompt_code.append(distinct.setdefault(id(u), (len(distinct), u))[0])
-    pair_code = torch.tensor(prompt_code, device=gaps.device)[prompt_of_pair]
-    values = torch.zeros_like(gaps)
-    for code, u in distinct.values():
-        where = torch.nonzero(pair_code == code, as_tuple=True)
-        values = values.index_put(where, u(gaps[where]))
+        distinct.setdefault(id(u), ([], u))[0].append(b)
+    values = None
+    for prompts, u in distinct.values():
+        if values is None:
+            values = u(gaps)  # the first utility fills every row; later ones overwrite their prompts
+            continue
+        chosen = torch.zeros(batch, 1, 1, dtype=torch.bool)
+        chosen[prompts] = True
+        values = torch.where(chosen.to(gaps.device), u(gaps), values)
     return values
 
 
@@ -245,21 +247,22 @@ def ranking_loss(
     scores = rewards.float() if rewards.dtype in (torch.float16, torch.bfloat16) else rewards
     if normalize == "sigmoid":
         scores = torch.sigmoid(scores)
-    batch = scores.shape[0]
-    prompt_of_pair, i, j = torch.nonzero(above, as_tuple=True)
-    gaps = scores[prompt_of_pair, i] - scores[prompt_of_pair, j]
-    values = _pair_utilities(utility, family, gaps, prompt_of_pair, batch, eps)
-    total = scores.new_zeros(batch).index_add(0, prompt_of_pair, values)
+    # Dense (B, K, K) gaps: K is small, and no gather or nonzero means no host-device synchronisation. Entries
+    # that are not ranked pairs get the harmless gap 1 (U finite there, so no NaN reaches the gradient) and are
+    # dropped by the `where`.
+    gaps = scores[:, :, None] - scores[:, None, :]
+    safe = torch.where(above, gaps, 1.0)
+    values = torch.where(above, _pair_utilities(utility, family, safe, eps), 0.0)
     count = above.sum(dim=(1, 2))
     has_pairs = count > 0
-    per_prompt = torch.where(has_pairs, -total / count.clamp_min(1).to(scores.dtype), 0.0)
+    per_prompt = torch.where(has_pairs, -values.sum(dim=(1, 2)) / count.clamp_min(1).to(scores.dtype), 0.0)
     if reduction == "none":
         return per_prompt
-    if not bool(has_pairs.any()):
-        # No ranked pair in the batch (all answers tied): zero loss that still reaches every score.
-        return 0.0 * scores.sum()
-    kept = per_prompt[has_pairs]
-    return kept.mean() if reduction == "mean" else kept.sum()
+    total = per_prompt.sum()
+    if reduction == "sum":
+        return total
+    # Mean over the prompts that have a ranked pair; an all-tied batch gives 0 that still reaches every score.
+    return total / has_pairs.sum().clamp_min(1).to(scores.dtype)
 
 
 class RankingLoss(nn.Module):

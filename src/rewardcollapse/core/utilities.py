@@ -74,7 +74,8 @@ class _TorchOps:
         return self._torch.full_like(x, value)
 
     def scalar_like(self, x, value):
-        return x.new_tensor(value)
+        # A fill on x's device, not new_tensor: copying a host scalar to a GPU would wait for the device.
+        return self._torch.full((), value, dtype=x.dtype, device=x.device)
 
 
 _TORCH_OPS: _TorchOps | None = None
@@ -263,10 +264,18 @@ class Utility:
             # U(eps) and U'(eps) are evaluated with the same ops, so parameters may be tensors that broadcast
             # against x (one exponent per prompt in the training loss).
             shifted = ops.clamp_min(x, 0.0) + eps
-            at_eps = ops.scalar_like(x, eps)
-            slope = self._d1(at_eps, ops, p)
+            if all(isinstance(value, float) for value in p.values()):
+                # Plain parameters: U(eps) and U'(eps) are numbers, computed on the host (no device round trip).
+                at_eps, eps_ops = np.float64(eps), _NumpyOps
+            else:
+                at_eps, eps_ops = ops.scalar_like(x, eps), ops
+            slope = self._d1(at_eps, eps_ops, p)
+            value_at_eps = self._value(at_eps, eps_ops, p) if order == 0 else None
+            if eps_ops is _NumpyOps:
+                slope = float(slope)
+                value_at_eps = None if value_at_eps is None else float(value_at_eps)
             if order == 0:
-                return ops.where(x >= 0, formula(shifted, ops, p) - self._value(at_eps, ops, p), slope * x)
+                return ops.where(x >= 0, formula(shifted, ops, p) - value_at_eps, slope * x)
             if order == 1:
                 return ops.where(x >= 0, formula(shifted, ops, p), slope)
             return ops.where(x >= 0, formula(shifted, ops, p), ops.full_like(x, 0.0))
