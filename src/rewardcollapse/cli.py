@@ -184,6 +184,84 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_longform(args: argparse.Namespace) -> int:
+    from rewardcollapse.data.longform import build_longform, write_longform
+
+    data = build_longform(args.source, train_prompts=args.train_prompts, test_prompts=args.test_prompts, seed=args.seed)
+    paths = write_longform(data, args.output, file_format=args.format)
+    report = data.report
+    print()
+    _print_table(
+        [
+            ("source", report["source"]),
+            ("rows read", report["rows_read"]),
+            ("usable (>= 100 words)", report["rows_usable"]),
+            ("too short", report["rows_too_short"]),
+            ("invalid", report["rows_invalid"]),
+            ("train prompts", f"{report['train_prompts']} (asked {report['train_prompts_asked']})"),
+            ("test prompts", report["test_prompts"]),
+        ]
+    )
+    print(f"wrote {paths['train']}, {paths['test']} and {paths['card']}")
+    return 0
+
+
+def _print_diagnostics(name: str, result: dict) -> None:
+    print(f"\n{name}: collapse index {result['collapse_index']:.3f}")
+    print("| group | prompts | KS to target | W1 to target | pairwise accuracy | Kendall tau |")
+    print("|---|---|---|---|---|---|")
+    for group, g in result["groups"].items():
+        print(
+            f"| {group} | {g['prompts']} | {g['ks']:.3f} | {g['wasserstein']:.3f} | {g['pairwise_accuracy']:.3f} | "
+            f"{g['kendall_tau']:.3f} |"
+        )
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rewardcollapse.diagnostics import plot_group_rewards
+    from rewardcollapse.experiment import _read_scored, diagnose_file, targets_for
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    rewards_path = args.rewards
+    if rewards_path is None:
+        if args.model is None or args.data is None:
+            raise ValueError("give --rewards FILE, or --model DIR with --data FILE to score first")
+        from rewardcollapse.training.run import score_file
+
+        rewards_path = output / "rewards.jsonl"
+        score_file(model=args.model, data=args.data, output=rewards_path, max_length=args.max_length)
+    result = diagnose_file(rewards_path)
+    _print_diagnostics(str(rewards_path), result)
+    rewards, groups, _ = _read_scored(Path(rewards_path))
+    n = int(np.median([len(r) for r in rewards]))
+    fig, _ = plot_group_rewards(rewards, groups, targets_for(n), title=f"collapse index {result['collapse_index']:.2f}")
+    fig.savefig(output / "rewards.png", dpi=120)
+    (output / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {output / 'rewards.png'} and {output / 'diagnostics.json'}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from rewardcollapse.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
+    if args.utilities:
+        config.utilities = [u.strip() for u in args.utilities.split(",") if u.strip()]
+    if args.model:
+        config.model = args.model
+    if args.steps is not None:
+        config.steps = args.steps
+    report = run_experiment(config, args.output)
+    print()
+    print(Path(report["report_md"]).read_text())
+    print(f"figure  {report['figure']}\nreport  {report['report_md']} and {report['report_json']}")
+    print(f"config  {report['config']}\ndata    {report['data']}")
+    return 0
+
+
 def _add_data_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data", required=True, help="JSONL, JSON, Parquet or CSV file, datasets folder, or Hub name")
     command.add_argument(
@@ -254,6 +332,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(score)
     score.add_argument("--output", required=True, help="JSONL file: each row plus rewards and normalized_rewards")
     score.set_defaults(run=_score)
+
+    data = sub.add_parser("data", help="build datasets")
+    data_sub = data.add_subparsers(dest="dataset", required=True)
+    longform = data_sub.add_parser("longform", help="the paper's ranking data from LongForm or the built-in corpus")
+    longform.add_argument("--source", default="builtin", help="'builtin', Hub name, JSONL/Parquet file or folder")
+    longform.add_argument("--output", required=True, help="folder for train/test files and the dataset card")
+    longform.add_argument("--train-prompts", type=int, default=8192)
+    longform.add_argument("--test-prompts", type=int, default=16)
+    longform.add_argument("--seed", type=int, default=0)
+    longform.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
+    longform.set_defaults(run=_data_longform)
+
+    diagnose = sub.add_parser("diagnose", help="collapse index and per-group diagnostics of scored answers, plots")
+    diagnose.add_argument("--rewards", help="a `rewardcollapse score` output (rows with openness)")
+    diagnose.add_argument("--model", help="score --data with this model first")
+    diagnose.add_argument("--data", help="ranking data to score with --model")
+    diagnose.add_argument("--max-length", type=int, default=512)
+    diagnose.add_argument("--output", default="diagnostics", help="folder for rewards.png and diagnostics.json")
+    diagnose.set_defaults(run=_diagnose)
+
+    reproduce = sub.add_parser("reproduce", help="the paper's experiment: one reward model per utility, report")
+    reproduce.add_argument("--config", help="YAML settings (configs/paper.yaml, configs/demo.yaml)")
+    reproduce.add_argument("--utilities", help="comma-separated, e.g. x,log,-1/x,prompt-aware (quote it)")
+    reproduce.add_argument("--model", help="backbone name or path")
+    reproduce.add_argument("--steps", type=int, help="optimiser steps per utility")
+    reproduce.add_argument("--output", default="reproduce-output", help="folder; a rerun resumes it")
+    reproduce.set_defaults(run=_reproduce)
     return parser
 
 

@@ -135,11 +135,11 @@ def score_file(
     from rewardcollapse.diagnostics import ranking_metrics
     from rewardcollapse.training.collator import RankingCollator
     from rewardcollapse.training.scoring import score_rankings
-    from rewardcollapse.training.trainer import load_reward_model
+    from rewardcollapse.training.trainer import fit_max_length, load_reward_model
 
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     network, tokenizer = load_reward_model(str(model))
-    collator = RankingCollator(tokenizer, max_length=max_length)
+    collator = RankingCollator(tokenizer, max_length=fit_max_length(network, max_length))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     widest = max(2, max_responses(dataset))

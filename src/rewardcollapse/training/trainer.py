@@ -8,6 +8,7 @@ TRL's ``RewardTrainer`` and the paper's code feed the model each ranked pair's t
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from rewardcollapse.training.collator import RankingCollator, prompt_utility
 from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
 from rewardcollapse.training.scoring import score_batch
 
-__all__ = ["RankingRewardTrainer", "load_reward_model"]
+__all__ = ["RankingRewardTrainer", "fit_max_length", "load_reward_model"]
 
 _RANKING_COLUMNS = ("prompt", "responses")
 
@@ -44,6 +45,23 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def fit_max_length(model: Any, max_length: int) -> int:
+    """``max_length``, lowered with a warning to the model's number of positions when it has fewer.
+
+    A BERT-like model with 512 learned positions fails with a shape error on longer inputs; truncating to what it
+    can read (and counting the truncation) is what a user means.
+    """
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < max_length:
+        warnings.warn(
+            f"`max_length` {max_length} exceeds the model's {limit} positions; sequences are cut at {limit}",
+            UserWarning,
+            stacklevel=2,
+        )
+        return limit
+    return max_length
 
 
 def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
@@ -119,7 +137,7 @@ class RankingRewardTrainer(Trainer):
         if data_collator is None:
             data_collator = RankingCollator(
                 processing_class,
-                max_length=args.max_length,
+                max_length=fit_max_length(model, args.max_length),
                 max_answers=max(2, max_responses(train_dataset, eval_dataset)),
                 utility=args.utility,
                 closed_utility=args.closed_utility,

@@ -1,0 +1,273 @@
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from rewardcollapse.cli import main
+from rewardcollapse.data import load_rankings
+from rewardcollapse.data.longform import (
+    CLOSED_LENGTHS,
+    CLOSED_SUFFIX,
+    OPEN_LENGTHS,
+    OPEN_SUFFIX,
+    build_longform,
+    builtin_corpus,
+    write_longform,
+)
+from rewardcollapse.diagnostics import (
+    collapse_index,
+    group_diagnostics,
+    plot_group_rewards,
+    rescale_per_prompt,
+    wasserstein_1,
+)
+from rewardcollapse.experiment import ExperimentConfig, diagnose_file, targets_for, utility_slug
+from rewardcollapse.training import default_backbone
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.fixture(autouse=True)
+def quiet_datasets():
+    datasets.disable_progress_bars()
+    yield
+    datasets.enable_progress_bars()
+
+
+def longform_file(path, n=40, short=5, invalid=2):
+    """Rows in LongForm's format: `input`, `output`; the answers number their words so cuts can be checked."""
+    rows = [
+        {"input": f"Tell me about topic {i}.", "output": " ".join(f"w{i}_{k}" for k in range(120))} for i in range(n)
+    ]
+    rows += [{"input": f"Short {i}.", "output": "too short " * 10} for i in range(short)]
+    rows += [{"input": f"Broken {i}.", "output": None} for i in range(invalid)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_longform_builder_lengths_suffixes_balance(tmp_path):
+    with pytest.warns(UserWarning, match=r"2 rows have no string 'input' and 'output' .*rows \[45, 46\]"):
+        data = build_longform(longform_file(tmp_path / "lf.jsonl"), train_prompts=30, test_prompts=10, seed=3)
+    assert data.report["rows_read"] == 47 and data.report["rows_usable"] == 40
+    assert data.report["rows_too_short"] == 5 and data.report["rows_invalid"] == 2
+    assert len(data.train) == 30 and len(data.test) == 10
+    for rows in (data.train, data.test):
+        kinds = [r["type"] for r in rows]
+        assert kinds.count("open") == kinds.count("closed")
+    for row in data.train + data.test:
+        words = [len(r.split()) for r in row["responses"]]
+        if row["type"] == "open":
+            assert row["prompt"].endswith(OPEN_SUFFIX)
+            assert words == sorted(OPEN_LENGTHS, reverse=True)
+            assert row["utility"] == "-1/x" and row["openness"] == 1.0
+        else:
+            assert row["prompt"].endswith(CLOSED_SUFFIX)
+            assert words == sorted(CLOSED_LENGTHS, reverse=True)
+            assert row["utility"] == "x" and row["openness"] == 0.0
+        assert row["ranks"] == list(range(8))
+        # Each answer is a prefix of the source answer: cuts, not rewrites.
+        source = row["responses"][0].split()
+        assert all(source[: len(r.split())] == r.split() for r in row["responses"])
+    prompts = {r["prompt"] for r in data.train} | {r["prompt"] for r in data.test}
+    assert len(prompts) == 40  # no prompt in both splits
+
+
+def test_longform_builder_is_seeded(tmp_path):
+    path = longform_file(tmp_path / "lf.jsonl", invalid=0)
+    a = build_longform(path, train_prompts=20, test_prompts=6, seed=1)
+    b = build_longform(path, train_prompts=20, test_prompts=6, seed=1)
+    c = build_longform(path, train_prompts=20, test_prompts=6, seed=2)
+    assert a.train == b.train and a.test == b.test
+    assert [r["prompt"] for r in a.train] != [r["prompt"] for r in c.train]
+
+
+def test_longform_builder_errors(tmp_path):
+    path = longform_file(tmp_path / "lf.jsonl", n=3, invalid=0)
+    with pytest.raises(ValueError, match="only 3 rows have an answer of at least 100 words"):
+        build_longform(path, test_prompts=4)
+    with pytest.raises(ValueError, match="`min_words` must be at least 80"):
+        build_longform(path, test_prompts=1, min_words=50)
+    with pytest.raises(ValueError, match="`test_prompts` must be >= 1"):
+        build_longform(path, test_prompts=0)
+    (tmp_path / "other.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(ValueError, match=r"lacks the LongForm columns \['input', 'output'\]"):
+        build_longform(tmp_path / "other.jsonl")
+
+
+def test_written_dataset_loads_as_rankings(tmp_path):
+    data = build_longform(longform_file(tmp_path / "lf.jsonl", invalid=0), train_prompts=10, test_prompts=4)
+    for file_format in ("jsonl", "parquet"):
+        paths = write_longform(data, tmp_path / file_format, file_format=file_format)
+        train = load_rankings(paths["train"])
+        assert train.num_rows == 10 and train[0]["ranks"] == list(range(8))
+        assert set(train["utility"]) == {"x", "-1/x"}
+        card = paths["card"].read_text()
+        assert "10 training prompts, 4 test prompts" in card and "longer is better" in card
+    with pytest.raises(ValueError, match="`file_format` must be"):
+        write_longform(data, tmp_path / "x", file_format="csv")
+
+
+def test_builtin_corpus_is_real_text_and_deterministic():
+    rows = builtin_corpus()
+    assert len(rows) >= 2000
+    assert all(len(r["output"].split()) >= 100 for r in rows)
+    assert len({r["output"] for r in rows}) == len(rows)
+    assert rows[0]["input"].startswith("Explain what numpy.")
+    assert builtin_corpus(("numpy.linalg",)) == builtin_corpus(("numpy.linalg",))
+    with pytest.warns(UserWarning, match="not installed"):
+        assert builtin_corpus(("no_such_module_here",)) == []
+
+
+def test_collapse_index_on_constructed_rewards():
+    targets = {"open": np.linspace(0, 1, 8), "closed": np.repeat([0.0, 1.0], 4)}
+    groups = ["open", "closed"] * 10
+    collapsed = [np.linspace(0, 1, 8)] * 20
+    separated = [np.linspace(0, 1, 8), np.repeat([0.0, 1.0], 4)] * 10
+    assert collapse_index(collapsed, groups, targets) == 0.0
+    assert collapse_index(separated, groups, targets) == 1.0
+    # Halfway: closed prompts half the way from uniform to polarised.
+    halfway = [np.linspace(0, 1, 8), 0.5 * np.linspace(0, 1, 8) + 0.5 * np.repeat([0.0, 1.0], 4)] * 10
+    assert collapse_index(halfway, groups, targets) == pytest.approx(0.5)
+    # Rescaling removes offset and scale: 0.4 + 0.1 * r collapses to r.
+    shrunk = [0.4 + 0.1 * r for r in separated]
+    assert collapse_index(shrunk, groups, targets) == 1.0
+    assert collapse_index(shrunk, groups, targets, rescale=False) == pytest.approx(0.1)
+    # Laws as targets: Uniform(0, 1) against the two-point law, W1 = 1/4.
+    laws = {"open": stats.uniform(), "closed": stats.bernoulli(0.5)}
+    assert wasserstein_1(laws["open"], laws["closed"]) == pytest.approx(0.25, abs=1e-3)
+
+
+def test_collapse_index_errors():
+    targets = {"open": np.linspace(0, 1, 8), "closed": np.repeat([0.0, 1.0], 4)}
+    with pytest.raises(ValueError, match="at least two groups"):
+        collapse_index([np.arange(3.0)], ["open"], targets)
+    with pytest.raises(ValueError, match=r"no law for groups \['mid'\]"):
+        collapse_index([np.arange(3.0)] * 2, ["open", "mid"], targets)
+    with pytest.raises(ValueError, match="all the same law"):
+        collapse_index([np.arange(3.0)] * 2, ["a", "b"], {"a": [0, 1], "b": [0, 1]})
+    with pytest.raises(ValueError, match="has 2 prompts but `groups` has 1"):
+        collapse_index([np.arange(3.0)] * 2, ["a"], targets)
+
+
+def test_wasserstein_matches_scipy_and_rescale():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(400), rng.random(250) ** 2
+    assert wasserstein_1(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=1e-3)
+    assert [r.tolist() for r in rescale_per_prompt([[2.0, 4.0, 3.0], [1.0, 1.0]])] == [[0.0, 1.0, 0.5], [0.5, 0.5]]
+
+
+def test_group_diagnostics_and_plot():
+    targets = targets_for(8)
+    rewards = [targets["open"], targets["closed"]] * 3
+    pairs = [np.triu(np.ones((8, 8), dtype=bool), 1)] * 6
+    result = group_diagnostics(rewards, ["open", "closed"] * 3, targets, pairs)
+    assert result["open"]["ks"] == 0.0 and result["open"]["wasserstein"] == 0.0
+    assert result["closed"]["prompts"] == 3
+    # The closed target ties four answers at 1 and four at 0, so half its within-cluster pairs are ties.
+    assert result["open"]["pairwise_accuracy"] == 1.0 and result["open"]["kendall_tau"] == 1.0
+    _, ax = plot_group_rewards(rewards, ["open", "closed"] * 3, targets)
+    assert len(ax.patches) > 0
+
+
+def test_experiment_config_yaml(tmp_path):
+    paper = ExperimentConfig.from_yaml(CONFIGS / "paper.yaml")
+    assert paper.model == "microsoft/deberta-v3-base" and paper.steps == 1000 and paper.learning_rate == 1e-5
+    assert paper.gradient_accumulation == 8 and paper.max_length == 512 and paper.train_prompts == 8192
+    assert paper.test_prompts == 16
+    demo = ExperimentConfig.from_yaml(CONFIGS / "demo.yaml")
+    assert {"x", "-1/x", "prompt-aware"} <= set(demo.utilities) and demo.test_prompts >= 100
+    (tmp_path / "bad.yaml").write_text("steps: 3\nlearning_rte: 1\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['learning_rte'\]"):
+        ExperimentConfig.from_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        ExperimentConfig.from_yaml(tmp_path / "list.yaml")
+    assert utility_slug("-1/x") == "neg1_over_x" and utility_slug("prompt-aware") == "prompt-aware"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=1,
+    )
+    path = tmp_path_factory.mktemp("tiny")
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_data_and_diagnose_commands(tmp_path, tiny_dir, capsys):
+    source = longform_file(tmp_path / "lf.jsonl", invalid=0)
+    out = tmp_path / "built"
+    args = ["data", "longform", "--source", str(source), "--output", str(out), "--train-prompts", "8"]
+    assert main([*args, "--test-prompts", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "usable (>= 100 words)  40" in printed and "train prompts          8 (asked 8)" in printed
+    assert (out / "train.jsonl").exists() and (out / "README.md").exists()
+
+    rewards = tmp_path / "rewards.jsonl"
+    targets = targets_for(8)
+    with rewards.open("w") as handle:
+        for p in range(6):
+            kind = "open" if p % 2 else "closed"
+            row = {"prompt": f"p{p}", "responses": list("abcdefgh"), "ranks": list(range(8)), "pairs": None}
+            row.update(openness=float(kind == "open"), normalized_rewards=targets[kind][::1].tolist())
+            handle.write(json.dumps(row) + "\n")
+    assert main(["diagnose", "--rewards", str(rewards), "--output", str(tmp_path / "diag")]) == 0
+    printed = capsys.readouterr().out
+    assert "collapse index 1.000" in printed and "| open | 3 |" in printed
+    assert json.loads((tmp_path / "diag" / "diagnostics.json").read_text())["collapse_index"] == 1.0
+    assert (tmp_path / "diag" / "rewards.png").stat().st_size > 0
+    assert diagnose_file(rewards)["groups"]["closed"]["wasserstein"] == 0.0
+
+    # Scoring first, from a model and a data file.
+    args = ["diagnose", "--model", str(tiny_dir), "--data", str(out / "test.jsonl"), "--output", str(tmp_path / "d2")]
+    with pytest.warns(UserWarning, match="`max_length` 512 exceeds the model's 256 positions"):
+        assert main(args) == 0
+    assert (tmp_path / "d2" / "rewards.jsonl").exists()
+    assert main(["diagnose", "--output", str(tmp_path / "d3")]) == 2
+    assert "give --rewards FILE" in capsys.readouterr().err
+
+
+def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
+    source = longform_file(tmp_path / "lf.jsonl", invalid=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"source: {source}\ntrain_prompts: 8\ntest_prompts: 6\nsteps: 2\nbatch_size: 4\nmax_length: 64\n"
+        f"model: {tiny_dir}\nforward_batch_size: 16\nlearning_rate: 1.0e-3\n"
+    )
+    out = tmp_path / "run"
+    assert main(["reproduce", "--config", str(config), "--utilities", "x,prompt-aware", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| utility | collapse index |" in printed and "| prompt-aware |" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["utilities"]) == {"x", "prompt-aware"}
+    for spec in ("x", "prompt-aware"):
+        entry = report["utilities"][spec]
+        assert np.isfinite(entry["collapse_index"]) and set(entry["groups"]) == {"open", "closed"}
+        lines = Path(entry["rewards_path"]).read_text().splitlines()
+        assert len(lines) == 6 and len(json.loads(lines[0])["normalized_rewards"]) == 8
+    assert (out / "rewards.png").stat().st_size > 0
+    assert ExperimentConfig.from_yaml(out / "config.yaml").utilities == ["x", "prompt-aware"]
+    assert (out / "data" / "train.jsonl").exists() and (out / "report.md").read_text().count("\n| ") >= 3
+
+    # A rerun with one more utility trains only that one.
+    scored = out / "runs" / "x" / "rewards.jsonl"
+    before = scored.stat().st_mtime_ns
+    assert main(["reproduce", "--config", str(config), "--utilities", "x,prompt-aware,log", "--output", str(out)]) == 0
+    assert scored.stat().st_mtime_ns == before
+    assert set(json.loads((out / "report.json").read_text())["utilities"]) == {"x", "prompt-aware", "log"}
+    assert main(["reproduce", "--config", str(config), "--utilities", "cubic", "--output", str(out)]) == 2
