@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/rewardcollapse demo --output demo-output
+	$(BIN)/rewardcollapse reproduce --config configs/demo.yaml --output demo-output
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_solver.py

@@ -350,7 +350,8 @@ def test_train_and_score_commands(tmp_path, tiny_dir, capsys):
     assert AutoModelForSequenceClassification.from_pretrained(out, num_labels=1).num_labels == 1
 
     rewards = tmp_path / "rewards.jsonl"
-    assert main(["score", "--model", str(out), "--data", str(tmp_path / "train.jsonl"), "--output", str(rewards)]) == 0
+    args = ["score", "--model", str(out), "--data", str(tmp_path / "train.jsonl"), "--output", str(rewards)]
+    assert main([*args, "--max-length", "64"]) == 0
     printed = capsys.readouterr().out
     assert "pairwise accuracy" in printed and f"wrote {rewards}" in printed
     lines = [json.loads(line) for line in rewards.read_text().splitlines()]
