@@ -221,7 +221,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rewardcollapse.diagnostics import plot_group_rewards
-    from rewardcollapse.experiment import _read_scored, diagnose_file, targets_for
+    from rewardcollapse.experiment import diagnose_file, read_scored, targets_for
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         score_file(model=args.model, data=args.data, output=rewards_path, max_length=args.max_length)
     result = diagnose_file(rewards_path)
     _print_diagnostics(str(rewards_path), result)
-    rewards, groups, _ = _read_scored(Path(rewards_path))
+    rewards, groups, _ = read_scored(Path(rewards_path))
     n = int(np.median([len(r) for r in rewards]))
     fig, _ = plot_group_rewards(rewards, groups, targets_for(n), title=f"collapse index {result['collapse_index']:.2f}")
     fig.savefig(output / "rewards.png", dpi=120)

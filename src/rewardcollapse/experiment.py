@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExperimentConfig", "run_experiment", "targets_for", "utility_slug"]
+__all__ = ["ExperimentConfig", "diagnose_file", "read_scored", "run_experiment", "targets_for", "utility_slug"]
 
 GROUP_UTILITIES = {"open": "-1/x", "closed": "x"}
 """The prompt-aware utility of each group, whose optimal rewards are the group's target."""
@@ -74,9 +74,11 @@ class ExperimentConfig:
 
 def utility_slug(spec: str) -> str:
     """A folder name for a utility spec: ``"-1/x"`` -> ``"neg1_over_x"``, ``"x^0.5"`` -> ``"x_pow_0.5"``."""
-    return (
-        spec.replace("-", "neg").replace("/", "_over_").replace("^", "_pow_").replace("promptnegaware", "prompt-aware")
-    )
+    from rewardcollapse.training.config import PROMPT_AWARE
+
+    if spec == PROMPT_AWARE:
+        return spec
+    return spec.replace("-", "neg").replace("/", "_over_").replace("^", "_pow_")
 
 
 def targets_for(n: int = 8) -> dict[str, np.ndarray]:
@@ -86,7 +88,7 @@ def targets_for(n: int = 8) -> dict[str, np.ndarray]:
     return {group: optimal_rewards(n, spec).rewards for group, spec in GROUP_UTILITIES.items()}
 
 
-def _read_scored(path: Path) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
+def read_scored(path: Path) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
     """Normalised rewards, group labels (by openness) and pair matrices of a ``score`` output file."""
     from rewardcollapse.data.schema import ranked_pairs
 
@@ -105,7 +107,7 @@ def diagnose_file(path: str | Path) -> dict[str, Any]:
     """Collapse index and per-group diagnostics of a scored file (``rewardcollapse score`` output)."""
     from rewardcollapse.diagnostics import collapse_index, group_diagnostics
 
-    rewards, groups, pairs = _read_scored(Path(path))
+    rewards, groups, pairs = read_scored(Path(path))
     n = int(np.median([len(r) for r in rewards]))
     targets = targets_for(n)
     return {
@@ -182,7 +184,7 @@ def _figure(results: dict[str, dict[str, Any]], targets: dict[str, np.ndarray], 
     rows = len(results)
     fig, axes = plt.subplots(rows, 2, figsize=(9, 2.8 * rows), squeeze=False, sharex=True)
     for row, (spec, result) in enumerate(results.items()):
-        rewards, groups, _ = _read_scored(result["rewards_path"])
+        rewards, groups, _ = read_scored(result["rewards_path"])
         for col, group in enumerate(("open", "closed")):
             members = [r for r, g in zip(rewards, groups, strict=True) if g == group]
             plot_group_rewards(
