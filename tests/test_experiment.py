@@ -4,9 +4,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import torch
 from scipy import stats
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from rewardcollapse.cli import main
 from rewardcollapse.data import load_rankings
@@ -27,7 +25,6 @@ from rewardcollapse.diagnostics import (
     wasserstein_1,
 )
 from rewardcollapse.experiment import ExperimentConfig, diagnose_file, targets_for, utility_slug
-from rewardcollapse.training import default_backbone
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -190,25 +187,6 @@ def test_experiment_config_yaml(tmp_path):
     assert utility_slug("-1/x") == "neg1_over_x" and utility_slug("prompt-aware") == "prompt-aware"
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        num_labels=1,
-    )
-    path = tmp_path_factory.mktemp("tiny")
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_data_and_diagnose_commands(tmp_path, tiny_dir, capsys):
     source = longform_file(tmp_path / "lf.jsonl", invalid=0)
     out = tmp_path / "built"
@@ -235,7 +213,7 @@ def test_data_and_diagnose_commands(tmp_path, tiny_dir, capsys):
 
     # Scoring first, from a model and a data file.
     args = ["diagnose", "--model", str(tiny_dir), "--data", str(out / "test.jsonl"), "--output", str(tmp_path / "d2")]
-    with pytest.warns(UserWarning, match="`max_length` 512 exceeds the model's 256 positions"):
+    with pytest.warns(UserWarning, match="`max_length` 512 exceeds the model's 128 positions"):
         assert main(args) == 0
     assert (tmp_path / "d2" / "rewards.jsonl").exists()
     assert main(["diagnose", "--output", str(tmp_path / "d3")]) == 2

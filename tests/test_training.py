@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardcollapse.cli import main
 from rewardcollapse.data import load_rankings
@@ -30,36 +30,6 @@ def quiet_datasets():
     datasets.disable_progress_bars()
     yield
     datasets.enable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(BACKBONE)
-
-
-def tiny_model(tokenizer, seed=0):
-    """A randomly initialised 2-layer BERT on the MiniLM vocabulary, without dropout (deterministic steps)."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=1,
-    )
-    return BertForSequenceClassification(config)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 WORDS = "the model reads every answer once and scores it so that longer answers rank higher here".split()
@@ -94,8 +64,8 @@ def config(tmp_path, **overrides):
     return RankingRewardConfig(**{**settings, **overrides})
 
 
-def test_tiny_model_loss_falls_and_every_parameter_changes(tmp_path, tokenizer):
-    model = tiny_model(tokenizer)
+def test_tiny_model_loss_falls_and_every_parameter_changes(tmp_path, tokenizer, tiny_model):
+    model = tiny_model()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
     args = config(tmp_path, max_steps=30, utility="-1/x", train_sampling_strategy="sequential")
@@ -180,8 +150,8 @@ def test_collator_prompt_aware_specs(tokenizer):
         RankingCollator(tokenizer, max_answers=2)([{"prompt": "d", "responses": ["1", "2", "3"]}])
 
 
-def test_compute_loss_is_the_ranking_loss_of_one_pass(tmp_path, tokenizer):
-    model = tiny_model(tokenizer).eval()
+def test_compute_loss_is_the_ranking_loss_of_one_pass(tmp_path, tokenizer, tiny_model):
+    model = tiny_model().eval()
     data = load_rankings(datasets.Dataset.from_list(ranking_rows(4)))
     trainer = RankingRewardTrainer(
         model=model, args=config(tmp_path, utility="prompt-aware"), train_dataset=data, processing_class=tokenizer
@@ -197,8 +167,8 @@ def test_compute_loss_is_the_ranking_loss_of_one_pass(tmp_path, tokenizer):
     assert loss.item() == pytest.approx(want.item(), abs=1e-7)
 
 
-def test_chunked_scoring_matches_one_pass(tokenizer):
-    model = tiny_model(tokenizer).eval()
+def test_chunked_scoring_matches_one_pass(tokenizer, tiny_model):
+    model = tiny_model().eval()
     batch = RankingCollator(tokenizer)(ranking_rows(3, k=5))
     with torch.no_grad():
         whole = score_batch(model, batch)
@@ -211,18 +181,18 @@ def final_weights(trainer):
     return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
 
 
-def test_gradient_accumulation_matches_the_full_batch(tmp_path, tokenizer):
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, tokenizer, tiny_model):
     data = load_rankings(datasets.Dataset.from_list(ranking_rows(8)))
     common = {"max_steps": 2, "optim": "sgd", "learning_rate": 0.5, "train_sampling_strategy": "sequential"}
     full = RankingRewardTrainer(
-        model=tiny_model(tokenizer),
+        model=tiny_model(),
         args=config(tmp_path, per_device_train_batch_size=4, **common),
         train_dataset=data,
         processing_class=tokenizer,
     )
     full.train()
     accumulated = RankingRewardTrainer(
-        model=tiny_model(tokenizer),
+        model=tiny_model(),
         args=config(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, **common),
         train_dataset=data,
         processing_class=tokenizer,
@@ -232,14 +202,12 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, tokenizer):
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
 
 
-def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer):
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer, tiny_model):
     data = load_rankings(datasets.Dataset.from_list(ranking_rows(8)))
 
     def run(output, max_steps, resume=None):
         args = config(tmp_path, output_dir=str(output), max_steps=max_steps, save_strategy="steps", save_steps=2)
-        trainer = RankingRewardTrainer(
-            model=tiny_model(tokenizer), args=args, train_dataset=data, processing_class=tokenizer
-        )
+        trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 
@@ -247,7 +215,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer):
     # "Interrupted" after step 2: a run whose schedule is the same 4 steps, stopped once checkpoint-2 is written.
     interrupted = tmp_path / "interrupted"
     args = config(tmp_path, output_dir=str(interrupted), max_steps=4, save_strategy="steps", save_steps=2)
-    first = RankingRewardTrainer(model=tiny_model(tokenizer), args=args, train_dataset=data, processing_class=tokenizer)
+    first = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
 
     class StopAtTwo(__import__("transformers").TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -307,26 +275,24 @@ def test_config_validation(tmp_path):
     assert config(tmp_path, normalize="none").loss_normalize is None
 
 
-def test_trainer_input_errors(tmp_path, tokenizer):
+def test_trainer_input_errors(tmp_path, tokenizer, tiny_model):
     from transformers import TrainingArguments
 
     data = load_rankings(datasets.Dataset.from_list(ranking_rows(2, openness=False)))
     with pytest.raises(TypeError, match="`args` must be a RankingRewardConfig"):
-        RankingRewardTrainer(
-            model=tiny_model(tokenizer), args=TrainingArguments(str(tmp_path)), processing_class=tokenizer
-        )
+        RankingRewardTrainer(model=tiny_model(), args=TrainingArguments(str(tmp_path)), processing_class=tokenizer)
     with pytest.raises(ValueError, match="`processing_class`"):
-        RankingRewardTrainer(model=tiny_model(tokenizer), args=config(tmp_path), train_dataset=data)
+        RankingRewardTrainer(model=tiny_model(), args=config(tmp_path), train_dataset=data)
     with pytest.raises(ValueError, match=r"`train_dataset` lacks the ranking columns \['responses'\]"):
         RankingRewardTrainer(
-            model=tiny_model(tokenizer),
+            model=tiny_model(),
             args=config(tmp_path),
             train_dataset=datasets.Dataset.from_list([{"prompt": "p"}]),
             processing_class=tokenizer,
         )
     with pytest.raises(ValueError, match="row 0 has neither"):
         RankingRewardTrainer(
-            model=tiny_model(tokenizer),
+            model=tiny_model(),
             args=config(tmp_path, utility="prompt-aware"),
             train_dataset=data,
             processing_class=tokenizer,
