@@ -258,7 +258,7 @@ def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir):
 
 
 def test_config_validation(tmp_path):
-    with pytest.raises(ValueError, match="`utility` must be a utility spec or 'prompt-aware'"):
+    with pytest.raises(ValueError, match="`utility` must be a utility spec, 'prompt-aware' or 'openness'"):
         config(tmp_path, utility="cubic")
     with pytest.raises(ValueError, match="`open_utility` must be a utility spec"):
         config(tmp_path, open_utility="prompt-aware")

@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--utility",
         default="log",
-        help="utility spec for every prompt, or 'prompt-aware' (each row's utility, else by its openness)",
+        help="utility spec for every prompt; 'prompt-aware' (each row's utility, else by its openness); or "
+        "'openness' (the continuous family, each row's openness)",
     )
     train.add_argument("--closed-utility", default="x", help="prompt-aware: utility of closed prompts (default x)")
     train.add_argument("--open-utility", default="-1/x", help="prompt-aware: utility of open prompts (default -1/x)")

@@ -32,13 +32,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from rewardcollapse.core.openness import openness_family
 from rewardcollapse.core.utilities import Utility
 from rewardcollapse.core.utilities import utility as build_utility
 
 __all__ = ["PARAMETER_FAMILIES", "RankingLoss", "pair_matrix", "ranking_loss"]
 
-PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale"}
-"""Families whose parameter may vary per prompt: ``utility`` is then a ``(B,)`` tensor of that parameter."""
+PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale", "openness": "o"}
+"""Families whose parameter may vary per prompt: ``utility`` is then a ``(B,)`` tensor of that parameter.
+
+``"openness"`` is the continuous prompt-aware family of :mod:`rewardcollapse.core.openness`: one openness o in
+[0, 1] per prompt, U_o(x) = (x^(1-2o) - 1) / (1-2o), from ``x`` (closed, o = 0) to ``-1/x`` (open, o = 1).
+"""
 
 _REDUCTIONS = ("mean", "sum", "none")
 _WHOLE_LINE_FAMILIES = ("x", "logsigmoid")
@@ -127,12 +132,20 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
             f"a tensor `utility` must be a float tensor of shape ({batch},), one {PARAMETER_FAMILIES[family]} per "
             f"prompt, got {values.dtype} {tuple(values.shape)}"
         )
-    low, high = {"x^a": (0.0, 1.0), "-x^-a": (0.0, 1.0), "logsigmoid": (0.0, float("inf"))}[family]
-    inside = (values > low) & ((values < high) if family == "x^a" else (values <= high))
+    inside = {
+        "x^a": lambda v: (v > 0) & (v < 1),
+        "-x^-a": lambda v: (v > 0) & (v <= 1),
+        "logsigmoid": lambda v: v > 0,
+        "openness": lambda v: (v >= 0) & (v <= 1),
+    }[family](values)
     if not bool(inside.all()):
         bad = values[~inside][0].item()
-        interval = {"x^a": "(0, 1)", "-x^-a": "(0, 1]", "logsigmoid": "(0, inf)"}[family]
+        interval = {"x^a": "(0, 1)", "-x^-a": "(0, 1]", "logsigmoid": "(0, inf)", "openness": "[0, 1]"}[family]
         raise ValueError(f"per-prompt `utility` values for {family!r} must lie in {interval}, got {bad}")
+    if family == "openness":
+        if eps <= 0:
+            raise ValueError(f"`eps` must be > 0 for the openness family (its open end is -1/x), got {eps}")
+        return openness_family(0.5, eps=float(eps)), values
     placeholder = {"x^a": "x^0.5", "-x^-a": "-x^-0.5", "logsigmoid": "logsigmoid"}[family]
     return _resolve(placeholder, eps), values
 
@@ -205,8 +218,9 @@ def ranking_loss(
     pairs : torch.Tensor, optional
         ``(B, K, K)`` bool, True where answer ``i`` is ranked above ``j``: a partial order, instead of ``ranks``.
     family : str, optional
-        With a tensor ``utility``: ``"x^a"`` or ``"-x^-a"`` (per-prompt exponent ``a``) or ``"logsigmoid"``
-        (per-prompt ``scale``).
+        With a tensor ``utility``: ``"x^a"`` or ``"-x^-a"`` (per-prompt exponent ``a``), ``"logsigmoid"``
+        (per-prompt ``scale``), or ``"openness"`` (per-prompt openness in [0, 1], the continuous prompt-aware
+        family, evaluated for all prompts at once with no grouping by value).
     normalize : {"sigmoid", None}, default "sigmoid"
         Squash the scores to :math:`[0, 1]` with the sigmoid first (the paper), or use them raw.
     eps : float, default 0.1

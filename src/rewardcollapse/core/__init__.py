@@ -5,6 +5,7 @@ answers grows (Song et al., 2023, "Reward Collapse in Aligning Large Language Mo
 """
 
 from rewardcollapse.core.limits import closed_form_limit, describe_law, ks_distance, limit_distribution, numerical_limit
+from rewardcollapse.core.openness import openness_exponent, openness_family, openness_law, openness_utility
 from rewardcollapse.core.ranking import Ranking, parse_ranking
 from rewardcollapse.core.solver import OptimalRewards, optimal_rewards
 from rewardcollapse.core.utilities import UTILITY_SPECS, Utility, utility
@@ -19,6 +20,10 @@ __all__ = [
     "ks_distance",
     "limit_distribution",
     "numerical_limit",
+    "openness_exponent",
+    "openness_family",
+    "openness_law",
+    "openness_utility",
     "optimal_rewards",
     "parse_ranking",
     "utility",

@@ -47,6 +47,10 @@ def closed_form_limit(u: str | Utility) -> Any | None:
     elif u.family == "-x^-a":
         a = u.params["a"]
         law = stats.uniform(0.0, 1.0) if a == 1 else stats.beta((1 + a) / 2, (1 + a) / 2)
+    elif u.family == "openness" and isinstance(u.params["o"], float):
+        from rewardcollapse.core.openness import openness_law
+
+        return openness_law(u.params["o"])
     else:
         return None
     law.atoms = {0.0: 0.5, 1.0: 0.5} if u.family == "x" else {}

@@ -37,6 +37,8 @@ class _NumpyOps:
     log = staticmethod(np.log)
     where = staticmethod(np.where)
     sigmoid = staticmethod(special.expit)
+    abs = staticmethod(np.abs)
+    expm1 = staticmethod(np.expm1)
 
     @staticmethod
     def softplus(x):
@@ -63,6 +65,8 @@ class _TorchOps:
 
         self.log = torch.log
         self.where = torch.where
+        self.abs = torch.abs
+        self.expm1 = torch.expm1
         self.sigmoid = torch.sigmoid
         self.softplus = torch.nn.functional.softplus
         self._torch = torch
@@ -229,8 +233,9 @@ class Utility:
 
     @property
     def is_linear(self) -> bool:
-        """Whether :math:`U` is linear (``"x"``), so the optimum is a linear programme's vertex."""
-        return self.family == "x"
+        """Whether :math:`U` is linear (``"x"``, or openness 0), so the optimum is a linear programme's vertex."""
+        openness = self.params.get("o")  # a number for one utility; a tensor in the loss, never linear as a whole
+        return self.family == "x" or (self.family == "openness" and isinstance(openness, float) and openness == 0.0)
 
     def limit_distribution(self, **kwargs):
         """Return the limit law of the optimal rewards as n grows; see :func:`rewardcollapse.limit_distribution`."""

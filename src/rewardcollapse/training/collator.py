@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from rewardcollapse.data.schema import ranked_pairs
-from rewardcollapse.training.config import PROMPT_AWARE
+from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE
 
-__all__ = ["RankingCollator", "prompt_utility"]
+__all__ = ["RankingCollator", "openness_of", "prompt_utility"]
 
 
 def prompt_utility(row: Mapping[str, Any], utility: str, closed_utility: str, open_utility: str) -> str:
@@ -36,6 +36,16 @@ def prompt_utility(row: Mapping[str, Any], utility: str, closed_utility: str, op
             f"{str(row.get('prompt'))[:60]!r} has neither (add them, or train with a fixed utility)"
         )
     return open_utility if openness >= 0.5 else closed_utility
+
+
+def openness_of(row: Mapping[str, Any]) -> float:
+    """A row's openness for ``utility="openness"`` training, or a ValueError naming the row's prompt."""
+    if row.get("openness") is None:
+        raise ValueError(
+            f"utility='openness' needs `openness` on every row; the row with prompt {str(row.get('prompt'))[:60]!r} "
+            "has none (add it, or train with a fixed or prompt-aware utility)"
+        )
+    return float(row["openness"])
 
 
 @dataclass
@@ -74,7 +84,8 @@ class RankingCollator:
             ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them), each
             ``(N, L)``; ``answer_slot`` ``(N,)``, the flat index ``b * K + k`` of each sequence's score;
             ``answer_mask`` ``(B, K)``; ``pairs`` ``(B, K, K)`` bool, answer ``i`` above ``j``; ``utility``, one
-            spec or ``B`` specs; ``num_truncated``, a 0-d tensor.
+            spec, ``B`` specs, or (``utility="openness"``) a ``(B,)`` tensor of openness; ``num_truncated``, a 0-d
+            tensor.
         """
         counts = [len(row["responses"]) for row in rows]
         k = self.max_answers or max(counts)
@@ -88,12 +99,16 @@ class RankingCollator:
             slots.extend(b * k + i for i in range(n))
             mask[b, :n] = True
             pairs[b, :n, :n] = torch.from_numpy(ranked_pairs(row))
-        specs = [prompt_utility(row, self.utility, self.closed_utility, self.open_utility) for row in rows]
+        if self.utility == OPENNESS:
+            utility = torch.tensor([openness_of(row) for row in rows], dtype=torch.float32)
+        else:
+            specs = [prompt_utility(row, self.utility, self.closed_utility, self.open_utility) for row in rows]
+            utility = specs[0] if len(set(specs)) == 1 else specs
         batch.update(
             answer_slot=torch.tensor(slots),
             answer_mask=mask,
             pairs=pairs,
-            utility=specs[0] if len(set(specs)) == 1 else specs,
+            utility=utility,
             num_truncated=torch.tensor(truncated),
         )
         return batch

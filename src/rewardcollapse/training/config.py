@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-__all__ = ["PROMPT_AWARE", "RankingRewardConfig"]
+__all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
 PROMPT_AWARE = "prompt-aware"
 """Value of ``utility`` that picks each prompt's utility from its row (``utility`` field, else ``openness``)."""
+
+OPENNESS = "openness"
+"""Value of ``utility`` for the continuous family: each prompt's ``openness`` in [0, 1] sets its utility."""
 
 
 @dataclass
@@ -27,8 +30,9 @@ class RankingRewardConfig(TrainingArguments):
         default="log",
         metadata={
             "help": "Utility U of the ranking loss for every prompt ('x', 'log', '-1/x', 'x^0.5', '-x^-0.5', "
-            "'logsigmoid'), or 'prompt-aware': each row's `utility` field, else `closed_utility` for rows with "
-            "openness < 0.5 and `open_utility` for the others."
+            "'logsigmoid'); 'prompt-aware': each row's `utility` field, else `closed_utility` for rows with "
+            "openness < 0.5 and `open_utility` for the others; or 'openness': the continuous family "
+            "U_o(x) = (x^(1-2o) - 1)/(1-2o) with each row's openness o (x at 0, log at 1/2, -1/x at 1)."
         },
     )
     closed_utility: str = field(
@@ -68,12 +72,12 @@ class RankingRewardConfig(TrainingArguments):
 
         names = {"utility": self.utility, "closed_utility": self.closed_utility, "open_utility": self.open_utility}
         for name, spec in names.items():
-            if name == "utility" and spec == PROMPT_AWARE:
+            if name == "utility" and spec in (PROMPT_AWARE, OPENNESS):
                 continue
             try:
                 utility(spec)
             except (ValueError, TypeError) as error:
-                hint = " or 'prompt-aware'" if name == "utility" else ""
+                hint = ", 'prompt-aware' or 'openness'" if name == "utility" else ""
                 raise ValueError(f"`{name}` must be a utility spec{hint}, got {spec!r}: {error}") from error
         if self.normalize not in ("sigmoid", "none"):
             raise ValueError(f"`normalize` must be 'sigmoid' or 'none', got {self.normalize!r}")

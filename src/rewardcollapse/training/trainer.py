@@ -18,8 +18,8 @@ from transformers import Trainer
 from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import ranking_loss
-from rewardcollapse.training.collator import RankingCollator, prompt_utility
-from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
+from rewardcollapse.training.collator import RankingCollator, openness_of, prompt_utility
+from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE, RankingRewardConfig
 from rewardcollapse.training.scoring import score_batch
 
 __all__ = ["RankingRewardTrainer", "fit_max_length", "load_reward_model"]
@@ -74,24 +74,36 @@ def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
             raise ValueError(
                 f"`{name}` lacks the ranking columns {missing}; load it with rewardcollapse.data.load_rankings"
             )
-        if args.utility == PROMPT_AWARE:
-            # Every row needs a utility or an openness; find the first without either from the Arrow columns.
+        if args.utility in (PROMPT_AWARE, OPENNESS):
+            # Every row needs a utility or an openness (openness only, for the continuous family); find the first
+            # row without from the Arrow columns.
             import pyarrow.compute as pc
 
             known = None
-            for column in ("utility", "openness"):
+            for column in ("utility", "openness") if args.utility == PROMPT_AWARE else ("openness",):
                 if column in columns:
                     valid = pc.is_valid(dataset.data.column(column))
                     known = valid if known is None else pc.or_(known, valid)
             if known is None or not pc.all(known).as_py():
                 row = 0 if known is None else int(np.flatnonzero(~known.to_numpy(zero_copy_only=False))[0])
+                needs, lacks = (
+                    ("a `utility` or `openness`", "neither")
+                    if args.utility == PROMPT_AWARE
+                    else (
+                        "an `openness`",
+                        "none",
+                    )
+                )
                 raise ValueError(
-                    f"utility='prompt-aware' needs a `utility` or `openness` on every row of `{name}`; row {row} has "
-                    "neither (add them, or train with a fixed utility)"
+                    f"utility={args.utility!r} needs {needs} on every row of `{name}`; row {row} has {lacks} (add "
+                    "it, or train with a fixed utility)"
                 )
     elif args.utility == PROMPT_AWARE:
         for row in dataset:
             prompt_utility(row, args.utility, args.closed_utility, args.open_utility)
+    elif args.utility == OPENNESS:
+        for row in dataset:
+            openness_of(row)
 
 
 class RankingRewardTrainer(Trainer):
@@ -172,6 +184,7 @@ class RankingRewardTrainer(Trainer):
         loss = ranking_loss(
             rewards,
             utility=inputs["utility"],
+            family="openness" if self.args.utility == OPENNESS else None,
             pairs=inputs["pairs"],
             mask=inputs["answer_mask"],
             normalize=self.args.loss_normalize,

@@ -1,0 +1,157 @@
+import itertools
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import rewardcollapse as rc
+from rewardcollapse.loss import ranking_loss
+
+GRID = [0.0, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0]
+
+
+def test_named_members_of_the_family():
+    names = [rc.openness_utility(o).name for o in (0, 0.2, 0.5, 0.8, 1)]
+    assert names == ["x", "x^0.6", "log", "-x^-0.6", "-1/x"]
+    assert rc.openness_utility(0.25, eps=0.1).eps == 0.1
+    assert [rc.openness_exponent(o) for o in (0, 0.5, 1)] == [1.0, 0.0, -1.0]
+
+
+@pytest.mark.parametrize("o", GRID)
+def test_law_is_beta_o_o_and_matches_the_limit_law_of_the_named_utility(o):
+    law = rc.openness_law(o)
+    named = rc.limit_distribution(rc.openness_utility(o))
+    levels = np.linspace(0.01, 0.99, 99)
+    assert np.allclose(law.cdf(levels), named.cdf(levels), atol=1e-12)
+    assert law.atoms == named.atoms
+    if o > 0:
+        assert law.args == (o, o)
+
+
+def test_spread_moves_monotonically_with_openness():
+    # Beta(o, o) has variance 1 / (4 (2o + 1)): from 1/4 (all mass at 0 and 1) down to 1/12 (uniform).
+    variances = [rc.openness_law(o).var() for o in GRID]
+    assert variances[0] == pytest.approx(0.25) and variances[-1] == pytest.approx(1 / 12)
+    assert all(a > b for a, b in itertools.pairwise(variances))
+
+
+@pytest.mark.parametrize("o", [0.25, 0.5, 0.75])
+def test_solver_optimum_follows_the_law(o):
+    rewards = rc.optimal_rewards(1000, rc.openness_utility(o)).rewards
+    assert rc.ks_distance(rewards, rc.openness_law(o)) < 0.01
+
+
+@pytest.mark.parametrize("o", [0.0, 0.3, 0.5, 0.8, 1.0])
+def test_box_cox_form_has_the_named_optimum(o):
+    # A positive affine transform of U leaves the optimum unchanged: the Box-Cox member and the named one agree.
+    boxcox = rc.optimal_rewards(60, rc.openness_family(o))
+    named = rc.optimal_rewards(60, rc.openness_utility(o))
+    assert boxcox.success
+    assert np.max(np.abs(boxcox.rewards - named.rewards)) < 1e-9
+    assert rc.limit_distribution(rc.openness_family(o)).cdf(0.3) == pytest.approx(rc.openness_law(o).cdf(0.3))
+
+
+def test_box_cox_values_derivatives_and_continuity():
+    x = np.array([0.01, 0.3, 1.0, 2.5])
+    for o in (0.0, 0.2, 0.7, 1.0):
+        lam = 1 - 2 * o
+        u = rc.openness_family(o)
+        assert np.allclose(u(x), (x**lam - 1) / lam, rtol=1e-12)
+        assert np.allclose(u.derivative(x), x ** (lam - 1), rtol=1e-12)
+        assert np.allclose(u.second_derivative(x), (lam - 1) * x ** (lam - 2), rtol=1e-12)
+        h = 1e-6
+        assert np.allclose((u(x + h) - u(x - h)) / (2 * h), u.derivative(x), rtol=1e-6)
+    # Continuous through o = 1/2, where it is the log; U'(1) = 1 for every o.
+    for o in (0.5 - 1e-9, 0.5, 0.5 + 1e-9):
+        assert np.allclose(rc.openness_family(o)(x), np.log(x), atol=1e-8)
+    assert all(float(rc.openness_family(o).derivative(1.0)) == 1.0 for o in GRID)
+
+
+def test_box_cox_on_torch_matches_numpy_and_broadcasts_per_prompt():
+    x = np.array([[0.05, 0.4, 0.9]] * 3)
+    o = np.array([[0.1], [0.5], [0.9]])
+    want = np.stack([rc.openness_family(float(v))(x[0]) for v in o[:, 0]])
+    assert np.allclose(rc.openness_family(o)(x), want, rtol=1e-12)
+    got = rc.openness_family(torch.tensor(o))(torch.tensor(x))
+    assert np.allclose(got.numpy(), want, rtol=1e-12)
+
+
+def test_openness_errors():
+    with pytest.raises(ValueError, match=r"`openness` must be in \[0, 1\]"):
+        rc.openness_utility(1.5)
+    with pytest.raises(TypeError, match="`openness` must be a number"):
+        rc.openness_law("open")
+    with pytest.raises(TypeError, match="`openness` must be a number"):
+        rc.openness_exponent(True)
+
+
+def loss_of(rewards, spec):
+    return ranking_loss(rewards, utility=spec, reduction="none")
+
+
+def test_loss_with_per_prompt_openness_is_the_named_loss_rescaled():
+    torch.manual_seed(0)
+    rewards = torch.randn(5, 8, dtype=torch.float64) * 2
+    openness = torch.tensor([0.0, 0.2, 0.5, 0.8, 1.0], dtype=torch.float64)
+    got = ranking_loss(rewards, utility=openness, family="openness", reduction="none")
+    for b, spec in enumerate(["x", "x^0.6", "log", "-x^-0.6", "-1/x"]):
+        lam = 1 - 2 * openness[b].item()
+        # U_o = U_named / |lambda| (after the eps shift), so the loss is the named loss over |lambda|.
+        want = loss_of(rewards[b : b + 1], spec).item() / (abs(lam) if lam != 0 else 1.0)
+        assert got[b].item() == pytest.approx(want, rel=1e-12)
+
+
+def test_loss_with_openness_has_finite_gradients_and_checks_its_input():
+    rewards = torch.tensor([[40.0, 40.0, -40.0], [0.0, 0.0, 0.0], [1.0, -1.0, 0.5]], requires_grad=True)
+    openness = torch.tensor([0.0, 0.5, 1.0])
+    ranking_loss(rewards, utility=openness, family="openness", eps=1e-6).backward()
+    assert torch.isfinite(rewards.grad).all()
+    with pytest.raises(ValueError, match=r"values for 'openness' must lie in \[0, 1\], got 1.5"):
+        ranking_loss(rewards, utility=torch.tensor([0.0, 1.5, 1.0]), family="openness")
+    with pytest.raises(ValueError, match="`eps` must be > 0 for the openness family"):
+        ranking_loss(rewards, utility=openness, family="openness", eps=0.0)
+
+
+def test_trainer_with_openness_utility(tmp_path, tokenizer, tiny_model):
+    from rewardcollapse.data import load_rankings
+    from rewardcollapse.training import RankingCollator, RankingRewardConfig, RankingRewardTrainer, score_batch
+
+    rows = [
+        {"prompt": f"prompt {p}", "responses": ["a b c d", "a b c", "a b", "a"], "openness": p / 5} for p in range(6)
+    ]
+    data = load_rankings(datasets.Dataset.from_list(rows))
+    args = RankingRewardConfig(
+        output_dir=str(tmp_path),
+        utility="openness",
+        max_length=64,
+        max_steps=3,
+        per_device_train_batch_size=3,
+        learning_rate=1e-3,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    model = tiny_model()
+    trainer = RankingRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    batch = trainer._prepare_inputs(trainer.data_collator(data.to_list()))
+    assert torch.equal(batch["utility"].cpu(), torch.tensor([p / 5 for p in range(6)], dtype=torch.float32))
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        rewards = score_batch(model, batch)
+    want = ranking_loss(rewards, utility=batch["utility"], family="openness", pairs=batch["pairs"])
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    trainer.train()
+    assert trainer.state.global_step == 3
+
+    with pytest.raises(ValueError, match="needs `openness` on every row"):
+        RankingCollator(tokenizer, utility="openness")([{"prompt": "p", "responses": ["a", "b"]}])
+    no_openness = load_rankings(datasets.Dataset.from_list([{"prompt": "p", "responses": ["a", "b"]}]))
+    with pytest.raises(ValueError, match="utility='openness' needs an `openness` on every row of `train_dataset`"):
+        RankingRewardTrainer(model=model, args=args, train_dataset=no_openness, processing_class=tokenizer)
+
+
+def test_openness_limit_agrees_with_scipy_beta():
+    assert rc.openness_law(0.3).cdf(0.2) == pytest.approx(stats.beta(0.3, 0.3).cdf(0.2))
