@@ -8,6 +8,7 @@ from rewardcollapse.core import (
     OptimalRewards,
     Ranking,
     Utility,
+    UtilityDesign,
     closed_form_limit,
     describe_law,
     ks_distance,
@@ -20,6 +21,7 @@ from rewardcollapse.core import (
     optimal_rewards,
     parse_ranking,
     utility,
+    utility_for,
 )
 from rewardcollapse.plots import plot_limit_laws, plot_optimal_rewards
 
@@ -30,6 +32,7 @@ __all__ = [
     "OptimalRewards",
     "Ranking",
     "Utility",
+    "UtilityDesign",
     "__version__",
     "closed_form_limit",
     "describe_law",
@@ -45,4 +48,5 @@ __all__ = [
     "plot_limit_laws",
     "plot_optimal_rewards",
     "utility",
+    "utility_for",
 ]

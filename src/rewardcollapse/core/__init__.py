@@ -4,6 +4,7 @@ Utilities :math:`U`, the exact per-prompt optimal rewards for any ranking, and t
 answers grows (Song et al., 2023, "Reward Collapse in Aligning Large Language Models", arXiv:2305.17608).
 """
 
+from rewardcollapse.core.inverse import UtilityDesign, utility_for
 from rewardcollapse.core.limits import closed_form_limit, describe_law, ks_distance, limit_distribution, numerical_limit
 from rewardcollapse.core.openness import openness_exponent, openness_family, openness_law, openness_utility
 from rewardcollapse.core.ranking import Ranking, parse_ranking
@@ -15,6 +16,7 @@ __all__ = [
     "OptimalRewards",
     "Ranking",
     "Utility",
+    "UtilityDesign",
     "closed_form_limit",
     "describe_law",
     "ks_distance",
@@ -27,4 +29,5 @@ __all__ = [
     "optimal_rewards",
     "parse_ranking",
     "utility",
+    "utility_for",
 ]
