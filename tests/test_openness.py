@@ -155,3 +155,38 @@ def test_trainer_with_openness_utility(tmp_path, tokenizer, tiny_model):
 
 def test_openness_limit_agrees_with_scipy_beta():
     assert rc.openness_law(0.3).cdf(0.2) == pytest.approx(stats.beta(0.3, 0.3).cdf(0.2))
+
+
+@pytest.mark.parametrize("o", [0.0, 0.2, 0.5, 0.8, 1.0])
+def test_openness_from_scores_recovers_the_family(o):
+    # Scores on any scale: an affine image of the 8-answer optimum of openness o.
+    scores = 3.0 + 7.0 * rc.optimal_rewards(8, rc.openness_utility(o)).rewards
+    assert rc.openness_from_scores(scores) == pytest.approx(o, abs=2e-3)
+
+
+def test_openness_from_scores_extremes_large_samples_and_errors():
+    assert rc.openness_from_scores([0, 0, 0, 10, 10, 10]) == 0.0
+    assert rc.openness_from_scores(np.arange(1, 11)) == 1.0
+    # Above 200 answers the reference is the limit law: the 500-answer optimum of log gives about 1/2.
+    assert rc.openness_from_scores(rc.optimal_rewards(500, "log").rewards) == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="all equal"):
+        rc.openness_from_scores([3, 3, 3])
+    with pytest.raises(ValueError, match="at least 2 finite numbers"):
+        rc.openness_from_scores([1.0, np.nan])
+
+
+def test_openness_from_rankings_is_one_minus_kendalls_w():
+    assert rc.openness_from_rankings([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4]]) == 0.0
+    assert rc.openness_from_rankings([[1, 2, 3, 4], [4, 3, 2, 1]]) == 1.0
+    assert rc.openness_from_rankings([[1, 1, 2, 3], [1, 1, 2, 3]]) == pytest.approx(0.0, abs=1e-12)  # ties
+    # Independent reference: without ties, the mean pairwise Spearman correlation is (m W - 1) / (m - 1).
+    rng = np.random.default_rng(0)
+    for m, n in [(3, 5), (5, 8), (10, 4)]:
+        ranks = np.array([rng.permutation(n) for _ in range(m)])
+        w = 1.0 - rc.openness_from_rankings(ranks)
+        rho = np.mean([stats.spearmanr(ranks[a], ranks[b])[0] for a in range(m) for b in range(a + 1, m)])
+        assert rho == pytest.approx((m * w - 1) / (m - 1), abs=1e-12)
+    with pytest.raises(ValueError, match=r"must be \(raters >= 2, answers >= 2\)"):
+        rc.openness_from_rankings([[1, 2, 3]])
+    with pytest.raises(ValueError, match="every rater tied all answers"):
+        rc.openness_from_rankings([[1, 1], [2, 2]])

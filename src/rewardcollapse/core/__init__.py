@@ -6,7 +6,15 @@ answers grows (Song et al., 2023, "Reward Collapse in Aligning Large Language Mo
 
 from rewardcollapse.core.inverse import UtilityDesign, utility_for
 from rewardcollapse.core.limits import closed_form_limit, describe_law, ks_distance, limit_distribution, numerical_limit
-from rewardcollapse.core.openness import openness_exponent, openness_family, openness_law, openness_utility
+from rewardcollapse.core.openness import (
+    fit_beta_shape,
+    openness_exponent,
+    openness_family,
+    openness_from_rankings,
+    openness_from_scores,
+    openness_law,
+    openness_utility,
+)
 from rewardcollapse.core.ranking import Ranking, parse_ranking
 from rewardcollapse.core.solver import OptimalRewards, optimal_rewards
 from rewardcollapse.core.utilities import UTILITY_SPECS, Utility, utility
@@ -19,11 +27,14 @@ __all__ = [
     "UtilityDesign",
     "closed_form_limit",
     "describe_law",
+    "fit_beta_shape",
     "ks_distance",
     "limit_distribution",
     "numerical_limit",
     "openness_exponent",
     "openness_family",
+    "openness_from_rankings",
+    "openness_from_scores",
     "openness_law",
     "openness_utility",
     "optimal_rewards",

@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from rewardcollapse.core.openness import _boxcox, _boxcox_d1, _boxcox_d2, openness_law, openness_utility
+from rewardcollapse.core.openness import (
+    _boxcox,
+    _boxcox_d1,
+    _boxcox_d2,
+    fit_beta_shape,
+    openness_law,
+    openness_utility,
+)
 from rewardcollapse.core.utilities import Utility
 
 __all__ = ["BASIS_OPENNESS", "UtilityDesign", "utility_for"]
@@ -112,13 +119,7 @@ def _beta_shape(target: Any) -> float | None:
 
 def _nearest_beta(quantiles: np.ndarray) -> float:
     """Alpha in [0, 1] of the symmetric Beta law closest in W1 to the symmetrised target."""
-    symmetric = (quantiles + 1.0 - quantiles[::-1]) / 2.0
-
-    def distance(alpha: float) -> float:
-        return float(np.mean(np.abs(stats.beta(alpha, alpha).ppf(_LEVELS) - symmetric)))
-
-    best = optimize.minimize_scalar(distance, bounds=(1e-3, 1.0), method="bounded", options={"xatol": 1e-4})
-    return float(best.x)
+    return fit_beta_shape(quantiles)
 
 
 def _mixture(weights: np.ndarray, levels: tuple[float, ...]) -> Utility:

@@ -34,7 +34,15 @@ from scipy import stats
 
 from rewardcollapse.core.utilities import Utility, _Family, utility
 
-__all__ = ["openness_exponent", "openness_family", "openness_law", "openness_utility"]
+__all__ = [
+    "fit_beta_shape",
+    "openness_exponent",
+    "openness_family",
+    "openness_from_rankings",
+    "openness_from_scores",
+    "openness_law",
+    "openness_utility",
+]
 
 _SMALL = 1e-4  # below |lambda * log x| of this, (x^lambda - 1)/lambda uses its series (relative error < 1e-12)
 
@@ -146,3 +154,112 @@ def openness_family(openness: Any = 0.5, *, eps: float = 0.0) -> Utility:
         _value_at_zero=family.value_at_zero,
         _slope_at_zero=family.slope_at_zero,
     )
+
+
+_LEVELS = (np.arange(1000) + 0.5) / 1000
+
+
+def fit_beta_shape(quantiles_or_sample) -> float:
+    """Alpha in [0, 1] of the symmetric Beta law closest in 1-Wasserstein distance to the symmetrised input.
+
+    The input is a sample of values in [0, 1] (any length >= 2), or 1000 quantiles at the midpoints
+    ``(k + 0.5) / 1000``. Symmetrising first (averaging the law and its mirror image ``1 - r``) matches the symmetry
+    of every reachable reward law.
+    """
+    values = np.asarray(quantiles_or_sample, dtype=float).ravel()
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        raise ValueError("fitting a Beta shape needs at least 2 finite values")
+    is_quantiles = values.size == _LEVELS.size and np.all(np.diff(values) >= 0)
+    q = values if is_quantiles else np.quantile(values, _LEVELS, method="inverted_cdf")
+    symmetric = (q + 1.0 - q[::-1]) / 2.0
+
+    def distance(alpha: float) -> float:
+        return float(np.mean(np.abs(stats.beta(alpha, alpha).ppf(_LEVELS) - symmetric)))
+
+    from scipy import optimize
+
+    best = optimize.minimize_scalar(distance, bounds=(1e-3, 1.0), method="bounded", options={"xatol": 1e-4})
+    alpha = float(best.x)
+    # Rewards all at 0 and 1 sit at the bounded search's edge; report the closed end exactly.
+    return 0.0 if distance(1e-3) <= distance(alpha) and alpha < 2e-3 else alpha
+
+
+def openness_from_scores(scores) -> float:
+    """Openness of one prompt from quality scores of its answers (human or judge ratings, any scale).
+
+    The scores are rescaled to [0, 1] by their minimum and maximum and compared, sorted, with the optimal rewards
+    of as many ranked answers under each member of the openness family; the openness whose optimum is closest (mean
+    absolute difference, a 1-Wasserstein distance) is returned. Above 200 answers the optimum is replaced by the
+    quantiles of its limit law Beta(o, o). Scores in two clusters (one right answer and wrong ones) give 0; scores
+    spread like the optimum of -1/x (many acceptable answers of graded quality) give 1.
+
+    Examples
+    --------
+    >>> openness_from_scores([0, 0, 0, 10, 10, 10])
+    0.0
+    >>> from rewardcollapse.core.solver import optimal_rewards
+    >>> round(openness_from_scores(optimal_rewards(10, "-1/x").rewards), 3)
+    1.0
+    """
+    from scipy import optimize
+
+    values = np.asarray(scores, dtype=float).ravel()
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        raise ValueError(f"`scores` must hold at least 2 finite numbers, got {values.size} values")
+    low, high = values.min(), values.max()
+    if high == low:
+        raise ValueError("`scores` are all equal: the answers cannot be told apart, so no openness follows")
+    observed = np.sort((values - low) / (high - low))
+    n = observed.size
+
+    def reference(o: float) -> np.ndarray:
+        if n > 200:
+            return openness_law(o).ppf((np.arange(n) + 0.5) / n) if o > 0 else (np.arange(n) >= n / 2).astype(float)
+        from rewardcollapse.core.solver import optimal_rewards
+
+        return np.sort(optimal_rewards(n, openness_utility(o)).rewards)
+
+    def distance(o: float) -> float:
+        return float(np.mean(np.abs(reference(o) - observed)))
+
+    best = optimize.minimize_scalar(distance, bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-4})
+    # The bounded search never evaluates the ends themselves; they are the answers for the two extreme shapes.
+    candidates = [(distance(0.0), 0.0), (distance(1.0), 1.0), (best.fun, float(best.x))]
+    return min(candidates)[1]
+
+
+def openness_from_rankings(rankings) -> float:
+    """Openness from several raters' rankings of the same answers: 1 - Kendall's W (a heuristic).
+
+    ``rankings`` is ``(raters, answers)``: each row one rater's ranks or scores (lower rank = better; ties allowed,
+    averaged). Kendall's coefficient of concordance W (with the tie correction) is 1 when all raters agree and 0
+    when their rankings cancel out. The heuristic reads disagreement as openness: a closed prompt has one right
+    answer that careful raters agree on; an open prompt has many good answers whose order is a matter of taste.
+    Assumptions: the raters rank independently, all rank the same answers, and their disagreement comes from the
+    prompt rather than from noise or carelessness (which would also lower W).
+
+    Examples
+    --------
+    >>> openness_from_rankings([[1, 2, 3, 4], [1, 2, 3, 4]])
+    0.0
+    >>> openness_from_rankings([[1, 2, 3, 4], [4, 3, 2, 1]])
+    1.0
+    """
+    ranks = np.asarray(rankings, dtype=float)
+    if ranks.ndim != 2 or ranks.shape[0] < 2 or ranks.shape[1] < 2:
+        raise ValueError(f"`rankings` must be (raters >= 2, answers >= 2), got shape {ranks.shape}")
+    if not np.all(np.isfinite(ranks)):
+        raise ValueError("`rankings` must hold finite numbers")
+    m, n = ranks.shape
+    ranks = np.apply_along_axis(stats.rankdata, 1, ranks)  # average ranks for ties
+    totals = ranks.sum(axis=0)
+    spread = float(np.sum((totals - totals.mean()) ** 2))
+    ties = 0.0
+    for row in ranks:
+        _, counts = np.unique(row, return_counts=True)
+        ties += float(np.sum(counts**3 - counts))
+    denominator = m * m * (n**3 - n) - m * ties
+    if denominator <= 0:
+        raise ValueError("every rater tied all answers: there is no ranking to agree on")
+    w = 12.0 * spread / denominator
+    return float(np.clip(1.0 - w, 0.0, 1.0))
