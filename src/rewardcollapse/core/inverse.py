@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
 
 from rewardcollapse.core.openness import (
+    _LEVELS,
     _boxcox,
     _boxcox_d1,
     _boxcox_d2,
@@ -43,14 +43,12 @@ from rewardcollapse.core.openness import (
     openness_law,
     openness_utility,
 )
-from rewardcollapse.core.utilities import Utility
+from rewardcollapse.core.utilities import Utility, _Family, _from_family
 
 __all__ = ["BASIS_OPENNESS", "UtilityDesign", "utility_for"]
 
 BASIS_OPENNESS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Openness levels of the Box-Cox basis of numerical designs."""
-
-_LEVELS = (np.arange(1000) + 0.5) / 1000
 
 
 @dataclass(frozen=True)
@@ -117,11 +115,6 @@ def _beta_shape(target: Any) -> float | None:
     return None
 
 
-def _nearest_beta(quantiles: np.ndarray) -> float:
-    """Alpha in [0, 1] of the symmetric Beta law closest in W1 to the symmetrised target."""
-    return fit_beta_shape(quantiles)
-
-
 def _mixture(weights: np.ndarray, levels: tuple[float, ...]) -> Utility:
     """The Box-Cox combination sum_k w_k U_{o_k} as a Utility (a barrier: some weight sits on o > 0)."""
     params = [{"o": o} for o in levels]
@@ -136,18 +129,7 @@ def _mixture(weights: np.ndarray, levels: tuple[float, ...]) -> Utility:
         return sum(w * _boxcox_d2(x, ops, q) for w, q in zip(weights, params, strict=True))
 
     name = " + ".join(f"{w:.3g} U_{o:g}" for w, o in zip(weights, levels, strict=True) if w > 0)
-    return Utility(
-        name=name,
-        family="openness-mixture",
-        params=MappingProxyType({}),
-        eps=0.0,
-        _value=value,
-        _d1=d1,
-        _d2=d2,
-        _whole_line=False,
-        _value_at_zero=-math.inf,
-        _slope_at_zero=math.inf,
-    )
+    return _from_family(name, "openness-mixture", {}, 0.0, _Family(value, d1, d2, False, -math.inf, math.inf))
 
 
 def _optimum(u: Utility, n: int) -> np.ndarray:
@@ -160,6 +142,18 @@ def _ks(rewards: np.ndarray, quantiles: np.ndarray, law: Any = None) -> float:
     if law is not None:
         return float(stats.kstest(rewards, law.cdf).statistic)
     return float(stats.ks_2samp(rewards, quantiles, method="asymp").statistic)
+
+
+def _exact(alpha: float, n: int) -> tuple[Utility, Any, float]:
+    """The family's utility for Beta(alpha, alpha), its law, and the KS of its n-answer optimum to the law.
+
+    For alpha = 0 (two atoms) the KS is measured as the distance of the optimum's mean from 1/2.
+    """
+    law = openness_law(alpha)
+    u = openness_utility(alpha)
+    rewards = _optimum(u, n)
+    ks = _ks(rewards, None, law) if alpha > 0 else float(abs(np.mean(rewards) - 0.5))
+    return u, law, ks
 
 
 def utility_for(target: Any, *, n: int = 1000, n_fit: int = 200, tol: float = 0.02) -> UtilityDesign:
@@ -193,10 +187,7 @@ def utility_for(target: Any, *, n: int = 1000, n_fit: int = 200, tol: float = 0.
     """
     alpha = _beta_shape(target)
     if alpha is not None and alpha <= 1:
-        law = openness_law(alpha)
-        u = openness_utility(alpha)
-        rewards = _optimum(u, n)
-        ks = _ks(rewards, None, law) if alpha > 0 else float(abs(np.mean(rewards) - 0.5))
+        u, law, ks = _exact(alpha, n)
         return UtilityDesign(u, ks, n, True, True, law, {alpha: 1.0}, f"exact: Beta({alpha:g}, {alpha:g}) is {u.name}")
     q = _quantiles(stats.beta(alpha, alpha) if alpha is not None else target)
     problems = []
@@ -209,7 +200,7 @@ def utility_for(target: Any, *, n: int = 1000, n_fit: int = 200, tol: float = 0.
         problems.append(
             f"more concentrated in the middle than the uniform law (best symmetric Beta shape {alpha:g} > 1)"
         )
-    nearest_alpha = min(alpha, 1.0) if alpha is not None else _nearest_beta(q)
+    nearest_alpha = min(alpha, 1.0) if alpha is not None else fit_beta_shape(q)
     nearest = openness_law(nearest_alpha)
     if alpha is None and not problems:
         # A bell more peaked than uniform: the W1 fit of the Beta shape presses against alpha = 1.
@@ -218,9 +209,7 @@ def utility_for(target: Any, *, n: int = 1000, n_fit: int = 200, tol: float = 0.
         if nearest_alpha > 0.999 and bell and uniform_gap > tol:
             problems.append("more concentrated in the middle than the uniform law")
     if problems:
-        u = openness_utility(nearest_alpha)
-        rewards = _optimum(u, n)
-        ks = _ks(rewards, None, nearest) if nearest_alpha > 0 else float(abs(np.mean(rewards) - 0.5))
+        u, _, ks = _exact(nearest_alpha, n)
         message = (
             f"not reachable: {'; '.join(problems)}; returned the nearest reachable law "
             f"Beta({nearest_alpha:.3g}, {nearest_alpha:.3g}) and its utility {u.name}"

@@ -26,13 +26,12 @@ form with one :math:`o` per prompt (``ranking_loss(..., utility=openness, family
 from __future__ import annotations
 
 import math
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from rewardcollapse.core.utilities import Utility, _Family, utility
+from rewardcollapse.core.utilities import Utility, _check_eps, _Family, _from_family, utility
 
 __all__ = [
     "fit_beta_shape",
@@ -137,23 +136,9 @@ def openness_family(openness: Any = 0.5, *, eps: float = 0.0) -> Utility:
         lam = 1.0 - 2.0 * openness
         value_at_zero = -1.0 / lam if lam > 0 else -math.inf
         slope_at_zero = 1.0 if openness == 0 else math.inf
-    from rewardcollapse.core.utilities import _check_eps
-
     eps = _check_eps(eps)
     family = _Family(_boxcox, _boxcox_d1, _boxcox_d2, False, value_at_zero, slope_at_zero)
-    name = "openness" if eps == 0 else f"openness[eps={eps:g}]"
-    return Utility(
-        name=name,
-        family="openness",
-        params=MappingProxyType({"o": openness}),
-        eps=eps,
-        _value=family.value,
-        _d1=family.d1,
-        _d2=family.d2,
-        _whole_line=family.whole_line,
-        _value_at_zero=family.value_at_zero,
-        _slope_at_zero=family.slope_at_zero,
-    )
+    return _from_family("openness" if eps == 0 else f"openness[eps={eps:g}]", "openness", {"o": openness}, eps, family)
 
 
 _LEVELS = (np.arange(1000) + 0.5) / 1000
@@ -169,8 +154,8 @@ def fit_beta_shape(quantiles_or_sample) -> float:
     values = np.asarray(quantiles_or_sample, dtype=float).ravel()
     if values.size < 2 or not np.all(np.isfinite(values)):
         raise ValueError("fitting a Beta shape needs at least 2 finite values")
-    is_quantiles = values.size == _LEVELS.size and np.all(np.diff(values) >= 0)
-    q = values if is_quantiles else np.quantile(values, _LEVELS, method="inverted_cdf")
+    # For 1000 sorted quantiles at the midpoints, the inverted empirical CDF at those levels returns them as they are.
+    q = np.quantile(values, _LEVELS, method="inverted_cdf")
     symmetric = (q + 1.0 - q[::-1]) / 2.0
 
     def distance(alpha: float) -> float:

@@ -349,6 +349,11 @@ def _builtin(family: str, params: dict[str, float], eps: float) -> Utility:
         name = family
     if eps > 0:
         name = f"{name}[eps={_format(eps)}]"
+    return _from_family(name, family, params, eps, f)
+
+
+def _from_family(name: str, family: str, params: Mapping[str, Any], eps: float, f: _Family) -> Utility:
+    """The Utility of a family's formulas: the one place the private fields are filled in."""
     return Utility(
         name=name,
         family=family,
@@ -413,18 +418,9 @@ def _custom(
         return second_derivative(x)
 
     full_name = label if eps == 0 else f"{label}[eps={_format(eps)}]"
-    return Utility(
-        name=full_name,
-        family="custom",
-        params=MappingProxyType({}),
-        eps=eps,
-        _value=value,
-        _d1=d1,
-        _d2=d2,
-        _whole_line=False,
-        _value_at_zero=at_zero if not math.isnan(at_zero) else -math.inf,
-        _slope_at_zero=slope_at_zero if not math.isnan(slope_at_zero) else math.inf,
-    )
+    at_zero = at_zero if not math.isnan(at_zero) else -math.inf
+    slope_at_zero = slope_at_zero if not math.isnan(slope_at_zero) else math.inf
+    return _from_family(full_name, "custom", {}, eps, _Family(value, d1, d2, False, at_zero, slope_at_zero))
 
 
 def utility(
