@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from rewardcollapse.cli import main
+from rewardcollapse.core import openness_utility, optimal_rewards
 from rewardcollapse.data import load_rankings
 from rewardcollapse.data.longform import (
     CLOSED_LENGTHS,
@@ -15,6 +16,7 @@ from rewardcollapse.data.longform import (
     OPEN_SUFFIX,
     build_longform,
     builtin_corpus,
+    level_lengths,
     write_longform,
 )
 from rewardcollapse.diagnostics import (
@@ -24,7 +26,7 @@ from rewardcollapse.diagnostics import (
     rescale_per_prompt,
     wasserstein_1,
 )
-from rewardcollapse.experiment import ExperimentConfig, diagnose_file, targets_for, utility_slug
+from rewardcollapse.experiment import ExperimentConfig, diagnose_file, read_scored, targets_for, utility_slug
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -249,3 +251,113 @@ def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
     assert scored.stat().st_mtime_ns == before
     assert set(json.loads((out / "report.json").read_text())["utilities"]) == {"x", "prompt-aware", "log"}
     assert main(["reproduce", "--config", str(config), "--utilities", "cubic", "--output", str(out)]) == 2
+
+
+@pytest.mark.parametrize("openness", [0.0, 0.1, 1 / 3, 0.5, 2 / 3, 1.0])
+def test_level_lengths_follow_the_target_quantiles(openness):
+    lengths = np.array(level_lengths(openness))
+    assert lengths.size == 8 and np.all(np.diff(lengths) >= 1) and lengths[0] == 4 and lengths[-1] == 40
+    assert np.all(lengths + lengths[::-1] == 44)  # symmetric like the target law
+    target = np.sort(optimal_rewards(8, openness_utility(openness)).rewards)
+    # Within rounding of the quantiles, except where two cuts would be equal and are pushed 1 word apart.
+    pushed = np.abs(lengths - (4 + 36 * target))
+    assert np.all((pushed <= 0.5 + 1e-9) | (np.arange(8) % 7 != 0) & (pushed <= 3))
+    wide = np.array(level_lengths(openness, shortest=10, longest=800))
+    assert np.max(np.abs(wide - (10 + 790 * target))) <= 3.5  # spread out, the quantiles come through
+
+
+def test_level_lengths_edges_and_errors():
+    assert level_lengths(0.0) == (4, 5, 6, 7, 37, 38, 39, 40)
+    assert level_lengths(1.0, answers=2) == (4, 40)
+    assert level_lengths(1.0, answers=3) == (4, 22, 40)
+    with pytest.raises(ValueError, match="do not fit between 4 and 10 words"):
+        level_lengths(0.5, longest=10)
+    with pytest.raises(ValueError, match="`answers` must be at least 2"):
+        level_lengths(0.5, answers=1)
+
+
+def test_longform_builder_with_openness_levels(tmp_path):
+    levels = [0.0, 0.25, 0.75, 1.0]
+    data = build_longform(
+        longform_file(tmp_path / "lf.jsonl", invalid=0), train_prompts=22, test_prompts=8, levels=levels
+    )
+    assert data.report["levels"] == levels
+    counts = {o: [r["openness"] for r in data.train].count(o) for o in levels}
+    assert sorted(counts.values()) == [5, 5, 6, 6]  # 22 over 4 levels, the first ones once more
+    assert all([r["openness"] for r in data.test].count(o) == 2 for o in levels)
+    for row in data.train + data.test:
+        o = row["openness"]
+        assert row["prompt"].endswith(f" Write an answer of openness {o:.2f}.")
+        assert row["lengths"] == sorted(level_lengths(o), reverse=True)
+        assert [len(r.split()) for r in row["responses"]] == row["lengths"]
+        assert row["utility"] == openness_utility(o).name and row["ranks"] == list(range(8))
+    paths = write_longform(data, tmp_path / "out")
+    card = paths["card"].read_text()
+    assert 'openness 0.25 (`openness` 0.25, `utility` "x^0.5")' in card and "lengths 4, 5, 6, 7, 37" in card
+    assert len(load_rankings(paths["train"])) == 22
+    args = ["data", "longform", "--source", str(tmp_path / "lf.jsonl"), "--output", str(tmp_path / "cli")]
+    assert main([*args, "--test-prompts", "4", "--levels", "0", "0.5"]) == 0
+    written = [json.loads(line) for line in (tmp_path / "cli" / "test.jsonl").read_text().splitlines()]
+    assert sorted(r["openness"] for r in written) == [0.0, 0.0, 0.5, 0.5]
+    for bad, message in (
+        ([0.5], "at least two distinct"),
+        ([0.2, 0.2], "at least two distinct"),
+        ([0, 1.5], r"\[1.5\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build_longform(longform_file(tmp_path / "lf.jsonl", invalid=0), test_prompts=4, levels=bad)
+
+
+def test_level_diagnostics_and_errors(tmp_path, capsys):
+    levels = [0.0, 0.5, 1.0]
+    targets = targets_for(8, levels)
+    assert list(targets) == ["o=0", "o=0.5", "o=1"]
+    np.testing.assert_allclose(targets["o=0.5"], np.sort(optimal_rewards(8, "log").rewards))
+    rewards = tmp_path / "rewards.jsonl"
+    with rewards.open("w") as handle:
+        for p in range(6):
+            o = levels[p % 3]
+            row = {"prompt": f"p{p}", "responses": list("abcdefgh"), "ranks": list(range(8)), "openness": o}
+            handle.write(json.dumps({**row, "normalized_rewards": targets[f"o={o:g}"][::-1].tolist()}) + "\n")
+    result = diagnose_file(rewards, levels)
+    assert list(result["groups"]) == ["o=0", "o=0.5", "o=1"] and result["collapse_index"] == pytest.approx(1.0)
+    for group in result["groups"].values():
+        assert group["ks"] == 0.0 and group["wasserstein"] == 0.0 and group["kendall_tau"] > 0
+    # The 4 + 4 answers tied at 0 and 1 score half for their 12 tied pairs.
+    accuracies = [g["pairwise_accuracy"] for g in result["groups"].values()]
+    assert accuracies == [pytest.approx(22 / 28), 1.0, 1.0]
+    # Against the limit laws: exact for the atoms of openness 0, the 8-point discreteness (1/16) for Beta(1, 1).
+    assert result["groups"]["o=0"]["ks_limit"] == 0.0
+    assert result["groups"]["o=1"]["ks_limit"] == pytest.approx(
+        stats.kstest(targets["o=1"], stats.uniform.cdf).statistic
+    )
+    with pytest.raises(ValueError, match=r"row 1 has openness 0.5, which is none of the levels \[0.0, 1.0\]"):
+        read_scored(rewards, [0.0, 1.0])
+    assert (
+        main(["diagnose", "--rewards", str(rewards), "--levels", "0", "0.5", "1", "--output", str(tmp_path / "d")]) == 0
+    )
+    assert "| o=0.5 | 2 | 0.000 | 0.000 |" in capsys.readouterr().out
+
+
+def test_reproduce_with_openness_levels(tmp_path, tiny_dir, capsys):
+    source = longform_file(tmp_path / "lf.jsonl", invalid=0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"source: {source}\ntrain_prompts: 8\ntest_prompts: 8\nsteps: 2\nbatch_size: 4\nmax_length: 64\n"
+        f"model: {tiny_dir}\nforward_batch_size: 16\nlearning_rate: 1.0e-3\n"
+    )
+    out = tmp_path / "run"
+    args = ["reproduce", "--config", str(config), "--utilities", "openness,log", "--output", str(out)]
+    assert main([*args, "--levels", "0", "0.333", "0.667", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "KS distance to the level's 8-answer target" in printed
+    assert "| utility | o=0 | o=0.333 | o=0.667 | o=1 | mean | pairwise accuracy |" in printed
+    report = json.loads((out / "report.json").read_text())
+    for spec in ("openness", "log"):
+        groups = report["utilities"][spec]["groups"]
+        assert list(groups) == ["o=0", "o=0.333", "o=0.667", "o=1"]
+        assert all(0 <= g["ks"] <= 1 and 0 <= g["ks_limit"] <= 1 and g["prompts"] == 2 for g in groups.values())
+    assert ExperimentConfig.from_yaml(out / "config.yaml").openness_levels == [0.0, 0.333, 0.667, 1.0]
+    assert (out / "runs" / "openness" / "model").is_dir() and (out / "rewards.png").stat().st_size > 0
+    assert main([*args, "--levels", "0.3331", "0.3334"]) == 2
+    assert "must differ in their first 3 significant digits" in capsys.readouterr().err

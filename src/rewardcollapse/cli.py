@@ -187,7 +187,13 @@ def _score(args: argparse.Namespace) -> int:
 def _data_longform(args: argparse.Namespace) -> int:
     from rewardcollapse.data.longform import build_longform, write_longform
 
-    data = build_longform(args.source, train_prompts=args.train_prompts, test_prompts=args.test_prompts, seed=args.seed)
+    data = build_longform(
+        args.source,
+        train_prompts=args.train_prompts,
+        test_prompts=args.test_prompts,
+        seed=args.seed,
+        levels=args.levels,
+    )
     paths = write_longform(data, args.output, file_format=args.format)
     report = data.report
     print()
@@ -208,12 +214,12 @@ def _data_longform(args: argparse.Namespace) -> int:
 
 def _print_diagnostics(name: str, result: dict) -> None:
     print(f"\n{name}: collapse index {result['collapse_index']:.3f}")
-    print("| group | prompts | KS to target | W1 to target | pairwise accuracy | Kendall tau |")
-    print("|---|---|---|---|---|---|")
+    print("| group | prompts | KS to target | W1 to target | KS to limit law | pairwise accuracy | Kendall tau |")
+    print("|---|---|---|---|---|---|---|")
     for group, g in result["groups"].items():
         print(
-            f"| {group} | {g['prompts']} | {g['ks']:.3f} | {g['wasserstein']:.3f} | {g['pairwise_accuracy']:.3f} | "
-            f"{g['kendall_tau']:.3f} |"
+            f"| {group} | {g['prompts']} | {g['ks']:.3f} | {g['wasserstein']:.3f} | {g['ks_limit']:.3f} | "
+            f"{g['pairwise_accuracy']:.3f} | {g['kendall_tau']:.3f} |"
         )
 
 
@@ -233,11 +239,12 @@ def _diagnose(args: argparse.Namespace) -> int:
 
         rewards_path = output / "rewards.jsonl"
         score_file(model=args.model, data=args.data, output=rewards_path, max_length=args.max_length)
-    result = diagnose_file(rewards_path)
+    result = diagnose_file(rewards_path, args.levels)
     _print_diagnostics(str(rewards_path), result)
-    rewards, groups, _ = read_scored(Path(rewards_path))
+    rewards, groups, _ = read_scored(Path(rewards_path), args.levels)
     n = int(np.median([len(r) for r in rewards]))
-    fig, _ = plot_group_rewards(rewards, groups, targets_for(n), title=f"collapse index {result['collapse_index']:.2f}")
+    targets = targets_for(n, args.levels)
+    fig, _ = plot_group_rewards(rewards, groups, targets, title=f"collapse index {result['collapse_index']:.2f}")
     fig.savefig(output / "rewards.png", dpi=120)
     (output / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {output / 'rewards.png'} and {output / 'diagnostics.json'}")
@@ -254,11 +261,102 @@ def _reproduce(args: argparse.Namespace) -> int:
         config.model = args.model
     if args.steps is not None:
         config.steps = args.steps
+    if args.levels is not None:
+        config.openness_levels = args.levels
     report = run_experiment(config, args.output)
     print()
     print(Path(report["report_md"]).read_text())
     print(f"figure  {report['figure']}\nreport  {report['report_md']} and {report['report_json']}")
     print(f"config  {report['config']}\ndata    {report['data']}")
+    return 0
+
+
+def _write_rows(rows: Sequence[dict], path: str | Path) -> None:
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+
+
+def _print_openness_summary(estimates, labels) -> None:
+    """Rows, the estimates' spread and, where every row has an openness label, how well they agree with it."""
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(estimates, dtype=float)
+    rows: list[tuple[str, object]] = [
+        ("rows", values.size),
+        ("openness mean", float(values.mean())),
+        ("openness quartiles", " / ".join(f"{q:.3f}" for q in np.quantile(values, [0.25, 0.5, 0.75]))),
+    ]
+    if labels is not None:
+        truth = np.asarray(labels, dtype=float)
+        rows.append(("accuracy, open = openness >= 0.5", float(np.mean((values >= 0.5) == (truth >= 0.5)))))
+        rows.append(("mean |estimate - label|", float(np.mean(np.abs(values - truth)))))
+        if np.ptp(truth) > 0 and np.ptp(values) > 0:
+            rows.append(("Spearman rho with labels", float(stats.spearmanr(values, truth).statistic)))
+    print()
+    _print_table(rows)
+
+
+def _read_rows(args: argparse.Namespace) -> list[dict]:
+    from rewardcollapse.data.loaders import read_table
+
+    return read_table(args.data, split=args.split).to_list()
+
+
+def _openness_fit(args: argparse.Namespace) -> int:
+    from rewardcollapse.prompt_openness import fit_openness_classifier, prompts_and_openness
+
+    prompts, labels = prompts_and_openness(_read_rows(args), source=str(args.data), labels=True)
+    classifier = fit_openness_classifier(
+        prompts,
+        labels,
+        encoder=args.encoder,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        c=args.c,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+    )
+    path = classifier.save(args.output)
+    print()
+    _print_table([(name.replace("_", " "), value) for name, value in classifier.metrics.items()])
+    print(f"wrote {path}")
+    return 0
+
+
+def _openness_predict(args: argparse.Namespace) -> int:
+    from rewardcollapse.prompt_openness import OpennessClassifier, prompts_and_openness
+
+    classifier = OpennessClassifier.load(args.model)
+    rows = _read_rows(args)
+    prompts, labels = prompts_and_openness(rows, source=str(args.data))
+    predicted = classifier.predict_openness(prompts, batch_size=args.batch_size)
+    _write_rows([{**row, "predicted_openness": float(o)} for row, o in zip(rows, predicted, strict=True)], args.output)
+    _print_openness_summary(predicted, labels)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _openness_estimate(args: argparse.Namespace) -> int:
+    from rewardcollapse.core import openness_from_rankings, openness_from_scores
+
+    column, estimate = (
+        ("scores", openness_from_scores) if args.estimator == "scores" else ("rankings", openness_from_rankings)
+    )
+    rows = _read_rows(args)
+    estimates = []
+    for number, row in enumerate(rows):
+        if row.get(column) is None:
+            raise ValueError(f"{args.data}: row {number} has no '{column}' field; every row needs one")
+        try:
+            estimates.append(estimate(row[column]))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{args.data}: row {number}, field '{column}': {error}") from error
+    _write_rows([{**row, "estimated_openness": o} for row, o in zip(rows, estimates, strict=True)], args.output)
+    labelled = all(isinstance(row.get("openness"), int | float) for row in rows)
+    _print_openness_summary(estimates, [row["openness"] for row in rows] if labelled else None)
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -343,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     longform.add_argument("--test-prompts", type=int, default=16)
     longform.add_argument("--seed", type=int, default=0)
     longform.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
+    longform.add_argument(
+        "--levels", type=float, nargs="+", help="openness levels instead of open/closed prompts, e.g. 0 0.333 0.667 1"
+    )
     longform.set_defaults(run=_data_longform)
 
     diagnose = sub.add_parser("diagnose", help="collapse index and per-group diagnostics of scored answers, plots")
@@ -351,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--data", help="ranking data to score with --model")
     diagnose.add_argument("--max-length", type=int, default=512)
     diagnose.add_argument("--output", default="diagnostics", help="folder for rewards.png and diagnostics.json")
+    diagnose.add_argument("--levels", type=float, nargs="+", help="group by these openness levels, not open/closed")
     diagnose.set_defaults(run=_diagnose)
 
     reproduce = sub.add_parser("reproduce", help="the paper's experiment: one reward model per utility, report")
@@ -358,8 +460,40 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--utilities", help="comma-separated, e.g. x,log,-1/x,prompt-aware (quote it)")
     reproduce.add_argument("--model", help="backbone name or path")
     reproduce.add_argument("--steps", type=int, help="optimiser steps per utility")
+    reproduce.add_argument(
+        "--levels", type=float, nargs="+", help="openness levels instead of open/closed prompts, e.g. 0 0.333 0.667 1"
+    )
     reproduce.add_argument("--output", default="reproduce-output", help="folder; a rerun resumes it")
     reproduce.set_defaults(run=_reproduce)
+
+    openness = sub.add_parser("openness", help="estimate prompts' openness: from prompt text, scores or rankings")
+    openness_sub = openness.add_subparsers(dest="estimator", required=True)
+    fit = openness_sub.add_parser("fit", help="fit a prompt-text classifier (MiniLM embeddings + logistic regression)")
+    fit.add_argument("--data", required=True, help="rows with 'prompt' and 'openness' (JSONL, Parquet, folder, Hub)")
+    fit.add_argument("--output", required=True, help="folder for openness_classifier.json")
+    fit.add_argument("--encoder", help="sentence encoder, Hub name or path (default: the shipped MiniLM)")
+    fit.add_argument("--test-fraction", type=float, default=0.2, help="prompts held out to measure accuracy")
+    fit.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(run=_openness_fit)
+    predict = openness_sub.add_parser("predict", help="predicted openness of each prompt with a fitted classifier")
+    predict.add_argument("--model", required=True, help="folder written by `rewardcollapse openness fit`")
+    predict.add_argument("--data", required=True, help="rows with 'prompt' (an 'openness' label is compared)")
+    predict.add_argument("--output", required=True, help="JSONL file: each row plus predicted_openness")
+    predict.set_defaults(run=_openness_predict)
+    fit.add_argument("--max-length", type=int, default=128, help="tokens per prompt (kept for predict)")
+    for command in (fit, predict):
+        command.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
+    for name, column, what in (
+        ("scores", "scores", "per-answer quality scores (nearest family optimum)"),
+        ("rankings", "rankings", "several raters' rankings of the same answers (1 - Kendall's W, a heuristic)"),
+    ):
+        estimator = openness_sub.add_parser(name, help=f"openness of each row from {what}")
+        estimator.add_argument("--data", required=True, help=f"rows with a '{column}' field")
+        estimator.add_argument("--output", required=True, help="JSONL file: each row plus estimated_openness")
+        estimator.set_defaults(run=_openness_estimate)
+    for command in openness_sub.choices.values():
+        command.add_argument("--split", default="train", help="split of a dataset folder or Hub dataset")
     return parser
 
 

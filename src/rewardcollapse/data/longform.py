@@ -9,6 +9,12 @@ are made by cutting the answer after a number of words; a longer answer is bette
 * **closed** (``openness`` 0): the suffix :data:`CLOSED_SUFFIX` and lengths 16, 22, 28, 34, 56, 62, 68, 74, two
   clusters whose target is polarised at 0 and 1 (``utility`` ``"x"``).
 
+**Openness levels** (``levels=[0, 1/3, 2/3, 1]``, beyond the paper) generalise the two kinds to any number of
+openness values ``o``: a prompt of level ``o`` gets the suffix :data:`LEVEL_SUFFIX` and answer lengths at the
+quantiles of its target law, the law of the 8-answer optimum of :func:`~rewardcollapse.openness_utility` ``(o)``
+(:func:`level_lengths`), so that one reward growing evenly with length is optimal at every level under the
+continuous family, while a fixed utility cannot fit them all.
+
 Nothing can be downloaded on an offline machine, so the same construction also runs on a **built-in corpus**
 (``source="builtin"``): the docstrings of numpy, scipy and torch that have at least 100 words, as answers to
 "Explain what ``numpy.linalg.svd`` does." (up to the docstring's Examples section, whitespace collapsed). These are
@@ -32,12 +38,14 @@ import numpy as np
 __all__ = [
     "CLOSED_LENGTHS",
     "CLOSED_SUFFIX",
+    "LEVEL_SUFFIX",
     "MIN_WORDS",
     "OPEN_LENGTHS",
     "OPEN_SUFFIX",
     "LongFormData",
     "build_longform",
     "builtin_corpus",
+    "level_lengths",
     "write_longform",
 ]
 
@@ -47,6 +55,10 @@ OPEN_LENGTHS = (10, 20, 30, 40, 50, 60, 70, 80)
 CLOSED_LENGTHS = (16, 22, 28, 34, 56, 62, 68, 74)
 MIN_WORDS = 100
 OPEN_UTILITY, CLOSED_UTILITY = "-1/x", "x"
+LEVEL_SUFFIX = " Write an answer of openness {openness:.2f}."
+# Cuts of a level prompt, in words: 4 to 40 (8 answers of technical text then fit in 160 tokens with the prompt),
+# and at least 1 word apart (the closest integers to the target's quantiles).
+SHORTEST, LONGEST, MIN_GAP = 4, 40, 1
 
 # Modules whose public docstrings make the built-in corpus, walked in this order (names sorted inside each).
 BUILTIN_MODULES = (
@@ -167,24 +179,104 @@ def _source_rows(source: Any, split: str) -> tuple[list[Any], list[Any], str]:
     return table["input"], table["output"], str(source)
 
 
-def _ranking_row(prompt: str, answer_words: list[str], kind: str, source_row: int) -> dict[str, Any]:
-    lengths = sorted(OPEN_LENGTHS if kind == "open" else CLOSED_LENGTHS, reverse=True)  # longest = best first
+def level_lengths(
+    openness: float, *, answers: int = 8, shortest: int = SHORTEST, longest: int = LONGEST, min_gap: int = MIN_GAP
+) -> tuple[int, ...]:
+    r"""Answer lengths in words (shortest first) of an openness level: the quantiles of its target law.
+
+    The target law of ``answers`` ranked answers at openness ``o`` is the law of their optimal rewards
+    :math:`t_1 \le \dots \le t_K` under :func:`~rewardcollapse.openness_utility` ``(o)``; its quantiles at
+    levels :math:`(k - 1/2)/K` are the :math:`t_k` themselves, so the lengths are
+    ``round(shortest + (longest - shortest) * t_k)``. Equal cuts would be the same answer ranked twice, so cuts closer
+    than ``min_gap`` words are pushed apart, from the shortest up in the lower half and mirrored in the upper half
+    (the target law is symmetric): openness 0, whose optimum is 0 four times and 1 four times, gives
+    4, 5, 6, 7, 37, 38, 39, 40.
+
+    Examples
+    --------
+    >>> level_lengths(0.0)
+    (4, 5, 6, 7, 37, 38, 39, 40)
+    >>> level_lengths(1.0, shortest=10, longest=80)
+    (10, 18, 29, 39, 51, 61, 72, 80)
+    """
+    from rewardcollapse.core import openness_utility, optimal_rewards
+
+    if answers < 2:
+        raise ValueError(f"`answers` must be at least 2, got {answers}")
+    if min_gap < 1 or longest - shortest < (answers - 1) * min_gap:
+        raise ValueError(
+            f"{answers} answers {min_gap} words apart do not fit between {shortest} and {longest} words; "
+            "lower `min_gap` or widen the range"
+        )
+    optimum = np.sort(optimal_rewards(answers, openness_utility(openness)).rewards)
+    lengths = np.rint(shortest + (longest - shortest) * optimum).astype(int)
+    half = answers // 2
+    lengths[0] = shortest
+    for k in range(1, half):
+        lengths[k] = max(lengths[k], lengths[k - 1] + min_gap)
+    lengths[answers - half :] = (shortest + longest - lengths[:half])[::-1]
+    if answers % 2:
+        lengths[half] = (shortest + longest) // 2
+    return tuple(int(n) for n in lengths)
+
+
+@dataclass(frozen=True)
+class _Design:
+    """What a kind of prompt gets: a prompt suffix, cut lengths (shortest first), a utility spec and an openness."""
+
+    suffix: str
+    lengths: tuple[int, ...]
+    utility: str
+    openness: float
+    kind: str
+
+
+_PAPER_DESIGNS = {
+    "open": _Design(OPEN_SUFFIX, OPEN_LENGTHS, OPEN_UTILITY, 1.0, "open"),
+    "closed": _Design(CLOSED_SUFFIX, CLOSED_LENGTHS, CLOSED_UTILITY, 0.0, "closed"),
+}
+
+
+def _level_design(openness: float) -> _Design:
+    from rewardcollapse.core import openness_utility
+
+    return _Design(
+        LEVEL_SUFFIX.format(openness=openness),
+        level_lengths(openness),
+        openness_utility(openness).name,
+        float(openness),
+        f"openness {openness:.2f}",
+    )
+
+
+def _level_designs(levels: Sequence[float]) -> list[_Design]:
+    values = [float(o) for o in levels]
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise ValueError(f"`levels` must hold at least two distinct openness values, got {list(levels)}")
+    bad = [o for o in values if not 0 <= o <= 1]
+    if bad:
+        raise ValueError(f"`levels` must lie in [0, 1] (0 closed, 1 open-ended), got {bad}")
+    return [_level_design(o) for o in values]
+
+
+def _ranking_row(prompt: str, answer_words: list[str], design: _Design, source_row: int) -> dict[str, Any]:
+    lengths = sorted(design.lengths, reverse=True)  # longest = best first
     return {
-        "prompt": prompt.rstrip() + (OPEN_SUFFIX if kind == "open" else CLOSED_SUFFIX),
+        "prompt": prompt.rstrip() + design.suffix,
         "responses": [" ".join(answer_words[:n]) for n in lengths],
         "ranks": list(range(len(lengths))),
-        "utility": OPEN_UTILITY if kind == "open" else CLOSED_UTILITY,
-        "openness": 1.0 if kind == "open" else 0.0,
-        "type": kind,
+        "utility": design.utility,
+        "openness": design.openness,
+        "type": design.kind,
         "lengths": lengths,
         "source_row": source_row,
     }
 
 
-def _balanced_types(n: int, rng: np.random.Generator) -> list[str]:
-    """Exactly half open (the extra one, for odd n, open), in random order."""
-    kinds = ["open"] * ((n + 1) // 2) + ["closed"] * (n // 2)
-    return [kinds[i] for i in rng.permutation(n)]
+def _balanced(designs: Sequence[_Design], n: int, rng: np.random.Generator) -> list[_Design]:
+    """``n`` designs in random order, each used equally often (the first ones once more when they do not divide n)."""
+    blocks = [d for i, d in enumerate(designs) for _ in range(n // len(designs) + (i < n % len(designs)))]
+    return [blocks[i] for i in rng.permutation(n)]
 
 
 def build_longform(
@@ -195,6 +287,7 @@ def build_longform(
     seed: int = 0,
     split: str = "train",
     min_words: int = MIN_WORDS,
+    levels: Sequence[float] | None = None,
 ) -> LongFormData:
     """Build the paper's ranking dataset from LongForm-format rows (or the built-in corpus).
 
@@ -212,11 +305,16 @@ def build_longform(
         Split of a Hub dataset or dataset folder.
     min_words : int
         Answers shorter than this (in whitespace-separated words) are left out; the longest cut needs 80.
+    levels : sequence of float, optional
+        Openness levels in [0, 1] (at least two, distinct) instead of the paper's open and closed kinds: prompts of
+        level ``o`` get :data:`LEVEL_SUFFIX`, the cut lengths :func:`level_lengths` ``(o)``, ``openness`` ``o`` and
+        ``utility`` ``openness_utility(o).name``.
 
     Returns
     -------
     LongFormData
-        Train and test rows, each split exactly balanced between open and closed prompts (the odd one open).
+        Train and test rows, each split exactly balanced between open and closed prompts (the odd one open), or
+        between the levels (the first ones once more when they do not divide a split).
 
     Raises
     ------
@@ -227,6 +325,7 @@ def build_longform(
         raise ValueError(f"`test_prompts` must be >= 1 and `train_prompts` >= 0, got {test_prompts}, {train_prompts}")
     if min_words < max(OPEN_LENGTHS + CLOSED_LENGTHS):
         raise ValueError(f"`min_words` must be at least {max(OPEN_LENGTHS)} (the longest cut), got {min_words}")
+    designs = list(_PAPER_DESIGNS.values()) if levels is None else _level_designs(levels)
     inputs, outputs, name = _source_rows(source, split)
     usable, too_short, invalid = [], 0, []
     for row, (prompt, answer) in enumerate(zip(inputs, outputs, strict=True)):
@@ -247,9 +346,10 @@ def build_longform(
     train_rows = order[test_prompts : test_prompts + train_prompts]
     splits = {}
     for split_name, rows in (("test", test_rows), ("train", train_rows)):
-        kinds = _balanced_types(len(rows), rng)
+        chosen = _balanced(designs, len(rows), rng)
         splits[split_name] = [
-            _ranking_row(inputs[row], outputs[row].split(), kind, row) for row, kind in zip(rows, kinds, strict=True)
+            _ranking_row(inputs[row], outputs[row].split(), design, row)
+            for row, design in zip(rows, chosen, strict=True)
         ]
     report = {
         "source": name,
@@ -263,6 +363,7 @@ def build_longform(
         "test_prompts": len(splits["test"]),
         "seed": seed,
         "min_words": min_words,
+        "levels": None if levels is None else [d.openness for d in designs],
     }
     if invalid:
         warnings.warn(
@@ -278,12 +379,11 @@ _CARD = """# Reward-collapse ranking data (the construction of Song et al., 2023
 
 Built by `rewardcollapse data longform` from **{source}** with seed {seed}.
 
-- {train_prompts} training prompts, {test_prompts} test prompts, each split half open-ended and half closed.
+- {train_prompts} training prompts, {test_prompts} test prompts, each split balanced between the kinds below.
 - Source rows read: {rows_read}; usable (answer of at least {min_words} words): {rows_usable}; too short:
   {rows_too_short}; invalid (no string input/output): {rows_invalid}.
 - Each prompt has 8 answers: its source answer cut after a number of words, **longer is better** (`ranks` 0 = best).
-  - open (`openness` 1, `utility` "-1/x"): suffix "{open_suffix}", lengths 10, 20, ..., 80 words;
-  - closed (`openness` 0, `utility` "x"): suffix "{closed_suffix}", lengths 16, 22, 28, 34, 56, 62, 68, 74.
+{kinds}
 - Files: `train.{ext}`, `test.{ext}` in the ranking format of `rewardcollapse.data` (extra columns `type`, `lengths`,
   `source_row`).
 - Licence: that of the source ({licence}).
@@ -310,13 +410,14 @@ def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: s
         paths[name] = path
     builtin = data.report.get("source") == "builtin"
     licence = "numpy, scipy: BSD-3-Clause; torch: BSD-3-Clause-style" if builtin else "see the source dataset"
-    card = _CARD.format(
-        **data.report,
-        open_suffix=OPEN_SUFFIX.strip(),
-        closed_suffix=CLOSED_SUFFIX.strip(),
-        ext=file_format,
-        licence=licence,
+    levels = data.report.get("levels")
+    designs = _PAPER_DESIGNS.values() if levels is None else _level_designs(levels)
+    kinds = "\n".join(
+        f'  - {d.kind} (`openness` {d.openness:g}, `utility` "{d.utility}"): suffix "{d.suffix.strip()}", '
+        f"lengths {', '.join(map(str, d.lengths))} words;"
+        for d in designs
     )
+    card = _CARD.format(**data.report, kinds=kinds, ext=file_format, licence=licence)
     paths["card"] = output / "README.md"
     paths["card"].write_text(card)
     (output / "build_report.json").write_text(json.dumps(data.report, indent=2) + "\n")
