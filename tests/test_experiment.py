@@ -351,7 +351,7 @@ def test_reproduce_with_openness_levels(tmp_path, tiny_dir, capsys):
     assert main([*args, "--levels", "0", "0.333", "0.667", "1"]) == 0
     printed = capsys.readouterr().out
     assert "KS distance to the level's 8-answer target" in printed
-    assert "| utility | o=0 | o=0.333 | o=0.667 | o=1 | mean | pairwise accuracy |" in printed
+    assert "| utility | o=0 | o=0.333 | o=0.667 | o=1 | mean | collapse index | pairwise accuracy |" in printed
     report = json.loads((out / "report.json").read_text())
     for spec in ("openness", "log"):
         groups = report["utilities"][spec]["groups"]

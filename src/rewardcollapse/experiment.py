@@ -306,7 +306,8 @@ def _levels_markdown(results: dict[str, dict[str, Any]], header: str) -> str:
     lines = [
         "# Continuous openness: do the trained rewards of each openness level follow its target?",
         "",
-        f"{header} Target of level o: the 8-answer optimum of openness_utility(o); limit law: Beta(o, o).",
+        f"{header} Target of level o: the 8-answer optimum of openness_utility(o); limit law: Beta(o, o). KS to a "
+        "target with atoms (o = 0) counts any deviation from them in full; W1 measures how far.",
     ]
     tables = (
         ("KS distance to the level's 8-answer target", "ks"),
@@ -314,13 +315,18 @@ def _levels_markdown(results: dict[str, dict[str, Any]], header: str) -> str:
         ("KS distance to the level's limit law Beta(o, o)", "ks_limit"),
     )
     for title, metric in tables:
-        lines += ["", f"{title}:", "", f"| utility | {' | '.join(groups)} | mean | pairwise accuracy |"]
-        lines.append("|---" * (len(groups) + 3) + "|")
+        lines += [
+            "",
+            f"{title}:",
+            "",
+            f"| utility | {' | '.join(groups)} | mean | collapse index | pairwise accuracy |",
+        ]
+        lines.append("|---" * (len(groups) + 4) + "|")
         for spec, r in results.items():
             values = [r["groups"][g][metric] for g in groups]
             cells = " | ".join(f"{v:.3f}" for v in values)
             accuracy = _overall(r["groups"], "pairwise_accuracy")
-            lines.append(f"| {spec} | {cells} | {np.mean(values):.3f} | {accuracy:.3f} |")
+            lines.append(f"| {spec} | {cells} | {np.mean(values):.3f} | {r['collapse_index']:.3f} | {accuracy:.3f} |")
     return "\n".join(lines) + "\n"
 
 
