@@ -222,13 +222,19 @@ def test_data_and_diagnose_commands(tmp_path, tiny_dir, capsys):
     assert "give --rewards FILE" in capsys.readouterr().err
 
 
-def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
+def tiny_config(tmp_path, tiny_dir, *, test_prompts):
+    """A reproduce configuration of 2 steps on a tiny BERT and a LongForm-format file."""
     source = longform_file(tmp_path / "lf.jsonl", invalid=0)
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        f"source: {source}\ntrain_prompts: 8\ntest_prompts: 6\nsteps: 2\nbatch_size: 4\nmax_length: 64\n"
-        f"model: {tiny_dir}\nforward_batch_size: 16\nlearning_rate: 1.0e-3\n"
+        f"source: {source}\ntrain_prompts: 8\ntest_prompts: {test_prompts}\nsteps: 2\nbatch_size: 4\n"
+        f"max_length: 64\nmodel: {tiny_dir}\nforward_batch_size: 16\nlearning_rate: 1.0e-3\n"
     )
+    return config
+
+
+def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
+    config = tiny_config(tmp_path, tiny_dir, test_prompts=6)
     out = tmp_path / "run"
     assert main(["reproduce", "--config", str(config), "--utilities", "x,prompt-aware", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -340,12 +346,7 @@ def test_level_diagnostics_and_errors(tmp_path, capsys):
 
 
 def test_reproduce_with_openness_levels(tmp_path, tiny_dir, capsys):
-    source = longform_file(tmp_path / "lf.jsonl", invalid=0)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(
-        f"source: {source}\ntrain_prompts: 8\ntest_prompts: 8\nsteps: 2\nbatch_size: 4\nmax_length: 64\n"
-        f"model: {tiny_dir}\nforward_batch_size: 16\nlearning_rate: 1.0e-3\n"
-    )
+    config = tiny_config(tmp_path, tiny_dir, test_prompts=8)
     out = tmp_path / "run"
     args = ["reproduce", "--config", str(config), "--utilities", "openness,log", "--output", str(out)]
     assert main([*args, "--levels", "0", "0.333", "0.667", "1"]) == 0

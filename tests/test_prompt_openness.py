@@ -97,6 +97,7 @@ def test_classifier_matches_scikit_learn_and_survives_saving(tmp_path, fitted):
     path = fitted.save(tmp_path / "clf")
     state = json.loads(path.read_text())
     assert state["format"] == "rewardcollapse.OpennessClassifier/1" and len(state["coef"]) == 384
+    assert state["encoder"] is None  # the shipped MiniLM, found wherever the package is installed
     loaded = OpennessClassifier.load(tmp_path / "clf")
     assert loaded.metrics == fitted.metrics and loaded.encoder == fitted.encoder
     np.testing.assert_array_equal(loaded.openness_of_embeddings(embeddings), fitted.openness_of_embeddings(embeddings))

@@ -95,6 +95,7 @@ def embed_prompts(
         Tokens per prompt; longer prompts are cut.
     """
     import torch
+    from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
     from rewardcollapse.training.run import default_backbone
@@ -109,7 +110,8 @@ def embed_prompts(
     order = np.argsort([len(p) for p in prompts], kind="stable")
     out = np.zeros((len(prompts), model.config.hidden_size))
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc="embedding prompts", unit="batch", disable=len(starts) < 4):
             chunk = order[start : start + batch_size]
             batch = tokenizer(
                 [prompts[i] for i in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
@@ -127,8 +129,9 @@ class OpennessClassifier:
 
     Attributes
     ----------
-    encoder : str
-        Name or path of the sentence encoder.
+    encoder : str or None
+        Hub name or path of the sentence encoder; None for the shipped all-MiniLM-L6-v2 (so a saved classifier
+        finds it wherever the package is installed).
     max_length : int
         Tokens per prompt when embedding.
     mean, scale : numpy.ndarray
@@ -141,7 +144,7 @@ class OpennessClassifier:
         What was measured at fitting: prompts used, held-out accuracy, log loss and the majority-class accuracy.
     """
 
-    encoder: str
+    encoder: str | None
     max_length: int
     mean: np.ndarray
     scale: np.ndarray
@@ -244,8 +247,6 @@ def fit_openness_classifier(
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from rewardcollapse.training.run import default_backbone
-
     labels_in = np.asarray(openness, dtype=float)
     if labels_in.shape != (len(prompts),):
         raise ValueError(f"`openness` must give one value per prompt ({len(prompts)}), got shape {labels_in.shape}")
@@ -261,8 +262,7 @@ def fit_openness_classifier(
         raise ValueError(
             f"fitting needs at least 2 open and 2 closed prompts, got {counts[1]} open, {counts[0]} closed"
         )
-    name = encoder or default_backbone()
-    embeddings = embed_prompts(prompts, encoder=name, batch_size=batch_size, max_length=max_length)
+    embeddings = embed_prompts(prompts, encoder=encoder, batch_size=batch_size, max_length=max_length)
     indices = np.arange(len(prompts))
     if test_fraction > 0:
         train, test = train_test_split(indices, test_size=test_fraction, stratify=labels, random_state=seed)
@@ -284,7 +284,7 @@ def fit_openness_classifier(
         metrics["test_log_loss"] = float(log_loss(labels[test], probability, labels=[0, 1]))
         metrics["majority_accuracy"] = float(max(labels[test].mean(), 1 - labels[test].mean()))
     return OpennessClassifier(
-        encoder=name,
+        encoder=encoder,
         max_length=max_length,
         mean=scaler.mean_.astype(float),
         scale=scaler.scale_.astype(float),
