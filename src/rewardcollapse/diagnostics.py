@@ -178,11 +178,14 @@ def collapse_index(rewards, groups, targets, *, rescale: bool = True) -> float:
     return round(between / target_between, 12)
 
 
-def group_diagnostics(rewards, groups, targets, pairs=None, *, rescale: bool = True) -> dict[Any, dict[str, float]]:
+def group_diagnostics(
+    rewards, groups, targets, pairs=None, *, limits=None, rescale: bool = True
+) -> dict[Any, dict[str, float]]:
     """Per group: KS and 1-Wasserstein distance to its target, prompts, and (with ``pairs``) ranking metrics.
 
     ``pairs`` is one ``(n, n)`` bool matrix per prompt (answer ``i`` above ``j``); the ranking metrics use the
-    raw rewards.
+    raw rewards. ``limits`` maps groups to a second law (e.g. the limit law of the group's utility) whose KS
+    distance is reported as ``ks_limit``.
     """
     from scipy import stats
 
@@ -208,6 +211,8 @@ def group_diagnostics(rewards, groups, targets, pairs=None, *, rescale: bool = T
                 above[row, :n, :n] = pairs[b]
             metrics = ranking_metrics(matrix, above)
             entry.update(pairwise_accuracy=metrics["pairwise_accuracy"], kendall_tau=metrics["kendall_tau"])
+        if limits is not None:
+            entry["ks_limit"] = ks_distance(values, limits[group])
         out[group] = entry
     return out
 

@@ -167,10 +167,8 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> di
     rewards, groups, pairs = read_scored(Path(path), levels)
     n = int(np.median([len(r) for r in rewards]))
     targets = targets_for(n, levels)
-    measured = group_diagnostics(rewards, groups, targets, pairs)
+    measured = group_diagnostics(rewards, groups, targets, pairs, limits=_limit_laws(levels))
     diagnostics = {group: measured[group] for group in targets if group in measured}  # in the order of the levels
-    for group, limit in group_diagnostics(rewards, groups, _limit_laws(levels)).items():
-        diagnostics[group]["ks_limit"] = limit["ks"]
     return {"collapse_index": collapse_index(rewards, groups, targets), "groups": diagnostics}
 
 
