@@ -21,12 +21,21 @@ from rewardcollapse.data.longform import (
 )
 from rewardcollapse.diagnostics import (
     collapse_index,
+    collapse_verdict,
     group_diagnostics,
     plot_group_rewards,
     rescale_per_prompt,
     wasserstein_1,
 )
-from rewardcollapse.experiment import ExperimentConfig, diagnose_file, read_scored, targets_for, utility_slug
+from rewardcollapse.experiment import (
+    ExperimentConfig,
+    diagnose_file,
+    optimum_accuracy,
+    read_scored,
+    summary_text,
+    targets_for,
+    utility_slug,
+)
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -362,3 +371,118 @@ def test_reproduce_with_openness_levels(tmp_path, tiny_dir, capsys):
     assert (out / "runs" / "openness" / "model").is_dir() and (out / "rewards.png").stat().st_size > 0
     assert main([*args, "--levels", "0.3331", "0.3334"]) == 2
     assert "must differ in their first 3 significant digits" in capsys.readouterr().err
+
+
+def test_length_scale_halves_the_cuts(tmp_path):
+    source = longform_file(tmp_path / "lf.jsonl", invalid=0)
+    data = build_longform(source, train_prompts=4, test_prompts=4, length_scale=0.5)
+    for row in data.train + data.test:
+        paper = OPEN_LENGTHS if row["type"] == "open" else CLOSED_LENGTHS
+        assert row["lengths"] == sorted((n // 2 for n in paper), reverse=True)
+        assert [len(answer.split()) for answer in row["responses"]] == row["lengths"]
+    assert data.report["length_scale"] == 0.5
+    card = write_longform(data, tmp_path / "out")["card"].read_text()
+    assert "lengths 5, 10, 15, 20, 25, 30, 35, 40 words" in card and "lengths 8, 11, 14, 17, 28" in card
+    with pytest.raises(ValueError, match="not distinct positive word counts; use a larger scale"):
+        build_longform(source, test_prompts=2, length_scale=0.05)
+    with pytest.raises(ValueError, match=r"`length_scale` must be in \(0, 1\]"):
+        build_longform(source, test_prompts=2, length_scale=2)
+
+
+def test_optimum_accuracy_counts_the_ties_of_x_as_half():
+    rows = [
+        {"responses": list("abcdefgh"), "ranks": list(range(8)), "pairs": None, "openness": o, "utility": None}
+        for o in (0.0, 1.0)
+    ]
+    # x puts the top four answers at 1 and the others at 0: 16 pairs right, 12 tied of 28.
+    assert optimum_accuracy(rows[:1], "x") == pytest.approx(22 / 28)
+    assert optimum_accuracy(rows, "-1/x") == 1.0
+    assert optimum_accuracy(rows, "prompt-aware") == pytest.approx(50 / 56)
+    assert optimum_accuracy(rows, "openness") == pytest.approx(50 / 56)
+    partial = {"responses": list("abc"), "ranks": None, "pairs": [[0, 1], [0, 2]], "openness": 0.0}
+    assert optimum_accuracy([partial], "x") == 1.0
+    tied = {"responses": list("abcd"), "ranks": [0, 1, 1, 2], "pairs": None, "openness": 0.0}
+    assert optimum_accuracy([tied], "log") == 1.0
+
+
+def _report(indices):
+    utilities = {
+        spec: {
+            "collapse_index": value,
+            "verdict": collapse_verdict(value),
+            "pairwise_accuracy": 0.9,
+            "optimum_pairwise_accuracy": 0.89,
+            "reused": spec == "x",
+        }
+        for spec, value in indices.items()
+    }
+    return {"utilities": utilities, "figure": "out/rewards.png", "report_md": "out/report.md", "report_json": "r.json"}
+
+
+def test_summary_says_plainly_whether_the_finding_was_reproduced():
+    text = summary_text(_report({"x": 0.05, "-1/x": 0.2, "prompt-aware": 0.8}))
+    assert "  x             0.05  collapsed " in text and "[reused]" in text
+    assert "  prompt-aware  0.80  separated " in text and "(its utility's exact optimum: 0.89)" in text
+    assert "The paper's finding, reproduced: with a fixed utility (x, -1/x)" in text and "NOT" not in text
+    assert "out/rewards.png: a row per utility" in text
+    text = summary_text(_report({"x": 0.3, "prompt-aware": 0.5}))
+    assert "0.30  partly separated" in text and "reproduced:" not in text
+    assert "NOT reproduced by this run: x 0.30 is not <= 0.25; prompt-aware 0.50 is not >= 0.6." in text
+    text = summary_text(_report({"openness": 0.8, "-1/x": 0.5}), levels=[0, 1])
+    assert "across openness levels" in text and "reproduced" not in text
+
+
+def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir, capsys, monkeypatch):
+    import rewardcollapse.training.run as run_module
+
+    config = tiny_config(tmp_path, tiny_dir, test_prompts=4)
+    out = tmp_path / "run"
+    args = ["reproduce", "--config", str(config), "--utilities", "x,log", "--output", str(out)]
+    train = run_module.train_reward_model
+
+    def interrupted(**kwargs):
+        if kwargs["utility"] == "log":
+            (Path(kwargs["output_dir"]) / "model.safetensors").write_text("half")
+            raise KeyboardInterrupt
+        return train(**kwargs)
+
+    monkeypatch.setattr(run_module, "train_reward_model", interrupted)
+    assert main(args) == 130
+    assert "interrupted: finished utilities are kept" in capsys.readouterr().err
+    assert (out / "runs" / "x" / "run.json").exists() and (out / "runs" / "x" / "model").is_dir()
+    assert sorted(p.name for p in (out / "runs" / "log").iterdir()) == []  # nothing half-written kept
+    assert not (out / "report.md").exists()
+
+    monkeypatch.setattr(run_module, "train_reward_model", train)
+    scored = out / "runs" / "x" / "rewards.jsonl"
+    before = scored.stat().st_mtime_ns
+    assert main(args) == 0
+    messages = capsys.readouterr().err
+    assert "data: reusing the dataset built earlier with the same settings" in messages
+    assert "[1/2] x: finished earlier with the same settings: reused" in messages
+    assert "[2/2] log: interrupted before it finished: training it again" in messages
+    assert scored.stat().st_mtime_ns == before
+    assert json.loads((out / "runs" / "log" / "run.json").read_text())["settings"]["steps"] == 2
+
+    assert main([*args, "--steps", "3"]) == 0
+    messages = capsys.readouterr().err
+    assert "[1/2] x: settings changed (steps 2 -> 3): training it again" in messages
+    assert json.loads((out / "runs" / "x" / "run.json").read_text())["training"]["steps"] == 3
+    assert "steps" in (out / "report.md").read_text() and "3 steps" in (out / "report.md").read_text()
+
+
+def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, capsys):
+    """The `make demo` path (configs/demo.yaml, built-in corpus) with a tiny model and 2 steps instead of MiniLM."""
+    out = tmp_path / "demo"
+    args = ["reproduce", "--config", str(CONFIGS / "demo.yaml"), "--model", str(tiny_dir), "--steps", "2"]
+    assert main([*args, "--precision", "fp32", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    first = captured.err.splitlines()[0]
+    assert first.startswith("reward collapse, the paper's experiment") and "2 steps" in first and "float32" in first
+    assert "expected: " in captured.err and "LOAD REPORT" not in captured.err and "{'loss'" not in captured.err
+    assert "Collapse index: 0 = open and closed prompts" in captured.out and "figure: " in captured.out
+    report = json.loads((out / "report.json").read_text())
+    demo = ExperimentConfig.from_yaml(CONFIGS / "demo.yaml")
+    assert list(report["utilities"]) == demo.utilities and report["precision"] == "fp32"
+    built = json.loads((out / "data" / "build_report.json").read_text())
+    assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale

@@ -340,3 +340,50 @@ def test_help_of_new_commands():
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_frozen_word_embeddings_stay_fixed_and_the_rest_trains(tmp_path, tokenizer, tiny_model):
+    model = tiny_model()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
+    args = config(tmp_path, max_steps=3, utility="-1/x", freeze_word_embeddings=True)
+    trainer = RankingRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(p.detach().cpu(), before[name])]
+    assert unchanged == ["bert.embeddings.word_embeddings.weight"]
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert id(model.get_input_embeddings().weight) not in optimised
+
+
+def test_loading_says_once_that_the_head_is_new_and_hides_the_load_report(caplog, capsys):
+    import logging
+
+    from rewardcollapse.training import load_reward_model
+    from rewardcollapse.training.trainer import _announce_new_head
+
+    _announce_new_head.cache_clear()
+    with caplog.at_level(logging.INFO, logger="rewardcollapse"):
+        load_reward_model(BACKBONE)
+        load_reward_model(BACKBONE)
+    said = [r.getMessage() for r in caplog.records if "new score head" in r.getMessage()]
+    assert said == [
+        "all-MiniLM-L6-v2 (shipped): new score head (classifier.bias, classifier.weight), initialised at random and "
+        "trained by the ranking loss"
+    ]
+    captured = capsys.readouterr()
+    assert "LOAD REPORT" not in captured.err + captured.out and "Loading weights" not in captured.err
+
+
+def test_progress_bar_is_named_by_the_run_and_prints_no_log_lines(tmp_path, tokenizer, tiny_model, capsys):
+    from transformers import ProgressCallback
+
+    from rewardcollapse.training.trainer import RankingProgressCallback
+
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows(4)))
+    args = config(tmp_path, max_steps=2, utility="log", disable_tqdm=False, run_name="[1/3] log training")
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
+    assert RankingProgressCallback in kinds and ProgressCallback not in kinds
+    trainer.train()
+    err = capsys.readouterr().err
+    assert "[1/3] log training" in err and "{'loss'" not in err and "train_runtime" not in err

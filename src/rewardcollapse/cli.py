@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -252,22 +253,27 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from rewardcollapse.experiment import ExperimentConfig, run_experiment
+    from rewardcollapse.experiment import ExperimentConfig, run_experiment, summary_text
 
     config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
     if args.utilities:
         config.utilities = [u.strip() for u in args.utilities.split(",") if u.strip()]
-    if args.model:
-        config.model = args.model
-    if args.steps is not None:
-        config.steps = args.steps
+    for name in ("model", "steps", "seed", "precision"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
     if args.levels is not None:
         config.openness_levels = args.levels
-    report = run_experiment(config, args.output)
+    try:
+        report = run_experiment(config, args.output)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished utilities are kept in {args.output}; run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
     print()
     print(Path(report["report_md"]).read_text())
-    print(f"figure  {report['figure']}\nreport  {report['report_md']} and {report['report_json']}")
-    print(f"config  {report['config']}\ndata    {report['data']}")
+    print(summary_text(report, levels=config.openness_levels))
     return 0
 
 
@@ -460,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--utilities", help="comma-separated, e.g. x,log,-1/x,prompt-aware (quote it)")
     reproduce.add_argument("--model", help="backbone name or path")
     reproduce.add_argument("--steps", type=int, help="optimiser steps per utility")
+    reproduce.add_argument("--seed", type=int, help="seeds the data, the model head and the data order")
+    reproduce.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto: bf16 where native, else fp32"
+    )
     reproduce.add_argument(
         "--levels", type=float, nargs="+", help="openness levels instead of open/closed prompts, e.g. 0 0.333 0.667 1"
     )
@@ -497,9 +507,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is at the time of each message (tests replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_progress_messages() -> None:
+    """Print the library's INFO messages (what runs, what is reused) to stderr, one plain line each."""
+    logger = logging.getLogger("rewardcollapse")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     args = build_parser().parse_args(argv)
+    _show_progress_messages()
     try:
         return args.run(args)
     except (ValueError, TypeError) as error:

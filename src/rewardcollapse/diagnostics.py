@@ -30,7 +30,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "COLLAPSED_AT_MOST",
+    "SEPARATED_AT_LEAST",
     "collapse_index",
+    "collapse_verdict",
     "group_diagnostics",
     "plot_group_rewards",
     "quantile_function",
@@ -40,6 +43,27 @@ __all__ = [
 ]
 
 _GRID = (np.arange(2000) + 0.5) / 2000  # quantile levels for W1 (midpoints: 2.5e-4 resolution)
+
+COLLAPSED_AT_MOST = 0.25
+"""A collapse index at or below this reads as collapse: the groups' reward distributions are nearly alike."""
+
+SEPARATED_AT_LEAST = 0.6
+"""A collapse index at or above this reads as separated: the groups are most of the way to their targets."""
+
+
+def collapse_verdict(index: float) -> str:
+    """``"collapsed"`` (index <= 0.25), ``"separated"`` (>= 0.6) or ``"partly separated"`` in between.
+
+    Examples
+    --------
+    >>> collapse_verdict(0.1), collapse_verdict(0.4), collapse_verdict(0.85)
+    ('collapsed', 'partly separated', 'separated')
+    """
+    if index <= COLLAPSED_AT_MOST:
+        return "collapsed"
+    if index >= SEPARATED_AT_LEAST:
+        return "separated"
+    return "partly separated"
 
 
 def ranking_metrics(rewards, pairs, mask=None) -> dict[str, float]:

@@ -11,7 +11,10 @@ both kinds get alike reward distributions (collapse); with the prompt-aware util
 * ``report.md`` and ``report.json``: collapse index and per-group diagnostics per utility;
 * ``config.yaml``: the configuration used.
 
-Finished utilities (their ``rewards.jsonl`` written) are not retrained when the run is started again.
+Each utility's run records the settings it was trained with (``runs/<utility>/run.json``, written last). Started
+again, the experiment reuses the data and every finished run whose settings are unchanged, and says so; a run whose
+settings changed, or that was interrupted, is trained again. Every final file is written whole or not at all, so an
+interrupted run (Ctrl-C, a kill) leaves nothing half-written at a final path.
 
 **Openness levels** (``openness_levels: [0, 0.333, 0.667, 1]``, ``configs/levels.yaml``) go beyond the paper's two
 kinds: the test prompts fall in one group per level ``o``, whose answer lengths follow the quantiles of the level's
@@ -25,6 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,18 +38,27 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse._files import atomic_directory, atomic_path, write_text_atomic
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE, is_open
+
 __all__ = [
     "ExperimentConfig",
     "diagnose_file",
     "level_label",
+    "optimum_accuracy",
     "read_scored",
     "run_experiment",
+    "summary_text",
     "targets_for",
     "utility_slug",
 ]
 
-GROUP_UTILITIES = {"open": "-1/x", "closed": "x"}
+GROUP_UTILITIES = {"open": OPEN_UTILITY, "closed": CLOSED_UTILITY}
 """The prompt-aware utility of each group, whose optimal rewards are the group's target."""
+
+_PER_PROMPT = (PROMPT_AWARE, OPENNESS)
+_RUN_RECORD = "run.json"
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,17 +83,38 @@ class ExperimentConfig:
     max_length: int = field(default=512, metadata={"help": "tokens per (prompt, answer)"})
     forward_batch_size: int | None = field(default=8, metadata={"help": "sequences per forward pass"})
     eps: float = field(default=0.1, metadata={"help": "utility shift U(x + eps) - U(eps)"})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast (GPUs, CPUs with AMX)"})
+    length_scale: float = field(
+        default=1.0,
+        metadata={"help": "answer cut lengths x this (1: the paper's 10 to 80 words; 0.5: 5 to 40); targets unchanged"},
+    )
+    freeze_word_embeddings: bool = field(
+        default=False, metadata={"help": "keep the word-embedding matrix fixed (no gradient or optimiser state)"}
+    )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto | fp32 | bf16 | fp16; auto: bf16 where the hardware computes it natively, else fp32"},
+    )
     score_batch_size: int = field(default=16, metadata={"help": "prompts per batch when scoring the test set"})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
-        """Read a YAML mapping of these fields (``yaml.safe_load``; unknown keys are an error)."""
+        """Read a YAML mapping of these fields (``yaml.safe_load``; unknown keys are an error).
+
+        The old ``bf16: true/false`` is read as ``precision: bf16/fp32`` with a deprecation warning.
+        """
         import yaml
 
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
+        if "bf16" in values:
+            bf16 = values.pop("bf16")
+            values.setdefault("precision", "bf16" if bf16 else "fp32")
+            warnings.warn(
+                f"{path}: `bf16: {bf16}` is deprecated; write `precision: {values['precision']}` (or `auto`)",
+                FutureWarning,
+                stacklevel=2,
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -94,9 +130,7 @@ class ExperimentConfig:
 
 def utility_slug(spec: str) -> str:
     """A folder name for a utility spec: ``"-1/x"`` -> ``"neg1_over_x"``, ``"x^0.5"`` -> ``"x_pow_0.5"``."""
-    from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE
-
-    if spec in (PROMPT_AWARE, OPENNESS):
+    if spec in _PER_PROMPT:
         return spec
     return spec.replace("-", "neg").replace("/", "_over_").replace("^", "_pow_")
 
@@ -144,7 +178,7 @@ def read_scored(
         if openness is None:
             raise ValueError(f"{path}: row {number} has no `openness`, so it belongs to no group")
         if levels is None:
-            groups.append("open" if openness >= 0.5 else "closed")
+            groups.append("open" if is_open(openness) else "closed")
         else:
             matches = [o for o in levels if abs(o - openness) <= 1e-9]
             if not matches:
@@ -172,7 +206,8 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> di
     return {"collapse_index": collapse_index(rewards, groups, targets), "groups": diagnostics}
 
 
-def _build_data(config: ExperimentConfig, folder: Path) -> dict[str, Path]:
+def _build_data(config: ExperimentConfig, folder: Path) -> tuple[dict[str, Path], bool]:
+    """The dataset's paths, and whether a finished build with the same settings was reused."""
     from rewardcollapse.data.longform import build_longform, write_longform
 
     wanted = {
@@ -180,65 +215,140 @@ def _build_data(config: ExperimentConfig, folder: Path) -> dict[str, Path]:
         "seed": config.seed,
         "test_prompts": config.test_prompts,
         "levels": config.openness_levels,
+        "train_prompts_asked": config.train_prompts,
+        "length_scale": config.length_scale,
     }
-    report_path = folder / "build_report.json"
-    if report_path.exists() and (folder / "train.jsonl").exists() and (folder / "test.jsonl").exists():
+    paths = {"train": folder / "train.jsonl", "test": folder / "test.jsonl", "card": folder / "README.md"}
+    report_path = folder / "build_report.json"  # written last: its presence marks a finished build
+    if report_path.exists() and paths["train"].exists() and paths["test"].exists():
         built = json.loads(report_path.read_text())
-        if (
-            all(built.get(k) == v for k, v in wanted.items())
-            and built.get("train_prompts_asked") == config.train_prompts
-        ):
-            return {"train": folder / "train.jsonl", "test": folder / "test.jsonl", "card": folder / "README.md"}
+        if all(built.get(key, 1.0 if key == "length_scale" else None) == value for key, value in wanted.items()):
+            return paths, True
+    report_path.unlink(missing_ok=True)
     data = build_longform(
         config.source,
         train_prompts=config.train_prompts,
         test_prompts=config.test_prompts,
         seed=config.seed,
         levels=config.openness_levels,
+        length_scale=config.length_scale,
     )
-    return write_longform(data, folder)
+    return write_longform(data, folder), False
 
 
-def _train_and_score(config: ExperimentConfig, spec: str, paths: dict[str, Path], folder: Path) -> Path:
+def _run_settings(config: ExperimentConfig, spec: str, precision: str) -> dict[str, Any]:
+    """What a utility's run depends on: every setting but the list of utilities and the scoring batch size."""
+    settings = dataclasses.asdict(config)
+    for name in ("utilities", "score_batch_size", "precision"):
+        settings.pop(name)
+    return {"utility": spec, "precision": precision, **settings}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The settings that differ, as ``"steps 3 -> 7, learning_rate 0.0001 -> 0.0002"``."""
+    names = [name for name in new if old.get(name) != new[name]]
+    return ", ".join(f"{name} {old.get(name)!r} -> {new[name]!r}" for name in names)
+
+
+def _finished_run(folder: Path, settings: dict[str, Any]) -> tuple[bool, str]:
+    """Whether ``folder`` holds a finished run with these settings, and what to tell the user either way."""
+    record = folder / _RUN_RECORD
+    if not record.exists():
+        if (folder / "rewards.jsonl").exists():
+            return False, "no record of its settings (made by an older version): training it again"
+        if folder.exists():
+            return False, "interrupted before it finished: training it again"
+        return False, ""
+    recorded = json.loads(record.read_text()).get("settings", {})
+    if recorded != settings:
+        return False, f"settings changed ({_changes(recorded, settings)}): training it again"
+    if not (folder / "rewards.jsonl").exists() or not (folder / "model").is_dir():
+        return False, "its files are incomplete: training it again"
+    return True, "finished earlier with the same settings: reused"
+
+
+def _step_seconds(config: ExperimentConfig, train_path: Path, precision: Any) -> float:
+    """Seconds of one training step's forward and backward passes here: the second of two (the first warms up)."""
+    import torch
+
+    from rewardcollapse.training.collator import RankingCollator
+    from rewardcollapse.training.run import default_backbone
+    from rewardcollapse.training.scoring import score_batch
+    from rewardcollapse.training.trainer import fit_max_length, load_reward_model
+
+    with train_path.open() as handle:
+        rows = [json.loads(next(handle)) for _ in range(config.batch_size)]
+    model, tokenizer = load_reward_model(config.model or default_backbone())
+    device = torch.device(precision.device)
+    model.to(device).train()
+    batch = RankingCollator(tokenizer, max_length=fit_max_length(model, config.max_length))(rows)
+    tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        with precision.autocast():
+            rewards = score_batch(model, tensors, forward_batch_size=config.forward_batch_size)
+        rewards.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return seconds[-1]
+
+
+def _estimate_minutes(config: ExperimentConfig, step_seconds: float, runs: int) -> float:
+    """Minutes for ``runs`` utilities: their steps, plus scoring (a forward pass is about a third of a step)."""
+    steps = config.steps * config.gradient_accumulation
+    scoring = config.test_prompts / config.batch_size / 3
+    return runs * step_seconds * (steps + scoring) / 60
+
+
+def _train_and_score(
+    config: ExperimentConfig, spec: str, paths: dict[str, Path], folder: Path, precision: Any, name: str
+) -> dict[str, Any]:
+    """Train one utility's model and score the test prompts; every final file is written whole or not at all."""
     import torch
 
     from rewardcollapse.training.run import score_file, train_reward_model
 
-    rewards = folder / "rewards.jsonl"
-    if rewards.exists():
-        return rewards  # finished earlier: not retrained
-    train_reward_model(
-        model=config.model,
-        data=paths["train"],
-        output_dir=folder / "model",
-        utility=spec,
-        eps=config.eps,
-        max_steps=config.steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        max_length=config.max_length,
-        forward_batch_size=config.forward_batch_size,
-        bf16=config.bf16,
-        seed=config.seed,
-        save_strategy="no",
-        logging_steps=max(1, config.steps // 10),
-        report_to="none",
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    partial = folder / "rewards.jsonl.partial"
-    score_file(
-        model=folder / "model",
-        data=paths["test"],
-        output=partial,
-        batch_size=config.score_batch_size,
-        max_length=config.max_length,
-        forward_batch_size=config.forward_batch_size,
-        bf16=config.bf16,
-    )
-    partial.rename(rewards)  # written whole or not at all: a killed run re-scores
-    return rewards
+    for stale in (folder / _RUN_RECORD, folder / "rewards.jsonl"):
+        stale.unlink(missing_ok=True)  # the record first: a kill from here on leaves an unfinished run
+    with atomic_directory(folder / "model") as model_dir:
+        summary = train_reward_model(
+            model=config.model,
+            data=paths["train"],
+            output_dir=model_dir,
+            utility=spec,
+            eps=config.eps,
+            max_steps=config.steps,
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation,
+            learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_steps,
+            max_length=config.max_length,
+            forward_batch_size=config.forward_batch_size,
+            freeze_word_embeddings=config.freeze_word_embeddings,
+            seed=config.seed,
+            save_strategy="no",
+            logging_steps=max(1, config.steps // 20),
+            report_to="none",
+            run_name=f"{name} training",
+            disable_tqdm=False,  # transformers would turn its bar off, as its logging is quiet here
+            dataloader_pin_memory=torch.cuda.is_available(),
+            **precision.training_arguments,
+        )
+    summary["model"] = str(folder / "model")
+    with atomic_path(folder / "rewards.jsonl") as partial:
+        score_file(
+            model=folder / "model",
+            data=paths["test"],
+            output=partial,
+            batch_size=config.score_batch_size,
+            max_length=config.max_length,
+            forward_batch_size=config.forward_batch_size,
+            bf16=precision.name == "bf16",
+            description=f"{name} scoring",
+        )
+    return summary
 
 
 def _figure(
@@ -328,35 +438,134 @@ def _levels_markdown(results: dict[str, dict[str, Any]], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ranking(row: dict[str, Any]) -> Any:
+    """A row's ranking as :func:`~rewardcollapse.optimal_rewards` takes it: tiers from ``ranks``, or edges."""
+    if row.get("pairs") is not None:
+        return [tuple(edge) for edge in row["pairs"]]
+    ranks = row.get("ranks") or list(range(len(row["responses"])))
+    return [[i for i, r in enumerate(ranks) if r == value] for value in sorted(set(ranks))]
+
+
+def optimum_accuracy(rows: Sequence[dict[str, Any]], utility: str) -> float:
+    """The pairwise accuracy of the exact optimal rewards of each row's ranking under its utility, ties as half.
+
+    A trained model can approach this but has no reason to beat it by much: ``x`` ties the answers of each cluster
+    at 0 or 1 (8 answers: 0.786), ``-1/x`` orders them all (1.0). ``utility`` is a spec, ``"prompt-aware"`` (each
+    row's utility) or ``"openness"`` (each row's :func:`~rewardcollapse.openness_utility`).
+    """
+    from rewardcollapse.core import openness_utility, optimal_rewards
+    from rewardcollapse.core.conventions import prompt_utility
+    from rewardcollapse.data.schema import ranked_pairs
+    from rewardcollapse.diagnostics import ranking_metrics
+
+    correct = total = 0.0
+    cache: dict[tuple[str, str], np.ndarray] = {}
+    for row in rows:
+        spec = openness_utility(row["openness"]) if utility == OPENNESS else prompt_utility(row, utility)
+        ranking = _ranking(row)
+        key = (getattr(spec, "name", spec), json.dumps(ranking))
+        if key not in cache:
+            cache[key] = optimal_rewards(ranking, spec).rewards
+        pairs = ranked_pairs(row)
+        metrics = ranking_metrics(cache[key][None, :], pairs[None])
+        correct += metrics["pairwise_accuracy"] * pairs.sum()
+        total += pairs.sum()
+    return correct / total
+
+
+def _header(config: ExperimentConfig, precision: Any) -> str:
+    from rewardcollapse.training.backbone import backbone_label
+
+    what = "openness levels " + ", ".join(map(str, config.openness_levels)) if config.openness_levels else "the paper's"
+    steps = f"{config.steps} steps of {config.batch_size * config.gradient_accumulation} prompts"
+    return (
+        f"reward collapse, {what} experiment (Song et al. 2023, Section 4): one reward model per utility "
+        f"({', '.join(config.utilities)}), {steps} each, backbone {backbone_label(config.model)}, "
+        f"{precision.describe()}"
+    )
+
+
+def _device_line(precision: Any) -> str:
+    import torch
+
+    if precision.device == "cuda":
+        return f"device: {torch.cuda.get_device_name()}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"device: CPU, {torch.get_num_threads()} threads, {capability} kernels"
+
+
 def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) the experiment of :class:`ExperimentConfig` in ``output_dir``; return the report.
+
+    Progress goes to the ``rewardcollapse`` logger (what runs, on what, about how long; which runs are reused) and
+    to one progress bar per utility.
 
     Returns
     -------
     dict
-        ``utilities``: per utility the collapse index, per-group diagnostics and the rewards file; ``figure``,
-        ``report_md``, ``report_json``, ``config`` and ``data``: paths written.
+        ``utilities``: per utility the collapse index, its verdict, per-group diagnostics, the pairwise accuracy of
+        the model and of its utility's exact optimum, whether the run was reused, and the rewards file; ``figure``,
+        ``report_md``, ``report_json``, ``config`` and ``data``: paths written; ``precision`` and ``device``.
     """
-    from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE
+    from rewardcollapse.core import utility
+    from rewardcollapse.diagnostics import collapse_verdict
+    from rewardcollapse.training.precision import choose_precision
+    from rewardcollapse.training.trainer import quiet_transformers
 
     levels = config.openness_levels
     if levels is not None and len({level_label(o) for o in levels}) != len(levels):
         raise ValueError(f"`openness_levels` {levels} must differ in their first 3 significant digits")
     for spec in config.utilities:
-        if spec not in (PROMPT_AWARE, OPENNESS):
-            from rewardcollapse.core import utility
-
+        if spec not in _PER_PROMPT:
             utility(spec)  # fail before any training on a bad spec
+    precision = choose_precision(config.precision)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(config.to_yaml())
-    paths = _build_data(config, output / "data")
+    write_text_atomic(output / "config.yaml", config.to_yaml())
+    started = time.perf_counter()
+    _log.info(_header(config, precision))
+    _log.info(_device_line(precision))
+    with quiet_transformers():
+        paths, reused = _build_data(config, output / "data")
+        _log.info(
+            "data: %s %s",
+            "reusing the dataset built earlier with the same settings in" if reused else "built",
+            paths["train"].parent,
+        )
+        runs = {spec: output / "runs" / utility_slug(spec) for spec in config.utilities}
+        settings = {spec: _run_settings(config, spec, precision.name) for spec in config.utilities}
+        states = {spec: _finished_run(runs[spec], settings[spec]) for spec in config.utilities}
+        to_train = [spec for spec in config.utilities if not states[spec][0]]
+        if to_train:
+            minutes = _estimate_minutes(config, _step_seconds(config, paths["train"], precision), len(to_train))
+            _log.info(
+                "expected: %s for %d model%s to train (from a step timed here)",
+                f"about {minutes:.0f} min" if minutes >= 1 else "under a minute",
+                len(to_train),
+                "s" if len(to_train) > 1 else "",
+            )
+        results: dict[str, dict[str, Any]] = {}
+        for number, spec in enumerate(config.utilities, start=1):
+            name = f"[{number}/{len(config.utilities)}] {spec}"
+            finished, why = states[spec]
+            if why:
+                _log.info("%s: %s", name, why)
+            summary = None
+            if not finished:
+                summary = _train_and_score(config, spec, paths, runs[spec], precision, name)
+            rewards_path = runs[spec] / "rewards.jsonl"
+            rows = [json.loads(line) for line in rewards_path.read_text().splitlines()]
+            result = {**diagnose_file(rewards_path, levels), "rewards_path": rewards_path, "reused": finished}
+            result["verdict"] = collapse_verdict(result["collapse_index"])
+            result["pairwise_accuracy"] = _overall(result["groups"], "pairwise_accuracy")
+            result["optimum_pairwise_accuracy"] = optimum_accuracy(rows, spec)
+            if summary is not None:
+                record = {"settings": settings[spec], "training": summary, "collapse_index": result["collapse_index"]}
+                write_text_atomic(runs[spec] / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+            results[spec] = result
     targets = targets_for(8, levels)
-    results: dict[str, dict[str, Any]] = {}
-    for spec in config.utilities:
-        rewards_path = _train_and_score(config, spec, paths, output / "runs" / utility_slug(spec))
-        results[spec] = {**diagnose_file(rewards_path, levels), "rewards_path": rewards_path}
-    _figure(results, targets, levels, output / "rewards.png")
+    with atomic_path(output / "rewards.png") as figure:
+        _figure(results, targets, levels, figure)
     report = {
         "utilities": {
             spec: {k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for spec, r in results.items()
@@ -366,7 +575,69 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str
         "report_json": str(output / "report.json"),
         "config": str(output / "config.yaml"),
         "data": str(paths["train"].parent),
+        "precision": precision.name,
+        "seconds": time.perf_counter() - started,
     }
-    (output / "report.md").write_text(_markdown(results, config))
-    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(output / "report.md", _markdown(results, config))
+    write_text_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def summary_text(report: dict[str, Any], *, levels: Sequence[float] | None = None) -> str:
+    """What a run shows, in words a newcomer follows: per utility the collapse index and its verdict, the figure.
+
+    For the paper's design the closing sentence says whether the paper's finding was reproduced: every fixed
+    utility collapsed (index <= 0.25) and every prompt-aware one separated (>= 0.6), or which ones missed.
+    """
+    from rewardcollapse.diagnostics import COLLAPSED_AT_MOST, SEPARATED_AT_LEAST
+
+    utilities = report["utilities"]
+    width = max(len(spec) for spec in utilities)
+    lines = [
+        "Collapse index: 0 = open and closed prompts get the same reward distribution (reward collapse), "
+        "1 = each kind on its own target"
+        if levels is None
+        else "Collapse index across openness levels: 0 = every level gets the same reward distribution, "
+        "1 = each level on its own target",
+    ]
+    for spec, r in utilities.items():
+        lines.append(
+            f"  {spec:<{width}}  {r['collapse_index']:.2f}  {r['verdict']:<16}  pairwise accuracy "
+            f"{r['pairwise_accuracy']:.2f} (its utility's exact optimum: {r['optimum_pairwise_accuracy']:.2f})"
+            + ("  [reused]" if r.get("reused") else "")
+        )
+    if levels is None:
+        missed = [
+            f"{spec} {r['collapse_index']:.2f} is not <= {COLLAPSED_AT_MOST}"
+            for spec, r in utilities.items()
+            if spec not in _PER_PROMPT and r["collapse_index"] > COLLAPSED_AT_MOST
+        ] + [
+            f"{spec} {r['collapse_index']:.2f} is not >= {SEPARATED_AT_LEAST}"
+            for spec, r in utilities.items()
+            if spec in _PER_PROMPT and r["collapse_index"] < SEPARATED_AT_LEAST
+        ]
+        fixed = [spec for spec in utilities if spec not in _PER_PROMPT]
+        aware = [spec for spec in utilities if spec in _PER_PROMPT]
+        if missed:
+            lines.append(
+                "The paper's finding is NOT reproduced by this run: "
+                + "; ".join(missed)
+                + ". Train longer (--steps) or on a GPU (configs/minilm-gpu.yaml)."
+            )
+        elif fixed and aware:
+            lines.append(
+                f"The paper's finding, reproduced: with a fixed utility ({', '.join(fixed)}) open and closed prompts "
+                f"get alike rewards (reward collapse); the prompt-aware utility keeps them apart."
+            )
+        lines.append(
+            f"figure: {report['figure']}: a row per utility, a panel per kind of prompt; each panel is the histogram "
+            "of the test prompts' rewards (rescaled per prompt) against that kind's target (open: spread evenly "
+            "over [0, 1]; closed: at 0 and 1). Collapse: the two panels of a row look alike."
+        )
+    else:
+        lines.append(
+            f"figure: {report['figure']}: a row per utility, a panel per openness level; each panel is the histogram "
+            "of the level's rewards (rescaled per prompt) against its target."
+        )
+    lines.append(f"report: {report['report_md']} and {report['report_json']}; models and rewards: runs/")
+    return "\n".join(lines)

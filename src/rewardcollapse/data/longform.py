@@ -24,6 +24,7 @@ read from the installed packages, so the corpus is the same on every machine wit
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -259,6 +260,25 @@ def _level_designs(levels: Sequence[float]) -> list[_Design]:
     return [_level_design(o) for o in values]
 
 
+def _designs(levels: Sequence[float] | None, length_scale: float) -> list[_Design]:
+    """The kinds of prompt of a build, their cut lengths multiplied by ``length_scale`` (rounded to whole words)."""
+    designs = list(_PAPER_DESIGNS.values()) if levels is None else _level_designs(levels)
+    if length_scale == 1:
+        return designs
+    if not 0 < length_scale <= 1:
+        raise ValueError(f"`length_scale` must be in (0, 1] (1: the paper's cuts; 0.5: halved), got {length_scale}")
+    scaled = []
+    for design in designs:
+        lengths = tuple(int(n) for n in np.rint(np.multiply(design.lengths, length_scale)))
+        if lengths[0] < 1 or len(set(lengths)) != len(lengths):
+            raise ValueError(
+                f"`length_scale` {length_scale} turns the {design.kind} cuts {design.lengths} into {lengths}, which "
+                "are not distinct positive word counts; use a larger scale"
+            )
+        scaled.append(dataclasses.replace(design, lengths=lengths))
+    return scaled
+
+
 def _ranking_row(prompt: str, answer_words: list[str], design: _Design, source_row: int) -> dict[str, Any]:
     lengths = sorted(design.lengths, reverse=True)  # longest = best first
     return {
@@ -288,6 +308,7 @@ def build_longform(
     split: str = "train",
     min_words: int = MIN_WORDS,
     levels: Sequence[float] | None = None,
+    length_scale: float = 1.0,
 ) -> LongFormData:
     """Build the paper's ranking dataset from LongForm-format rows (or the built-in corpus).
 
@@ -309,6 +330,10 @@ def build_longform(
         Openness levels in [0, 1] (at least two, distinct) instead of the paper's open and closed kinds: prompts of
         level ``o`` get :data:`LEVEL_SUFFIX`, the cut lengths :func:`level_lengths` ``(o)``, ``openness`` ``o`` and
         ``utility`` ``openness_utility(o).name``.
+    length_scale : float, default 1
+        Multiplies every cut length (rounded to whole words; the cuts must stay distinct). The targets depend on
+        the answers' ranks and the spacing of their lengths, not on the scale, so 0.5 (5 to 40 words instead of 10
+        to 80) keeps the experiment's design at about half the tokens: what ``configs/demo.yaml`` uses on a CPU.
 
     Returns
     -------
@@ -323,9 +348,10 @@ def build_longform(
     """
     if test_prompts < 1 or train_prompts < 0:
         raise ValueError(f"`test_prompts` must be >= 1 and `train_prompts` >= 0, got {test_prompts}, {train_prompts}")
-    if min_words < max(OPEN_LENGTHS + CLOSED_LENGTHS):
-        raise ValueError(f"`min_words` must be at least {max(OPEN_LENGTHS)} (the longest cut), got {min_words}")
-    designs = list(_PAPER_DESIGNS.values()) if levels is None else _level_designs(levels)
+    designs = _designs(levels, length_scale)
+    longest = max(max(d.lengths) for d in designs)
+    if min_words < longest:
+        raise ValueError(f"`min_words` must be at least {longest} (the longest cut), got {min_words}")
     inputs, outputs, name = _source_rows(source, split)
     usable, too_short, invalid = [], 0, []
     for row, (prompt, answer) in enumerate(zip(inputs, outputs, strict=True)):
@@ -364,6 +390,7 @@ def build_longform(
         "seed": seed,
         "min_words": min_words,
         "levels": None if levels is None else [d.openness for d in designs],
+        "length_scale": length_scale,
     }
     if invalid:
         warnings.warn(
@@ -411,7 +438,7 @@ def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: s
     builtin = data.report.get("source") == "builtin"
     licence = "numpy, scipy: BSD-3-Clause; torch: BSD-3-Clause-style" if builtin else "see the source dataset"
     levels = data.report.get("levels")
-    designs = _PAPER_DESIGNS.values() if levels is None else _level_designs(levels)
+    designs = _designs(levels, data.report.get("length_scale", 1.0))
     kinds = "\n".join(
         f'  - {d.kind} (`openness` {d.openness:g}, `utility` "{d.utility}"): suffix "{d.suffix.strip()}", '
         f"lengths {', '.join(map(str, d.lengths))} words;"

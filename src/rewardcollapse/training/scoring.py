@@ -47,6 +47,7 @@ def score_rankings(
     device: str | torch.device | None = None,
     bf16: bool = False,
     progress: bool = True,
+    description: str = "scoring",
 ) -> Iterator[list[float]]:
     """Yield each row's raw rewards (one per response, in the row's order), scoring in batches of prompts.
 
@@ -68,13 +69,15 @@ def score_rankings(
         Run under bfloat16 autocast (fast on GPUs and on CPUs with AMX).
     progress : bool
         Show a progress bar.
+    description : str
+        The progress bar's label.
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with tqdm(total=len(dataset), desc="scoring", unit="prompt", disable=not progress) as bar:
+    with tqdm(total=len(dataset), desc=description, unit="prompt", disable=not progress) as bar:
         for start in range(0, len(dataset), batch_size):
             rows = dataset[start : start + batch_size]
             if isinstance(rows, Mapping):  # datasets.Dataset slices are column dictionaries

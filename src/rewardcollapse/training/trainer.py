@@ -8,23 +8,63 @@ TRL's ``RewardTrainer`` and the paper's code feed the model each ranked pair's t
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer
+from transformers import ProgressCallback, Trainer
 
 from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import ranking_loss
+from rewardcollapse.training.backbone import backbone_label
 from rewardcollapse.training.collator import RankingCollator, openness_of, prompt_utility
 from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE, RankingRewardConfig
 from rewardcollapse.training.scoring import score_batch
 
-__all__ = ["RankingRewardTrainer", "fit_max_length", "load_reward_model"]
+__all__ = [
+    "RankingProgressCallback",
+    "RankingRewardTrainer",
+    "fit_max_length",
+    "load_reward_model",
+    "quiet_transformers",
+]
 
 _RANKING_COLUMNS = ("prompt", "responses")
+_log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' and datasets' progress bars and info reports inside the block, then restore them."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    datasets_bars = datasets.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.enable_progress_bars()
+
+
+@functools.cache
+def _announce_new_head(backbone: str, keys: tuple[str, ...]) -> None:
+    """Say once per process that a backbone got a new score head (loading it again says nothing new)."""
+    _log.info(
+        "%s: new score head (%s), initialised at random and trained by the ranking loss", backbone, ", ".join(keys)
+    )
 
 
 def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
@@ -32,12 +72,29 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
 
     Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows. Tokenizers without a
     padding token (GPT-style) get their end-of-sequence token as padding, and the model config is told, so that
-    the classifier reads the last real token.
+    the classifier reads the last real token. A backbone without a score head (the usual start) gets a new one:
+    that is logged in one line (logger ``rewardcollapse``) instead of transformers' load report, which is kept for
+    the unexpected cases (backbone weights missing or left over).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=dtype)
+    with quiet_transformers():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, num_labels=1, dtype=dtype, output_loading_info=True
+        )
+    backbone = f"{model.base_model_prefix}."
+    head = sorted(key for key in info["missing_keys"] if not key.startswith(backbone))
+    unexpected = sorted(set(info["missing_keys"]) - set(head)) + sorted(info["unexpected_keys"])
+    if head:
+        _announce_new_head(backbone_label(name_or_path), tuple(head))
+    if unexpected:
+        warnings.warn(
+            f"{name_or_path}: backbone weights missing from the checkpoint (initialised at random) or left unused: "
+            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}",
+            UserWarning,
+            stacklevel=2,
+        )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"the tokenizer of {name_or_path!r} has neither a pad nor an eos token; set pad_token")
@@ -106,6 +163,28 @@ def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
             openness_of(row)
 
 
+class RankingProgressCallback(ProgressCallback):
+    """The Trainer's progress bar, named by ``args.run_name``, showing the latest loss instead of printing log lines.
+
+    The logged values stay in ``trainer.state.log_history`` (and reach any reporting integration); only the raw log
+    dictionaries that the default bar writes between its updates are left out.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Open the bar, named by the run."""
+        from tqdm.auto import tqdm
+
+        if state.is_world_process_zero:
+            name = args.run_name or "training"
+            self.training_bar = tqdm(total=state.max_steps, desc=name, unit="step", dynamic_ncols=True)
+        self.current_step = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """Show the latest training loss beside the bar."""
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+
 class RankingRewardTrainer(Trainer):
     """Train a reward model with the listwise ranking loss, one forward pass per answer.
 
@@ -146,6 +225,8 @@ class RankingRewardTrainer(Trainer):
             raise ValueError("`processing_class` (the tokenizer) is needed to build the default collator")
         _check_dataset(train_dataset, "train_dataset", args)
         _check_dataset(eval_dataset, "eval_dataset", args)
+        if args.freeze_word_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
         if data_collator is None:
             data_collator = RankingCollator(
                 processing_class,
@@ -170,6 +251,9 @@ class RankingRewardTrainer(Trainer):
                 f"{self.args.world_size} processes were launched but accelerate set up no data parallelism, so "
                 "gradients would not be averaged; on CPU pass use_cpu=True (CUDA: check the launcher)"
             )
+        if any(type(callback) is ProgressCallback for callback in self.callback_handler.callbacks):
+            self.remove_callback(ProgressCallback)
+            self.add_callback(RankingProgressCallback)
         # The loss is a mean over prompts, not a sum over labelled tokens: the Trainer must divide by the
         # accumulation steps itself instead of expecting a `num_items_in_batch` normalisation.
         self.model_accepts_loss_kwargs = False

@@ -1,0 +1,80 @@
+"""The project's conventions, defined once: prompt-aware defaults, the openness threshold, the utility mode names.
+
+The paper's fix gives a closed prompt (one right answer) a utility that polarises its rewards, ``x``, and an open
+prompt (many good answers) one that spreads them, ``-1/x``. A prompt's ``openness`` in [0, 1] says which it is:
+open from :data:`OPEN_AT` up. Everything that picks a prompt's utility (the data builder, the collator, the
+training config, the CLI, the experiment and the diagnostics) imports these names instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "CLOSED_UTILITY",
+    "OPENNESS",
+    "OPEN_AT",
+    "OPEN_UTILITY",
+    "PROMPT_AWARE",
+    "is_open",
+    "prompt_utility",
+]
+
+PROMPT_AWARE = "prompt-aware"
+"""Utility mode: each prompt's utility from its row (``utility`` field, else by its ``openness``)."""
+
+OPENNESS = "openness"
+"""Utility mode: the continuous family, each prompt's ``openness`` in [0, 1] sets its utility."""
+
+CLOSED_UTILITY = "x"
+"""Prompt-aware utility of closed prompts: its optimal rewards sit at 0 and 1."""
+
+OPEN_UTILITY = "-1/x"
+"""Prompt-aware utility of open prompts: its optimal rewards spread evenly over [0, 1]."""
+
+OPEN_AT = 0.5
+"""A prompt is open when its openness is at least this, closed below."""
+
+
+def is_open(openness: float) -> bool:
+    """Whether a prompt of this openness counts as open (``openness >= OPEN_AT``)."""
+    return openness >= OPEN_AT
+
+
+def prompt_utility(
+    row: Mapping[str, Any],
+    utility: str,
+    closed_utility: str = CLOSED_UTILITY,
+    open_utility: str = OPEN_UTILITY,
+) -> str:
+    """The utility spec for one prompt: ``utility``, or for prompt-aware training the row's own choice.
+
+    Prompt-aware: the row's ``utility`` field if set, else ``open_utility`` when the row's openness is at least
+    :data:`OPEN_AT` and ``closed_utility`` below.
+
+    Raises
+    ------
+    ValueError
+        For prompt-aware training on a row with neither a ``utility`` nor a numeric ``openness``, naming the row's
+        prompt.
+
+    Examples
+    --------
+    >>> prompt_utility({"openness": 1.0}, PROMPT_AWARE)
+    '-1/x'
+    >>> prompt_utility({"openness": 0.2}, "log")
+    'log'
+    """
+    if utility != PROMPT_AWARE:
+        return utility
+    if row.get("utility") is not None:
+        return row["utility"]
+    openness = row.get("openness")
+    if not isinstance(openness, int | float) or isinstance(openness, bool) or math.isnan(openness):
+        raise ValueError(
+            f"prompt-aware training needs `utility` or `openness` on every row; the row with prompt "
+            f"{str(row.get('prompt'))[:60]!r} has neither (add them, or train with a fixed utility)"
+        )
+    return open_utility if is_open(openness) else closed_utility

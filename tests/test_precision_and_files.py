@@ -1,0 +1,110 @@
+import os
+import stat
+
+import pytest
+import torch
+
+from rewardcollapse._files import atomic_directory, atomic_path, atomic_write, write_text_atomic
+from rewardcollapse.training.precision import choose_precision, native_cpu_bf16
+
+AVX2 = {"avx2": True, "avx512_bf16": False, "amx_bf16": False}
+AVX512_BF16 = {"avx2": True, "avx512_bf16": True, "amx_bf16": False}
+AMX = {"avx2": True, "avx512_bf16": True, "amx_bf16": True}
+
+
+@pytest.fixture
+def cpu_with(monkeypatch):
+    """Pretend to be a CPU-only machine with the given capability flags."""
+
+    def patch(capabilities):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(capabilities))
+
+    return patch
+
+
+@pytest.fixture
+def cuda_with(monkeypatch):
+    def patch(bf16):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Test GPU")
+
+    return patch
+
+
+def test_auto_picks_bf16_only_where_the_cpu_computes_it(cpu_with):
+    cpu_with(AVX2)
+    chosen = choose_precision("auto")
+    assert chosen.name == "fp32" and "emulated" in chosen.reason and native_cpu_bf16() is None
+    assert chosen.training_arguments == {"bf16": False, "fp16": False, "use_cpu": True}
+    cpu_with(AVX512_BF16)
+    chosen = choose_precision("auto")
+    assert (chosen.name, chosen.reason) == ("bf16", "native AVX512-BF16")
+    assert chosen.training_arguments["bf16"] and "bfloat16 autocast on cpu" in chosen.describe()
+    cpu_with(AMX)
+    assert choose_precision("auto").reason == "native AMX"
+
+
+def test_explicit_precisions_and_their_errors(cpu_with, cuda_with):
+    cpu_with(AVX2)
+    assert choose_precision("fp32").name == "fp32"
+    with pytest.raises(ValueError, match="neither AMX nor AVX512-BF16, so bf16 is emulated"):
+        choose_precision("bf16")
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA device"):
+        choose_precision("fp16")
+    with pytest.raises(ValueError, match="`precision` must be one of auto, fp32, bf16, fp16, got 'half'"):
+        choose_precision("half")
+    cpu_with(AMX)
+    assert choose_precision("bf16").name == "bf16"
+    cuda_with(bf16=True)
+    chosen = choose_precision("auto")
+    assert (chosen.name, chosen.device) == ("bf16", "cuda") and "use_cpu" not in chosen.training_arguments
+    cuda_with(bf16=False)
+    assert choose_precision("auto").name == "fp32" and choose_precision("fp16").training_arguments["fp16"]
+    with pytest.raises(ValueError, match="Test GPU does not support bfloat16"):
+        choose_precision("bf16")
+
+
+def test_autocast_of_each_precision_runs_on_cpu():
+    x = torch.ones(2, 2)
+    with choose_precision("fp32", device="cpu").autocast():
+        assert (x @ x).dtype == torch.float32
+
+
+def test_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path):
+    target = tmp_path / "out" / "file.jsonl"
+    write_text_atomic(target, "old\n")
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write("half of a new fi")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old\n" and sorted(p.name for p in target.parent.iterdir()) == ["file.jsonl"]
+    with atomic_write(target) as handle:
+        handle.write("new\n")
+    assert target.read_text() == "new\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    with atomic_path(tmp_path / "figure.png") as temporary:
+        assert temporary.suffix == ".png" and temporary.parent == tmp_path
+        temporary.write_bytes(b"png")
+    assert (tmp_path / "figure.png").read_bytes() == b"png"
+    with pytest.raises(ValueError, match="`mode` must be 'w' or 'wb'"), atomic_write(target, "a"):
+        pass
+
+
+def test_atomic_directory(tmp_path):
+    final = tmp_path / "model"
+    with pytest.raises(KeyboardInterrupt), atomic_directory(final) as partial:
+        (partial / "weights").write_text("half")
+        raise KeyboardInterrupt
+    assert not final.exists() and not partial.exists()
+    (tmp_path / ".model.partial").mkdir()  # left by a kill: cleared by the next run
+    (tmp_path / ".model.partial" / "stale").write_text("x")
+    with atomic_directory(final) as partial:
+        assert list(partial.iterdir()) == []
+        (partial / "weights").write_text("whole")
+    assert (final / "weights").read_text() == "whole" and not partial.exists()
+    with atomic_directory(final) as partial:
+        (partial / "weights2").write_text("new")
+    assert [p.name for p in final.iterdir()] == ["weights2"]
