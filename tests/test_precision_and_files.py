@@ -108,3 +108,26 @@ def test_atomic_directory(tmp_path):
     with atomic_directory(final) as partial:
         (partial / "weights2").write_text("new")
     assert [p.name for p in final.iterdir()] == ["weights2"]
+
+
+def test_score_head_keeps_float32_under_bf16_autocast(tiny_model):
+    from rewardcollapse.training.precision import score_head_in_float32
+
+    model = tiny_model().eval()
+    ids = torch.randint(1000, 2000, (3, 7))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(input_ids=ids).logits.dtype == torch.bfloat16
+    assert score_head_in_float32(score_head_in_float32(model)) is model  # idempotent: one hook
+    features = {}
+    model.classifier.register_forward_pre_hook(lambda module, args: features.update(x=args[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids).logits
+    assert logits.dtype == torch.float32
+    expected = features["x"].float() @ model.classifier.weight.T + model.classifier.bias
+    torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
+    logits.sum().backward()
+    assert model.classifier.weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        assert model(input_ids=ids).logits.dtype == torch.float32  # no autocast: untouched
+    with pytest.raises(ValueError, match="no linear score head with 1 output"):
+        score_head_in_float32(torch.nn.Sequential(torch.nn.Linear(3, 2)))

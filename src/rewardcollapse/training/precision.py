@@ -4,6 +4,9 @@ bfloat16 autocast halves the memory traffic of matrix products where the hardwar
 from Ampere on, and CPUs with AMX tiles or AVX512-BF16 instructions. On other CPUs torch emulates it, about 25x
 slower than float32 (measured on an AVX2 EPYC), so ``"auto"`` never picks it there and an explicit ``"bf16"`` is
 refused with that reason.
+
+Under autocast the score head runs in float32 (:func:`score_head_in_float32`): a bf16 score has 3 significant
+digits, so the rewards of two close answers would tie, and the ranking loss lives on those small gaps.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn import functional
 
-__all__ = ["PRECISIONS", "Precision", "choose_precision", "native_cpu_bf16"]
+__all__ = ["PRECISIONS", "Precision", "choose_precision", "native_cpu_bf16", "score_head_in_float32"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Values of ``precision``: ``"auto"`` chooses among the other three for the machine."""
@@ -104,3 +108,30 @@ def choose_precision(requested: str = "auto", *, device: str | None = None) -> P
     if requested == "fp16":
         raise ValueError("`precision` 'fp16' needs a CUDA device (float16 training uses loss scaling); use 'fp32'")
     return Precision(requested, device, "asked for" if requested == "fp32" else f"native {native}")
+
+
+def _float32_output(module: torch.nn.Linear, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    if output.dtype == torch.float32:
+        return None
+    with torch.autocast(output.device.type, enabled=False):
+        bias = None if module.bias is None else module.bias.float()
+        return functional.linear(inputs[0].float(), module.weight.float(), bias)
+
+
+def score_head_in_float32(model: torch.nn.Module) -> torch.nn.Module:
+    """Make the model's score head compute in float32 under autocast; return the model (idempotent).
+
+    The score head is the last ``nn.Linear`` with ``config.num_labels`` outputs (``classifier`` in BERT-style
+    models, ``score`` in decoder models). A forward hook recomputes its output from the float32 copy of its input
+    whenever autocast made it lower precision, so the scores and their gradients keep float32's resolution; the
+    head is a single vector product per sequence, so this costs nothing measurable.
+    """
+    outputs = getattr(getattr(model, "config", None), "num_labels", 1)
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs]
+    if not heads:
+        raise ValueError(f"no linear score head with {outputs} output(s) found in {type(model).__name__}")
+    head = heads[-1]
+    if not getattr(head, "_rewardcollapse_float32", False):
+        head.register_forward_hook(_float32_output)
+        head._rewardcollapse_float32 = True
+    return model

@@ -74,8 +74,12 @@ def score_rankings(
     """
     from tqdm.auto import tqdm
 
+    from rewardcollapse.training.precision import score_head_in_float32
+
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
+    if bf16:
+        score_head_in_float32(model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with tqdm(total=len(dataset), desc=description, unit="prompt", disable=not progress) as bar:
         for start in range(0, len(dataset), batch_size):

@@ -24,6 +24,7 @@ from rewardcollapse.loss import ranking_loss
 from rewardcollapse.training.backbone import backbone_label
 from rewardcollapse.training.collator import RankingCollator, openness_of, prompt_utility
 from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE, RankingRewardConfig
+from rewardcollapse.training.precision import score_head_in_float32
 from rewardcollapse.training.scoring import score_batch
 
 __all__ = [
@@ -227,6 +228,8 @@ class RankingRewardTrainer(Trainer):
         _check_dataset(eval_dataset, "eval_dataset", args)
         if args.freeze_word_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
+        if args.bf16 or args.fp16:
+            score_head_in_float32(model)
         if data_collator is None:
             data_collator = RankingCollator(
                 processing_class,
