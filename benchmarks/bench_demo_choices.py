@@ -1,0 +1,61 @@
+"""What each setting of configs/demo.yaml buys: the collapse index of one utility per variant and seed.
+
+Each variant is configs/demo.yaml with a few settings changed, trained for one utility (default: prompt-aware) and
+scored on the demo's 100 test prompts; the table gives the collapse index and the seconds per step of each seed.
+
+    python benchmarks/bench_demo_choices.py                                  # every variant, seeds 0 1 2
+    python benchmarks/bench_demo_choices.py --variants demo lr1e-4 --utility=-1/x
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from rewardcollapse.experiment import ExperimentConfig, run_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "demo": {},
+    "110 steps": {"steps": 110},
+    "lr1e-4, 110 steps": {"steps": 110, "learning_rate": 1e-4},
+    "lr3e-4, 110 steps": {"steps": 110, "learning_rate": 3e-4},
+    "embeddings trained, 110 steps": {"steps": 110, "freeze_word_embeddings": False},
+    "60 steps of 4 prompts": {"steps": 60, "batch_size": 4},
+    "220 steps of 1 prompt": {"steps": 220, "batch_size": 1},
+    "bf16, 110 steps": {"steps": 110, "precision": "bf16"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--utility", default="prompt-aware")
+    parser.add_argument("--precision", default="fp32", help="for every variant that does not set its own")
+    args = parser.parse_args()
+    logging.getLogger("rewardcollapse").setLevel(logging.WARNING)
+
+    base = ExperimentConfig.from_yaml(ROOT / "configs" / "demo.yaml")
+    print(f"configs/demo.yaml variants, utility {args.utility}, precision {args.precision} unless the variant says\n")
+    print("| variant | " + " | ".join(f"CI seed {s}" for s in args.seeds) + " | s / step |")
+    print("|---|" + "---|" * (len(args.seeds) + 1))
+    for name in args.variants:
+        settings = {"precision": args.precision, **VARIANTS[name], "utilities": [args.utility]}
+        indices, step_seconds = [], []
+        for seed in args.seeds:
+            config = dataclasses.replace(base, seed=seed, **settings)
+            with tempfile.TemporaryDirectory() as folder:
+                report = run_experiment(config, folder)
+                run = Path(report["utilities"][args.utility]["rewards_path"]).parent / "run.json"
+                training = json.loads(run.read_text())["training"]
+            indices.append(report["utilities"][args.utility]["collapse_index"])
+            step_seconds.append(training["seconds"] / training["steps"])
+        cells = " | ".join(f"{value:.3f}" for value in indices)
+        print(f"| {name} | {cells} | {sum(step_seconds) / len(step_seconds):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
