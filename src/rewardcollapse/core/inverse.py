@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from rewardcollapse.core.limits import ks_distance
 from rewardcollapse.core.openness import (
     _LEVELS,
     _boxcox,
@@ -138,22 +139,11 @@ def _optimum(u: Utility, n: int) -> np.ndarray:
     return optimal_rewards(n, u).rewards
 
 
-def _ks(rewards: np.ndarray, quantiles: np.ndarray, law: Any = None) -> float:
-    if law is not None:
-        return float(stats.kstest(rewards, law.cdf).statistic)
-    return float(stats.ks_2samp(rewards, quantiles, method="asymp").statistic)
-
-
 def _exact(alpha: float, n: int) -> tuple[Utility, Any, float]:
-    """The family's utility for Beta(alpha, alpha), its law, and the KS of its n-answer optimum to the law.
-
-    For alpha = 0 (two atoms) the KS is measured as the distance of the optimum's mean from 1/2.
-    """
+    """The family's utility for Beta(alpha, alpha), its law, and the KS distance of its n-answer optimum to the law."""
     law = openness_law(alpha)
     u = openness_utility(alpha)
-    rewards = _optimum(u, n)
-    ks = _ks(rewards, None, law) if alpha > 0 else float(abs(np.mean(rewards) - 0.5))
-    return u, law, ks
+    return u, law, ks_distance(_optimum(u, n), law)
 
 
 def utility_for(target: Any, *, n: int = 1000, n_fit: int = 200, tol: float = 0.02) -> UtilityDesign:
@@ -236,7 +226,7 @@ def _design(q: np.ndarray, alpha: float, nearest: Any, n: int, n_fit: int, tol: 
     fit = optimize.minimize(loss, start, method="Nelder-Mead", options={"maxiter": 300, "xatol": 1e-3, "fatol": 1e-5})
     weights = weights_of(fit.x)
     u = _mixture(weights, levels)
-    ks = _ks(_optimum(u, n), q)
+    ks = ks_distance(_optimum(u, n), q)
     ok = ks <= tol
     message = (
         f"numerical design: optimum of {n} answers within KS {ks:.4f} of the target"

@@ -30,74 +30,54 @@ __all__ = ["closed_form_limit", "describe_law", "ks_distance", "limit_distributi
 def closed_form_limit(u: str | Utility) -> Any | None:
     """Return the closed-form limit law of a built-in utility with ``eps = 0``, or None when there is none.
 
+    Each utility family owns its law (:meth:`Utility.closed_form_limit`); this is the function form.
+
     Examples
     --------
     >>> closed_form_limit("log").args
     (0.5, 0.5)
     """
-    u = utility(u)
-    if u.eps != 0:
-        return None
-    if u.family == "x":
-        law = stats.bernoulli(0.5)
-    elif u.family == "log":
-        law = stats.beta(0.5, 0.5)
-    elif u.family == "x^a":
-        law = stats.beta((1 - u.params["a"]) / 2, (1 - u.params["a"]) / 2)
-    elif u.family == "-x^-a":
-        a = u.params["a"]
-        law = stats.uniform(0.0, 1.0) if a == 1 else stats.beta((1 + a) / 2, (1 + a) / 2)
-    elif u.family == "openness" and isinstance(u.params["o"], float):
-        from rewardcollapse.core.openness import openness_law
-
-        return openness_law(u.params["o"])
-    else:
-        return None
-    law.atoms = {0.0: 0.5, 1.0: 0.5} if u.family == "x" else {}
-    return law
+    return utility(u).closed_form_limit()
 
 
-class tabulated_law_gen(stats.rv_continuous):
-    """A law on [0, 1] with atoms at 0 and 1 and a piecewise-linear CDF in between.
+class tabulated_law_gen(stats.rv_histogram):
+    """A law on [0, 1]: atoms at 0 and 1 and, between them, ``scipy.stats.rv_histogram``'s piecewise-linear CDF.
 
-    Built by :func:`numerical_limit`; the CDF is tabulated on an increasing grid with ``cdf[0]`` the mass at 0
-    and ``1 - cdf[-1]`` the mass at 1. ``pdf`` is the density of the continuous part (piecewise constant).
+    Built by :func:`numerical_limit` from a CDF tabulated on an increasing grid from 0 to 1, with ``cdf[0]`` the mass
+    at 0 and ``1 - cdf[-1]`` the mass at 1. scipy has no law mixing atoms with a density, so the histogram carries
+    the continuous part (``pdf`` is its density, scaled by its mass) and only the atoms are added here.
     """
 
     def __init__(self, grid, cdf, *args, **kwargs):
         self._grid = np.asarray(grid, dtype=float)
         self._table = np.asarray(cdf, dtype=float)
-        # The support starts just below 0 so that scipy evaluates the CDF at 0 itself (where the atom sits).
-        kwargs.setdefault("a", float(np.nextafter(0.0, -1.0)))
-        kwargs.setdefault("b", 1.0)
-        super().__init__(*args, **kwargs)
-        self._density = np.diff(self._table) / np.diff(self._grid)
+        self._at_zero, self._at_one = float(self._table[0]), float(1.0 - self._table[-1])
+        self._inner = self._table[-1] - self._table[0]  # mass of the continuous part
+        super().__init__((np.diff(self._table), self._grid), *args, density=False, **kwargs)
+        # The support starts just below 0 so that scipy evaluates the CDF at 0 itself, where the atom sits.
+        self.a = float(np.nextafter(0.0, -1.0))
 
     def _updated_ctor_param(self):
         params = super()._updated_ctor_param()
-        params["grid"] = self._grid
-        params["cdf"] = self._table
+        del params["histogram"], params["density"]
+        params.update(grid=self._grid, cdf=self._table)
         return params
 
     def _cdf(self, x):
-        return np.where(x >= 1.0, 1.0, np.interp(x, self._grid, self._table))
+        return np.where(x >= 1.0, 1.0, self._at_zero + self._inner * super()._cdf(x))
 
     def _pdf(self, x):
-        k = np.clip(np.searchsorted(self._grid, x, side="right") - 1, 0, len(self._density) - 1)
-        return np.where((x > 0) & (x < 1), self._density[k], 0.0)
+        return self._inner * super()._pdf(x)
 
     def _ppf(self, q):
-        low, high = self._table[0], self._table[-1]
-        inner = np.interp(q, self._table, self._grid)
-        return np.where(q <= low, 0.0, np.where(q > high, 1.0, inner))
+        inner = super()._ppf(np.clip((q - self._at_zero) / self._inner, 0.0, 1.0))
+        return np.where(q <= self._at_zero, 0.0, np.where(q > 1.0 - self._at_one, 1.0, inner))
 
     def _rvs(self, size=None, random_state=None):
         return self._ppf(random_state.uniform(size=size))
 
     def _munp(self, n):
-        # E[X^n] by the quantile integral, exact enough on a fine grid; pdf-based integration would miss the atoms.
-        q = (np.arange(20000) + 0.5) / 20000
-        return float(np.mean(self._ppf(q) ** n))
+        return self._at_one + self._inner * super()._munp(n)
 
 
 def _empirical_cdf(rewards: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -231,15 +211,24 @@ def limit_distribution(u: str | Utility = "log", *, method: str = "auto", **kwar
 def ks_distance(rewards: np.ndarray, law) -> float:
     """Kolmogorov-Smirnov distance between the empirical law of ``rewards`` and ``law`` (atoms handled).
 
+    ``law`` is a frozen ``scipy.stats`` law (or anything with ``cdf``), or a second sample: then the two-sample
+    statistic of ``scipy.stats.ks_2samp``, exact with ties. Against a law the sup is taken on both sides of every
+    sample point, which ``scipy.stats.kstest`` does not do: it assumes a continuous law and gets atoms wrong (four
+    rewards at 0 and four at 1 against the two-point law give 0.5 there, 0 here).
+
     Examples
     --------
     >>> round(ks_distance(np.array([0.0, 1.0]), limit_distribution("x")), 12)
     0.0
+    >>> round(ks_distance([0.0, 0.5, 1.0], [0.0, 1.0]), 12)
+    0.166666666667
     """
     x = np.sort(np.asarray(rewards, dtype=float).ravel())
     n = len(x)
     if n == 0:
         raise ValueError("`rewards` is empty")
+    if not hasattr(law, "cdf"):
+        return float(stats.ks_2samp(x, np.asarray(law, dtype=float).ravel()).statistic)
     right = np.asarray(law.cdf(x), dtype=float)
     left = np.asarray(law.cdf(np.nextafter(x, -np.inf)), dtype=float)
     above = np.searchsorted(x, x, side="right") / n  # empirical CDF at x_k, ties included

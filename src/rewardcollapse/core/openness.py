@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rewardcollapse.core.laws import symmetric_law
 from rewardcollapse.core.utilities import Utility, _check_eps, _Family, _from_family, utility
 
 __all__ = [
@@ -88,10 +89,7 @@ def openness_law(openness: float):
     >>> openness_law(0.3).args, openness_law(1.0).args
     ((0.3, 0.3), (1.0, 1.0))
     """
-    o = _check_openness(openness)
-    law = stats.bernoulli(0.5) if o == 0 else stats.beta(o, o)
-    law.atoms = {0.0: 0.5, 1.0: 0.5} if o == 0 else {}
-    return law
+    return symmetric_law(_check_openness(openness))
 
 
 # The Box-Cox formulas with parameter p["o"] (a number, or a tensor of one openness per prompt that broadcasts).
@@ -116,6 +114,15 @@ def _boxcox_d2(x, ops, p):
     return -2.0 * p["o"] * x ** (-2.0 * p["o"] - 1.0)
 
 
+def _openness_limit_law(p) -> Any | None:
+    """Beta(o, o) for one openness; none for a tensor of them (one per prompt, in the loss)."""
+    return symmetric_law(p["o"]) if isinstance(p["o"], float) else None
+
+
+def _openness_is_linear(p) -> bool:
+    return isinstance(p["o"], float) and p["o"] == 0.0
+
+
 def openness_family(openness: Any = 0.5, *, eps: float = 0.0) -> Utility:
     r"""The Box-Cox utility :math:`U_o(x) = (x^{1-2o} - 1)/(1 - 2o)` as a :class:`Utility`.
 
@@ -137,7 +144,9 @@ def openness_family(openness: Any = 0.5, *, eps: float = 0.0) -> Utility:
         value_at_zero = -1.0 / lam if lam > 0 else -math.inf
         slope_at_zero = 1.0 if openness == 0 else math.inf
     eps = _check_eps(eps)
-    family = _Family(_boxcox, _boxcox_d1, _boxcox_d2, False, value_at_zero, slope_at_zero)
+    family = _Family(
+        _boxcox, _boxcox_d1, _boxcox_d2, False, value_at_zero, slope_at_zero, _openness_limit_law, _openness_is_linear
+    )
     return _from_family("openness" if eps == 0 else f"openness[eps={eps:g}]", "openness", {"o": openness}, eps, family)
 
 
@@ -205,7 +214,7 @@ def openness_from_scores(scores) -> float:
         return np.sort(optimal_rewards(n, openness_utility(o)).rewards)
 
     def distance(o: float) -> float:
-        return float(np.mean(np.abs(reference(o) - observed)))
+        return float(stats.wasserstein_distance(reference(o), observed))
 
     best = optimize.minimize_scalar(distance, bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-4})
     # The bounded search never evaluates the ends themselves; they are the answers for the two extreme shapes.

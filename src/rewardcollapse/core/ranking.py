@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -77,36 +78,15 @@ def _from_tiers(tiers: Sequence[Sequence[int]]) -> Ranking:
 
 
 def _find_cycle(n: int, edges: np.ndarray) -> list[int] | None:
-    """Return one directed cycle as a node list (first node repeated at the end), or None for a DAG."""
-    indegree = np.bincount(edges[:, 1], minlength=n)
-    children: list[list[int]] = [[] for _ in range(n)]
+    """One directed cycle as a node list (first node repeated at the end, each above the next), or None for a DAG."""
+    sorter = graphlib.TopologicalSorter({node: () for node in range(n)})
     for i, j in edges.tolist():
-        children[i].append(j)
-    stack = [i for i in range(n) if indegree[i] == 0]
-    removed = np.zeros(n, dtype=bool)
-    while stack:
-        i = stack.pop()
-        removed[i] = True
-        for j in children[i]:
-            indegree[j] -= 1
-            if indegree[j] == 0:
-                stack.append(j)
-    if removed.all():
-        return None
-    # Every remaining node has a remaining parent; walk parents until a node repeats.
-    parents: dict[int, int] = {}
-    for i, j in edges.tolist():
-        if not removed[i] and not removed[j]:
-            parents.setdefault(j, i)
-    node = int(np.flatnonzero(~removed)[0])
-    order: list[int] = []
-    position: dict[int, int] = {}
-    while node not in position:
-        position[node] = len(order)
-        order.append(node)
-        node = parents[node]
-    cycle = order[position[node] :][::-1]
-    return [*cycle, cycle[0]]
+        sorter.add(j, i)  # i is ranked above j: i comes first
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        return [int(node) for node in error.args[1]]
+    return None
 
 
 def _from_edges(edges: Sequence[Sequence[int]] | np.ndarray) -> Ranking:

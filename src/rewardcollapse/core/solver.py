@@ -38,6 +38,7 @@ over the constraints :math:`c_k \ge 0` with multipliers :math:`\lambda_k` (stati
 
 from __future__ import annotations
 
+import graphlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,41 @@ class _Terms(NamedTuple):
     grad: np.ndarray  # df/dr, shape (n,)
     lap: np.ndarray | None  # minus the Hessian, a weighted graph Laplacian, shape (n, n)
     scale: float  # S: the largest gross gradient of one answer
+
+
+class _Chain(NamedTuple):
+    """Where the chain solver stopped: rewards ``v``, their complement ``w``, the terms there, and why."""
+
+    v: np.ndarray
+    w: np.ndarray
+    terms: _Terms
+    iterations: int
+    residual: float
+    stopped: str | None  # None: converged; else why it stopped early
+
+
+class _Ascent(NamedTuple):
+    r: np.ndarray
+    terms: _Terms
+    iterations: int
+    converged: bool
+
+
+class _Solved(NamedTuple):
+    """A solver's answer before it becomes an :class:`OptimalRewards`."""
+
+    rewards: np.ndarray
+    objective: float
+    iterations: int
+    residual: float
+    method: str
+    stopped: str | None = None  # None: converged; else why it stopped early
+
+
+class _Polished(NamedTuple):
+    rewards: np.ndarray
+    iterations: int
+    residual: float
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -209,11 +245,10 @@ def _newton_direction(lap: np.ndarray, grad: np.ndarray) -> np.ndarray:
         return linalg.lstsq(lap, grad, check_finite=False)[0]
 
 
-def _solve_chain(u: Utility, m: np.ndarray, v: np.ndarray, w: np.ndarray, *, tol: float, max_iter: int):
+def _solve_chain(u: Utility, m: np.ndarray, v: np.ndarray, w: np.ndarray, *, tol: float, max_iter: int) -> _Chain:
     """Active-set Newton on runs of tied tiers; with a barrier utility no run ever forms (strict order kept).
 
-    ``v`` and ``w = 1 - v`` are updated together (see `_chain_terms`). Returns the rewards, their complement, the
-    terms at the solution, the iterations, the KKT residual and a message.
+    ``v`` and ``w = 1 - v`` are updated together (see `_chain_terms`).
     """
     size = len(v)
     part = _Partition(v)
@@ -222,7 +257,7 @@ def _solve_chain(u: Utility, m: np.ndarray, v: np.ndarray, w: np.ndarray, *, tol
     for iteration in range(1, max_iter + 1):
         residual = _chain_residual(v, w, terms.grad, terms.scale)
         if residual <= tol:
-            return v, w, terms, iteration - 1, residual, "converged"
+            return _Chain(v, w, terms, iteration - 1, residual, None)
         starts, free = part.starts, part.free()
         singletons = len(starts) == size
 
@@ -236,7 +271,9 @@ def _solve_chain(u: Utility, m: np.ndarray, v: np.ndarray, w: np.ndarray, *, tol
         if not barrier and _release_constraint(part, terms.grad, slack):
             continue
         if not free.any():
-            return v, w, terms, iteration - 1, residual, "every reward is pinned but the KKT residual is above tol"
+            return _Chain(
+                v, w, terms, iteration - 1, residual, "every reward is pinned but the KKT residual is above tol"
+            )
         if singletons:
             block_lap = terms.lap[np.ix_(free, free)]
         else:
@@ -265,12 +302,14 @@ def _solve_chain(u: Utility, m: np.ndarray, v: np.ndarray, w: np.ndarray, *, tol
             t *= 0.5
             merge = False
             if t < 1e-12:
-                return v, w, terms, iteration, residual, "line search failed: no ascent along the Newton direction"
+                return _Chain(
+                    v, w, terms, iteration, residual, "line search failed: no ascent along the Newton direction"
+                )
         v, w, terms = trial_v, trial_w, trial_terms
         if merge:
             part = _Partition(v)
     residual = _chain_residual(v, w, terms.grad, terms.scale)
-    return v, w, terms, max_iter, residual, f"stopped after max_iter={max_iter} iterations"
+    return _Chain(v, w, terms, max_iter, residual, f"stopped after max_iter={max_iter} iterations")
 
 
 def _close_gap(v: np.ndarray, w: np.ndarray, starts: np.ndarray, hit: int) -> None:
@@ -326,7 +365,7 @@ def _chain_start(u: Utility, m: np.ndarray, *, tol: float, max_iter: int) -> tup
     above = (np.cumsum(m) - m + (m - 1) / 2) / max(m.sum() - 1, 1)  # fraction of answers ranked above
     above = np.clip(above, 0.0, 1.0)
     if u.is_barrier:
-        law = _closed_form_law(u)
+        law = u.closed_form_limit()
         if law is not None:
             v, w = law.isf(above), law.ppf(above)  # each accurate where it is small
         else:
@@ -338,18 +377,13 @@ def _chain_start(u: Utility, m: np.ndarray, *, tol: float, max_iter: int) -> tup
     if size > _COARSE_THRESHOLD and np.all(m == 1):
         small = m[: size // 4]
         coarse_v, coarse_w = _chain_start(u, small, tol=tol, max_iter=max_iter)
-        coarse_v, coarse_w = _solve_chain(u, small, coarse_v, coarse_w, tol=tol, max_iter=max_iter)[:2]
+        coarse = _solve_chain(u, small, coarse_v, coarse_w, tol=tol, max_iter=max_iter)
+        coarse_v, coarse_w = coarse.v, coarse.w
         grid, coarse_grid = np.linspace(0.0, 1.0, size), np.linspace(0.0, 1.0, len(small))
         return np.interp(grid, coarse_grid, coarse_v), np.interp(grid, coarse_grid, coarse_w)
     v, w = 1.0 - above, above.copy()
     v[0], w[0], v[-1], w[-1] = 1.0, 0.0, 0.0, 1.0
     return v, w
-
-
-def _closed_form_law(u: Utility):
-    from rewardcollapse.core.limits import closed_form_limit
-
-    return closed_form_limit(u)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -377,7 +411,7 @@ def _levels(n: int, edges: np.ndarray) -> np.ndarray:
     for a, b in edges.tolist():
         children[a].append(b)
         parents[b].append(a)
-    order = _topological_order(n, children, parents)
+    order = list(graphlib.TopologicalSorter(dict(enumerate(parents))).static_order())
     depth = np.zeros(n)
     for a in order:
         for b in children[a]:
@@ -390,20 +424,6 @@ def _levels(n: int, edges: np.ndarray) -> np.ndarray:
     return np.where(total > 0, 1.0 - depth / np.maximum(total, 1), 0.5)
 
 
-def _topological_order(n: int, children: list[list[int]], parents: list[list[int]]) -> list[int]:
-    indegree = [len(p) for p in parents]
-    stack = [a for a in range(n) if indegree[a] == 0]
-    order = []
-    while stack:
-        a = stack.pop()
-        order.append(a)
-        for b in children[a]:
-            indegree[b] -= 1
-            if indegree[b] == 0:
-                stack.append(b)
-    return order
-
-
 def _ascend(
     evaluate: Callable[[np.ndarray], _Terms],
     r: np.ndarray,
@@ -413,7 +433,7 @@ def _ascend(
     tol: float,
     max_iter: int,
     decrement: float = 0.0,
-):
+) -> _Ascent:
     """Damped Newton ascent on the free coordinates, staying strictly inside the feasible set.
 
     Stops when the gradient is below ``0.1 tol`` of the scale or the Newton decrement ``g . L^-1 g`` (the
@@ -423,12 +443,12 @@ def _ascend(
     for iteration in range(1, max_iter + 1):
         grad = terms.grad[free]
         if np.max(np.abs(grad), initial=0.0) <= 0.1 * tol * terms.scale:
-            return r, terms, iteration - 1, True
+            return _Ascent(r, terms, iteration - 1, True)
         step = np.zeros_like(r)
         step[free] = _newton_direction(terms.lap[np.ix_(free, free)].copy(), grad)
         slope = float(terms.grad @ step)
         if slope <= decrement:
-            return r, terms, iteration - 1, True
+            return _Ascent(r, terms, iteration - 1, True)
         t = min(1.0, 0.99 * max_step(r, step))
         while True:
             trial_terms = evaluate(r + t * step)
@@ -436,9 +456,9 @@ def _ascend(
                 break
             t *= 0.5
             if t < 1e-12:
-                return r, terms, iteration, False
+                return _Ascent(r, terms, iteration, False)
         r, terms = r + t * step, trial_terms
-    return r, terms, max_iter, False
+    return _Ascent(r, terms, max_iter, False)
 
 
 def _edge_step(edges: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -451,7 +471,7 @@ def _edge_step(edges: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
     return max_step
 
 
-def _solve_graph_barrier_utility(u: Utility, ranking: Ranking, *, tol: float, max_iter: int):
+def _solve_graph_barrier_utility(u: Utility, ranking: Ranking, *, tol: float, max_iter: int) -> _Solved:
     """Barrier utilities: sources at 1, sinks at 0, Newton on the rest with every ranked pair kept apart."""
     n, edges = ranking.n, ranking.edges
     has_out = np.bincount(edges[:, 0], minlength=n) > 0
@@ -472,7 +492,7 @@ def _solve_graph_barrier_utility(u: Utility, ranking: Ranking, *, tol: float, ma
             np.maximum(0.0, terms.grad[has_in & ~has_out]) / scale,
         ]
     )
-    return r, terms.value, iterations, float(np.max(violation, initial=0.0))
+    return _Solved(r, terms.value, iterations, float(np.max(violation, initial=0.0)), "newton")
 
 
 def _constraint_matrix(n: int, edges: np.ndarray, nodes: np.ndarray):
@@ -488,7 +508,7 @@ def _constraint_matrix(n: int, edges: np.ndarray, nodes: np.ndarray):
     return a, b
 
 
-def _solve_graph_soft(u: Utility, ranking: Ranking, *, tol: float, max_iter: int):
+def _solve_graph_soft(u: Utility, ranking: Ranking, *, tol: float, max_iter: int) -> _Solved:
     """Soft utilities on a partial order: log-barrier path following, barrier weight down to tol/100 of the scale."""
     n, edges = ranking.n, ranking.edges
     nodes = np.unique(edges)
@@ -525,12 +545,15 @@ def _solve_graph_soft(u: Utility, ranking: Ranking, *, tol: float, max_iter: int
     # The barrier path only approaches ties; polish on the active set it identified to make them exact.
     polished = _polish_active_set(u, edges, nodes, a, b, r, tol=tol, max_iter=max(max_iter - iterations, 20))
     if polished is not None:
-        r = polished[0]
-        iterations += polished[1]
-        return r, _graph_terms(u, r, edges).value, iterations, polished[2]
+        r = polished.rewards
+        return _Solved(
+            r, _graph_terms(u, r, edges).value, iterations + polished.iterations, polished.residual, "barrier"
+        )
     base = _graph_terms(u, r, edges)
     c = a @ r + b
-    return r, base.value, iterations, _graph_residual(base.grad, a, c, weight / c, nodes, base.scale)
+    return _Solved(
+        r, base.value, iterations, _graph_residual(base.grad, a, c, weight / c, nodes, base.scale), "barrier"
+    )
 
 
 def _graph_residual(grad: np.ndarray, a, c: np.ndarray, multipliers: np.ndarray, nodes, scale: float) -> float:
@@ -540,7 +563,7 @@ def _graph_residual(grad: np.ndarray, a, c: np.ndarray, multipliers: np.ndarray,
     return float(max(stationarity.max(initial=0.0), complementarity.max(initial=0.0)))
 
 
-def _polish_active_set(u, edges, nodes, a, b, r, *, tol: float, max_iter: int):
+def _polish_active_set(u, edges, nodes, a, b, r, *, tol: float, max_iter: int) -> _Polished | None:
     """Tie the near-active constraints exactly, re-optimise the tied blocks by Newton, and certify by NNLS.
 
     Returns (rewards, iterations, residual) or None when the guessed active set is not optimal.
@@ -592,10 +615,10 @@ def _polish_active_set(u, edges, nodes, a, b, r, *, tol: float, max_iter: int):
         # Non-negative multipliers of the ties and pins that best balance the gradient: exact KKT certifies.
         multipliers[rows] = optimize.nnls(a[rows][:, nodes].T.toarray(), -base.grad[nodes])[0]
     residual = _graph_residual(base.grad, a, c, multipliers, nodes, base.scale)
-    return (polished, iterations, residual) if residual <= tol else None
+    return _Polished(polished, iterations, residual) if residual <= tol else None
 
 
-def _solve_graph_linear(ranking: Ranking):
+def _solve_graph_linear(ranking: Ranking) -> _Solved:
     """U = x on a partial order: two LPs find the smallest and largest optimal up-sets; their midpoint is returned."""
     n, edges = ranking.n, ranking.edges
     coefficient = np.bincount(edges[:, 0], minlength=n) - np.bincount(edges[:, 1], minlength=n)
@@ -618,7 +641,8 @@ def _solve_graph_linear(ranking: Ranking):
         iterations += int(lp.nit)
     r = np.where(nodes, (solutions[0] + solutions[1]) / 2, 0.5)
     best = max(float(coefficient @ s) for s in solutions)
-    return r, float(coefficient @ r), iterations, abs(best - float(coefficient @ r)) / max(np.abs(coefficient).max(), 1)
+    residual = abs(best - float(coefficient @ r)) / max(np.abs(coefficient).max(), 1)
+    return _Solved(r, float(coefficient @ r), iterations, residual, "linear")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -671,45 +695,42 @@ def optimal_rewards(
         raise ValueError(f"`max_iter` must be a positive int, got {max_iter!r}")
     u = utility(utility_spec)
     parsed = parse_ranking(ranking)
-    if parsed.tiers is not None:
-        rewards, objective, iterations, residual, method, message = _solve_tiers(u, parsed, tol=tol, max_iter=max_iter)
+    solve = _solve_tiers if parsed.tiers is not None else _solve_edges
+    solved = solve(u, parsed, tol=tol, max_iter=max_iter)
+    success = bool(np.isfinite(solved.residual) and solved.residual <= tol)
+    if solved.stopped is not None:
+        message = solved.stopped
     else:
-        rewards, objective, iterations, residual, method, message = _solve_edges(u, parsed, tol=tol, max_iter=max_iter)
-    success = bool(np.isfinite(residual) and residual <= tol)
-    if not success and message == "converged":
-        message = f"KKT residual {residual:.2e} is above tol={tol:g}"
-    return OptimalRewards(rewards, objective, iterations, residual, success, message, u.name, method)
+        message = "converged" if success else f"KKT residual {solved.residual:.2e} is above tol={tol:g}"
+    return OptimalRewards(
+        solved.rewards, solved.objective, solved.iterations, solved.residual, success, message, u.name, solved.method
+    )
 
 
-def _solve_tiers(u: Utility, ranking: Ranking, *, tol: float, max_iter: int):
+def _solve_tiers(u: Utility, ranking: Ranking, *, tol: float, max_iter: int) -> _Solved:
     m = ranking.multiplicities
     if u.is_linear:
         v = _linear_chain(m)
         terms = _chain_terms(u, v, 1.0 - v, m, laplacian=False)
-        residual = _chain_residual(v, 1.0 - v, terms.grad, terms.scale)
-        values, objective, iterations, method, message = v, terms.value, 0, "linear", "converged"
+        chain = _Chain(v, 1.0 - v, terms, 0, _chain_residual(v, 1.0 - v, terms.grad, terms.scale), None)
+        method = "linear"
     else:
         v, w = _chain_start(u, m, tol=tol, max_iter=max_iter)
-        values, _, terms, iterations, residual, message = _solve_chain(u, m, v, w, tol=tol, max_iter=max_iter)
-        objective = terms.value
+        chain = _solve_chain(u, m, v, w, tol=tol, max_iter=max_iter)
         method = "newton" if u.is_barrier else "active-set"
     rewards = np.empty(ranking.n)
-    for tier, value in zip(ranking.tiers, values, strict=True):
+    for tier, value in zip(ranking.tiers, chain.v, strict=True):
         rewards[list(tier)] = value
-    return rewards, objective, iterations, residual, method, message
+    return _Solved(rewards, chain.terms.value, chain.iterations, chain.residual, method, chain.stopped)
 
 
-def _solve_edges(u: Utility, ranking: Ranking, *, tol: float, max_iter: int):
+def _solve_edges(u: Utility, ranking: Ranking, *, tol: float, max_iter: int) -> _Solved:
     if u.is_linear:
-        r, objective, iterations, residual = _solve_graph_linear(ranking)
-        return r, objective, iterations, residual, "linear", "converged"
-    if u.is_barrier:
-        r, objective, iterations, residual = _solve_graph_barrier_utility(u, ranking, tol=tol, max_iter=max_iter)
-        method = "newton"
-    else:
-        r, objective, iterations, residual = _solve_graph_soft(u, ranking, tol=tol, max_iter=max_iter)
-        method = "barrier"
-    message = f"stopped after max_iter={max_iter} iterations" if iterations >= max_iter else "converged"
-    if math.isnan(residual):
-        message = "the objective became NaN; check the utility"
-    return r, objective, iterations, residual, method, message
+        return _solve_graph_linear(ranking)
+    solve = _solve_graph_barrier_utility if u.is_barrier else _solve_graph_soft
+    solved = solve(u, ranking, tol=tol, max_iter=max_iter)
+    if math.isnan(solved.residual):
+        return solved._replace(stopped="the objective became NaN; check the utility")
+    if solved.iterations >= max_iter:
+        return solved._replace(stopped=f"stopped after max_iter={max_iter} iterations")
+    return solved

@@ -15,6 +15,7 @@ extended-value functions: :math:`-\infty` for :math:`x < 0`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 from scipy import special
+
+from rewardcollapse.core.laws import symmetric_law, two_point_law
 
 __all__ = ["UTILITY_SPECS", "Utility", "utility"]
 
@@ -161,21 +164,41 @@ def _logsigmoid_d2(x, ops, p):
 _Formula = Callable[[Any, Any, Mapping[str, float]], Any]
 
 
+def _never(p) -> bool:
+    return False
+
+
+def _no_law(p) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class _Family:
+    """A family's formulas and what it owns: its closed-form limit law (eps = 0) and whether it is linear."""
+
     value: _Formula
     d1: _Formula
     d2: _Formula
     whole_line: bool  # defined for x < 0 without the eps extension
     value_at_zero: float  # U(0+)
     slope_at_zero: float  # U'(0+)
+    limit_law: Callable[[Mapping[str, Any]], Any] = _no_law  # params -> frozen law with atoms, or None
+    linear: Callable[[Mapping[str, Any]], bool] = _never  # params -> whether U is linear
 
 
 _FAMILIES: dict[str, _Family] = {
-    "x": _Family(_linear, _linear_d1, _linear_d2, True, 0.0, 1.0),
-    "log": _Family(_log, _log_d1, _log_d2, False, -math.inf, math.inf),
-    "x^a": _Family(_power, _power_d1, _power_d2, False, 0.0, math.inf),
-    "-x^-a": _Family(_inverse_power, _inverse_power_d1, _inverse_power_d2, False, -math.inf, math.inf),
+    "x": _Family(_linear, _linear_d1, _linear_d2, True, 0.0, 1.0, lambda p: two_point_law(), lambda p: True),
+    "log": _Family(_log, _log_d1, _log_d2, False, -math.inf, math.inf, lambda p: symmetric_law(0.5)),
+    "x^a": _Family(_power, _power_d1, _power_d2, False, 0.0, math.inf, lambda p: symmetric_law((1 - p["a"]) / 2)),
+    "-x^-a": _Family(
+        _inverse_power,
+        _inverse_power_d1,
+        _inverse_power_d2,
+        False,
+        -math.inf,
+        math.inf,
+        lambda p: symmetric_law((1 + p["a"]) / 2, uniform=True),
+    ),
     "logsigmoid": _Family(_logsigmoid, _logsigmoid_d1, _logsigmoid_d2, True, -math.log(2.0), math.nan),
 }
 
@@ -209,6 +232,8 @@ class Utility:
     _whole_line: bool = field(repr=False, compare=False)
     _value_at_zero: float = field(repr=False, compare=False)
     _slope_at_zero: float = field(repr=False, compare=False)
+    _limit_law: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False, default=_no_law)
+    _linear: Callable[[Mapping[str, Any]], bool] = field(repr=False, compare=False, default=_never)
 
     def __call__(self, x):
         r"""Evaluate :math:`U_\varepsilon(x)` elementwise."""
@@ -234,14 +259,15 @@ class Utility:
     @property
     def is_linear(self) -> bool:
         """Whether :math:`U` is linear (``"x"``, or openness 0), so the optimum is a linear programme's vertex."""
-        openness = self.params.get("o")  # a number for one utility; a tensor in the loss, never linear as a whole
-        return self.family == "x" or (self.family == "openness" and isinstance(openness, float) and openness == 0.0)
+        return bool(self._linear(self.params))
 
-    def limit_distribution(self, **kwargs):
-        """Return the limit law of the optimal rewards as n grows; see :func:`rewardcollapse.limit_distribution`."""
-        from rewardcollapse.core.limits import limit_distribution
+    def closed_form_limit(self) -> Any | None:
+        """The family's closed-form limit law of the optimal rewards (eps = 0 only), or None where it has none.
 
-        return limit_distribution(self, **kwargs)
+        Computed laws (any ``eps > 0``, logsigmoid, callables) come from
+        :func:`rewardcollapse.core.limits.limit_distribution`.
+        """
+        return None if self.eps != 0 else self._limit_law(self.params)
 
     def _nonnegative(self, x: np.ndarray, order: int) -> np.ndarray:
         r""":math:`U_\varepsilon^{(order)}` on a numpy array known to be >= 0: the solvers' fast path."""
@@ -344,7 +370,7 @@ def _builtin(family: str, params: dict[str, float], eps: float) -> Utility:
     elif family == "logsigmoid":
         name = "logsigmoid" if params["scale"] == 1.0 else f"logsigmoid(scale={_format(params['scale'])})"
         # U'(0) = scale/2 for logsigmoid, a finite slope, so ties and atoms are possible.
-        f = _Family(f.value, f.d1, f.d2, True, -math.log(2.0), params["scale"] / 2)
+        f = dataclasses.replace(f, slope_at_zero=params["scale"] / 2)
     else:
         name = family
     if eps > 0:
@@ -365,6 +391,8 @@ def _from_family(name: str, family: str, params: Mapping[str, Any], eps: float, 
         _whole_line=f.whole_line,
         _value_at_zero=f.value_at_zero,
         _slope_at_zero=f.slope_at_zero,
+        _limit_law=f.limit_law,
+        _linear=f.linear,
     )
 
 

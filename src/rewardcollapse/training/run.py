@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from rewardcollapse.training.backbone import default_backbone
 
@@ -145,7 +146,7 @@ def score_file(
     )
     with output.open("w") as handle:
         for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):
-            squashed = (1.0 / (1.0 + np.exp(-np.asarray(rewards)))).tolist()
+            squashed = special.expit(np.asarray(rewards)).tolist()
             handle.write(json.dumps({**row, "rewards": rewards, "normalized_rewards": squashed}) + "\n")
             n = len(rewards)
             normalized[p, :n] = squashed

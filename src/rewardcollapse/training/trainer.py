@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import special
 from transformers import ProgressCallback, Trainer
 
 from rewardcollapse.data.loaders import max_responses
@@ -293,7 +294,7 @@ class RankingRewardTrainer(Trainer):
     def _ranking_metrics(self, prediction) -> dict[str, float]:
         rewards = np.asarray(prediction.predictions, dtype=float)
         if self.args.loss_normalize == "sigmoid":
-            rewards = 1.0 / (1.0 + np.exp(-rewards))
+            rewards = special.expit(rewards)
         return ranking_metrics(rewards, np.asarray(prediction.label_ids, dtype=bool))
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
