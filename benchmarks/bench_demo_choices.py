@@ -14,18 +14,18 @@ import logging
 import tempfile
 from pathlib import Path
 
-from rewardcollapse.experiment import ExperimentConfig, run_experiment
+from rewardcollapse.experiments import ExperimentConfig, run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {
+VARIANTS = {  # changes to the `training` mapping of configs/demo.yaml
     "demo": {},
-    "110 steps": {"steps": 110},
-    "lr1e-4, 110 steps": {"steps": 110, "learning_rate": 1e-4},
-    "lr3e-4, 110 steps": {"steps": 110, "learning_rate": 3e-4},
-    "embeddings trained, 110 steps": {"steps": 110, "freeze_word_embeddings": False},
-    "60 steps of 4 prompts": {"steps": 60, "batch_size": 4},
-    "220 steps of 1 prompt": {"steps": 220, "batch_size": 1},
-    "bf16, 110 steps": {"steps": 110, "precision": "bf16"},
+    "110 steps": {"max_steps": 110},
+    "lr1e-4, 110 steps": {"max_steps": 110, "learning_rate": 1e-4},
+    "lr3e-4, 110 steps": {"max_steps": 110, "learning_rate": 3e-4},
+    "embeddings trained, 110 steps": {"max_steps": 110, "freeze_word_embeddings": False},
+    "60 steps of 4 prompts": {"max_steps": 60, "per_device_train_batch_size": 4},
+    "220 steps of 1 prompt": {"max_steps": 220, "per_device_train_batch_size": 1},
+    "bf16, 110 steps": {"max_steps": 110, "precision": "bf16"},
 }
 
 
@@ -43,10 +43,10 @@ def main() -> None:
     print("| variant | " + " | ".join(f"CI seed {s}" for s in args.seeds) + " | s / step |")
     print("|---|" + "---|" * (len(args.seeds) + 1))
     for name in args.variants:
-        settings = {"precision": args.precision, **VARIANTS[name], "utilities": [args.utility]}
+        training = {**base.training, "precision": args.precision, **VARIANTS[name]}
         indices, step_seconds = [], []
         for seed in args.seeds:
-            config = dataclasses.replace(base, seed=seed, **settings)
+            config = dataclasses.replace(base, seed=seed, utilities=[args.utility], training=training)
             with tempfile.TemporaryDirectory() as folder:
                 report = run_experiment(config, folder)
                 run = Path(report["utilities"][args.utility]["rewards_path"]).parent / "run.json"

@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from rewardcollapse.core import openness_from_scores, openness_utility, optimal_rewards
-from rewardcollapse.data.longform import CLOSED_SUFFIX, OPEN_SUFFIX, build_longform
-from rewardcollapse.prompt_openness import fit_openness_classifier
+from rewardcollapse.estimators import fit_openness_classifier
+from rewardcollapse.experiments.longform import CLOSED_SUFFIX, OPEN_SUFFIX, build_longform
 
 REWORDED = {
     OPEN_SUFFIX: [" Answer in whatever form and length you like.", " Feel free to be creative and expansive."],

@@ -9,7 +9,23 @@ from scipy import stats
 from rewardcollapse.cli import main
 from rewardcollapse.core import openness_utility, optimal_rewards
 from rewardcollapse.data import load_rankings
-from rewardcollapse.data.longform import (
+from rewardcollapse.diagnostics import (
+    collapse_index,
+    collapse_verdict,
+    group_diagnostics,
+    rescale_per_prompt,
+    wasserstein_1,
+)
+from rewardcollapse.experiments import (
+    ExperimentConfig,
+    diagnose_file,
+    optimum_accuracy,
+    read_scored,
+    summary_text,
+    targets_for,
+    utility_slug,
+)
+from rewardcollapse.experiments.longform import (
     CLOSED_LENGTHS,
     CLOSED_SUFFIX,
     OPEN_LENGTHS,
@@ -19,23 +35,7 @@ from rewardcollapse.data.longform import (
     level_lengths,
     write_longform,
 )
-from rewardcollapse.diagnostics import (
-    collapse_index,
-    collapse_verdict,
-    group_diagnostics,
-    plot_group_rewards,
-    rescale_per_prompt,
-    wasserstein_1,
-)
-from rewardcollapse.experiment import (
-    ExperimentConfig,
-    diagnose_file,
-    optimum_accuracy,
-    read_scored,
-    summary_text,
-    targets_for,
-    utility_slug,
-)
+from rewardcollapse.plots import plot_group_rewards
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -184,14 +184,33 @@ def test_group_diagnostics_and_plot():
 
 def test_experiment_config_yaml(tmp_path):
     paper = ExperimentConfig.from_yaml(CONFIGS / "paper.yaml")
-    assert paper.model == "microsoft/deberta-v3-base" and paper.steps == 1000 and paper.learning_rate == 1e-5
-    assert paper.gradient_accumulation == 8 and paper.max_length == 512 and paper.train_prompts == 8192
-    assert paper.test_prompts == 16
+    training = paper.training
+    assert paper.model == "microsoft/deberta-v3-base" and training["max_steps"] == 1000
+    assert training["learning_rate"] == 1e-5 and training["gradient_accumulation_steps"] == 8
+    assert training["max_length"] == 512 and paper.train_prompts == 8192 and paper.test_prompts == 16
+    args = paper.training_arguments()
+    assert args.max_steps == 1000 and args.gradient_accumulation_steps == 8 and args.seed == paper.seed
     demo = ExperimentConfig.from_yaml(CONFIGS / "demo.yaml")
     assert {"x", "-1/x", "prompt-aware"} <= set(demo.utilities) and demo.test_prompts >= 100
-    (tmp_path / "bad.yaml").write_text("steps: 3\nlearning_rte: 1\n")
+    (tmp_path / "bad.yaml").write_text("training:\n  max_steps: 3\nlearning_rte: 1\n")
     with pytest.raises(ValueError, match=r"unknown settings \['learning_rte'\]"):
         ExperimentConfig.from_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "typo.yaml").write_text("training:\n  learning_rte: 1\n")
+    with pytest.raises(ValueError, match=r"`training` has \['learning_rte'\], which are not RankingRewardConfig"):
+        ExperimentConfig.from_yaml(tmp_path / "typo.yaml").training_arguments()
+    (tmp_path / "seeded.yaml").write_text("training:\n  seed: 3\n")
+    with pytest.raises(ValueError, match=r"`training` must not set \['seed'\]"):
+        ExperimentConfig.from_yaml(tmp_path / "seeded.yaml").training_arguments()
+
+
+def test_old_flat_training_keys_still_load_with_a_warning(tmp_path):
+    (tmp_path / "old.yaml").write_text("steps: 3\nbatch_size: 2\nlearning_rate: 1.0e-4\nbf16: false\nseed: 4\n")
+    with pytest.warns(FutureWarning, match="put them under `training:` as precision: 'fp32', max_steps: 3, "):
+        old = ExperimentConfig.from_yaml(tmp_path / "old.yaml")
+    assert old.training["max_steps"] == 3 and old.training["per_device_train_batch_size"] == 2
+    assert old.training["precision"] == "fp32" and old.training["max_length"] == 512  # the default mapping kept
+    args = old.training_arguments()
+    assert (args.max_steps, args.learning_rate, args.seed, args.precision) == (3, 1e-4, 4, "fp32")
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ValueError, match="must be a mapping"):
         ExperimentConfig.from_yaml(tmp_path / "list.yaml")
@@ -236,8 +255,9 @@ def tiny_config(tmp_path, tiny_dir, *, test_prompts):
     source = longform_file(tmp_path / "lf.jsonl", invalid=0)
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        f"source: {source}\ntrain_prompts: 8\ntest_prompts: {test_prompts}\nsteps: 2\nbatch_size: 4\n"
-        f"max_length: 64\nmodel: {tiny_dir}\nforward_batch_size: 16\nlearning_rate: 1.0e-3\n"
+        f"source: {source}\ntrain_prompts: 8\ntest_prompts: {test_prompts}\nmodel: {tiny_dir}\ntraining:\n"
+        "  max_steps: 2\n  per_device_train_batch_size: 4\n  max_length: 64\n  forward_batch_size: 16\n"
+        "  learning_rate: 1.0e-3\n  precision: fp32\n"
     )
     return config
 
@@ -462,11 +482,11 @@ def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir,
     assert "[1/2] x: finished earlier with the same settings: reused" in messages
     assert "[2/2] log: interrupted before it finished: training it again" in messages
     assert scored.stat().st_mtime_ns == before
-    assert json.loads((out / "runs" / "log" / "run.json").read_text())["settings"]["steps"] == 2
+    assert json.loads((out / "runs" / "log" / "run.json").read_text())["settings"]["max_steps"] == 2
 
     assert main([*args, "--steps", "3"]) == 0
     messages = capsys.readouterr().err
-    assert "[1/2] x: settings changed (steps 2 -> 3): training it again" in messages
+    assert "[1/2] x: settings changed (max_steps 2 -> 3): training it again" in messages
     assert json.loads((out / "runs" / "x" / "run.json").read_text())["training"]["steps"] == 3
     assert "steps" in (out / "report.md").read_text() and "3 steps" in (out / "report.md").read_text()
 
@@ -486,3 +506,4 @@ def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, 
     assert list(report["utilities"]) == demo.utilities and report["precision"] == "fp32"
     built = json.loads((out / "data" / "build_report.json").read_text())
     assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale
+    assert demo.training["max_steps"] == 150 and demo.training["freeze_word_embeddings"]

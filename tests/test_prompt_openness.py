@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from rewardcollapse.cli import main
 from rewardcollapse.core import openness_utility, optimal_rewards
-from rewardcollapse.prompt_openness import (
+from rewardcollapse.estimators import (
     OpennessClassifier,
     embed_prompts,
     fit_openness_classifier,

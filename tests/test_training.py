@@ -60,6 +60,7 @@ def config(tmp_path, **overrides):
         "max_length": 64,
         "seed": 0,
         "dataloader_pin_memory": False,
+        "precision": "fp32",
     }
     return RankingRewardConfig(**{**settings, **overrides})
 

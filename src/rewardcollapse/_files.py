@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from rewardcollapse.core.errors import InputValueError
+
 __all__ = ["atomic_directory", "atomic_path", "atomic_write", "write_text_atomic"]
 
 _UMASK = os.umask(0)  # read the process's umask (the only way is to set it) and put it back
@@ -46,7 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success flush, fsync and rename it to ``path``."""
     if mode not in ("w", "wb"):
-        raise ValueError(f"`mode` must be 'w' or 'wb', got {mode!r}")
+        raise InputValueError(f"`mode` must be 'w' or 'wb', got {mode!r}")
     with atomic_path(path) as temporary, open(temporary, mode, encoding=None if "b" in mode else encoding) as handle:
         yield handle
         handle.flush()

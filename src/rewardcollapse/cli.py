@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rewardcollapse.core.errors import InputError, InputValueError
+
 __all__ = ["main"]
 
 
@@ -105,46 +107,76 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
         print(f"{name:<{width}}  {shown}")
 
 
-def _train(args: argparse.Namespace) -> int:
-    import torch
+_TRAIN_ALIASES = {
+    "--steps": "--max_steps",
+    "--epochs": "--num_train_epochs",
+    "--batch-size": "--per_device_train_batch_size",
+    "--gradient-accumulation": "--gradient_accumulation_steps",
+    "--output": "--output_dir",
+}
+"""Short option names of ``train`` and the ``TrainingArguments`` field each stands for."""
 
+
+def _train_argv(argv: Sequence[str]) -> list[str]:
+    """Translate the short names (``--steps 10``, ``--output=dir``) and a bare ``--resume`` (the latest checkpoint)."""
+    out: list[str] = []
+    for k, token in enumerate(argv):
+        name, equals, value = token.partition("=")
+        name = _TRAIN_ALIASES.get(name, name)
+        out.append(f"{name}{equals}{value}")
+        if token == "--resume" and (k + 1 == len(argv) or argv[k + 1].startswith("--")):
+            out.append("latest")
+    return out
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The ``train`` command's parser: :class:`TrainJob` and every :class:`RankingRewardConfig` field (help included).
+
+    Built from the dataclasses with ``transformers.HfArgumentParser``, as TRL's scripts do, so a new config field is
+    a new option without a line of CLI code; ``--max-steps`` and ``--max_steps`` both work, and the short names
+    ``--steps``, ``--epochs``, ``--batch-size``, ``--gradient-accumulation`` and ``--output`` are kept.
+    """
+    from transformers import HfArgumentParser
+
+    from rewardcollapse.training.config import RankingRewardConfig
+    from rewardcollapse.training.run import TrainJob
+
+    parser = HfArgumentParser(
+        (TrainJob, RankingRewardConfig),
+        prog="rewardcollapse train",
+        description="Train a reward model on ranked answers, one forward pass per answer. Short names: "
+        + ", ".join(f"{short} = {full}" for short, full in _TRAIN_ALIASES.items())
+        + "; a bare --resume continues from the latest checkpoint.",
+    )
+    parser.set_defaults(output_dir=None)
+    return parser
+
+
+def _train(argv: Sequence[str]) -> int:
     from rewardcollapse.training.run import train_reward_model
 
-    config = {
-        "dataloader_pin_memory": torch.cuda.is_available(),
-        "utility": args.utility,
-        "closed_utility": args.closed_utility,
-        "open_utility": args.open_utility,
-        "eps": args.eps,
-        "normalize": args.normalize,
-        "max_length": args.max_length,
-        "forward_batch_size": args.forward_batch_size,
-        "per_device_train_batch_size": args.batch_size,
-        "per_device_eval_batch_size": args.batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation,
-        "learning_rate": args.learning_rate,
-        "num_train_epochs": args.epochs,
-        "max_steps": args.steps,
-        "seed": args.seed,
-        "bf16": args.bf16,
-        "logging_steps": args.logging_steps,
-        "save_steps": args.save_steps,
-        "save_strategy": "steps" if args.save_steps else "no",
-        "report_to": "none",
-    }
+    parser = train_parser()
+    try:
+        job, config = parser.parse_args_into_dataclasses(args=_train_argv(argv))
+    except ValueError as error:  # a setting the config (ours or TrainingArguments) rejects: an input error
+        raise InputValueError(str(error)) from error
+    if config.output_dir is None:
+        raise InputValueError(
+            "--output_dir (or --output) is required: the folder for checkpoints and the trained model"
+        )
     summary = train_reward_model(
-        model=args.model,
-        data=args.data,
-        eval_data=args.eval_data,
-        output_dir=args.output,
-        input_format=args.input_format,
-        skip_invalid=args.skip_invalid,
-        resume=True if args.resume == "latest" else args.resume,
-        **config,
+        model=job.model,
+        data=job.data,
+        eval_data=job.eval_data,
+        input_format=job.input_format,
+        skip_invalid=job.skip_invalid,
+        resume=True if job.resume == "latest" else job.resume,
+        args=config,
     )
     rows = [
         ("model saved to", summary["model"]),
         ("utility", summary["utility"]),
+        ("precision", summary["precision"]),
         ("train prompts", summary["train_prompts"]),
         ("steps", summary["steps"]),
         ("train loss", summary["train_loss"]),
@@ -152,7 +184,7 @@ def _train(args: argparse.Namespace) -> int:
         ("prompts/s", summary["prompts_per_second"]),
         (
             "truncated",
-            f"{summary['truncated_sequences']} of {summary['sequences']} sequences (max_length {args.max_length})",
+            f"{summary['truncated_sequences']} of {summary['sequences']} sequences (max_length {config.max_length})",
         ),
     ]
     rows += [
@@ -186,7 +218,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _data_longform(args: argparse.Namespace) -> int:
-    from rewardcollapse.data.longform import build_longform, write_longform
+    from rewardcollapse.experiments.longform import build_longform, write_longform
 
     data = build_longform(
         args.source,
@@ -227,15 +259,15 @@ def _print_diagnostics(name: str, result: dict) -> None:
 def _diagnose(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from rewardcollapse.diagnostics import plot_group_rewards
-    from rewardcollapse.experiment import diagnose_file, read_scored, targets_for
+    from rewardcollapse.experiments.diagnosis import diagnose_file, read_scored, targets_for
+    from rewardcollapse.plots import plot_group_rewards
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     rewards_path = args.rewards
     if rewards_path is None:
         if args.model is None or args.data is None:
-            raise ValueError("give --rewards FILE, or --model DIR with --data FILE to score first")
+            raise InputValueError("give --rewards FILE, or --model DIR with --data FILE to score first")
         from rewardcollapse.training.run import score_file
 
         rewards_path = output / "rewards.jsonl"
@@ -253,14 +285,17 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from rewardcollapse.experiment import ExperimentConfig, run_experiment, summary_text
+    from rewardcollapse.experiments import ExperimentConfig, run_experiment, summary_text
 
     config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
     if args.utilities:
         config.utilities = [u.strip() for u in args.utilities.split(",") if u.strip()]
-    for name in ("model", "steps", "seed", "precision"):
+    for name in ("model", "seed"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
+    for name, field_name in (("steps", "max_steps"), ("precision", "precision")):
+        if getattr(args, name) is not None:
+            config.training[field_name] = getattr(args, name)
     if args.levels is not None:
         config.openness_levels = args.levels
     try:
@@ -311,7 +346,7 @@ def _read_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def _openness_fit(args: argparse.Namespace) -> int:
-    from rewardcollapse.prompt_openness import fit_openness_classifier, prompts_and_openness
+    from rewardcollapse.estimators import fit_openness_classifier, prompts_and_openness
 
     prompts, labels = prompts_and_openness(_read_rows(args), source=str(args.data), labels=True)
     classifier = fit_openness_classifier(
@@ -332,7 +367,7 @@ def _openness_fit(args: argparse.Namespace) -> int:
 
 
 def _openness_predict(args: argparse.Namespace) -> int:
-    from rewardcollapse.prompt_openness import OpennessClassifier, prompts_and_openness
+    from rewardcollapse.estimators import OpennessClassifier, prompts_and_openness
 
     classifier = OpennessClassifier.load(args.model)
     rows = _read_rows(args)
@@ -354,11 +389,11 @@ def _openness_estimate(args: argparse.Namespace) -> int:
     estimates = []
     for number, row in enumerate(rows):
         if row.get(column) is None:
-            raise ValueError(f"{args.data}: row {number} has no '{column}' field; every row needs one")
+            raise InputValueError(f"{args.data}: row {number} has no '{column}' field; every row needs one")
         try:
             estimates.append(estimate(row[column]))
         except (ValueError, TypeError) as error:
-            raise ValueError(f"{args.data}: row {number}, field '{column}': {error}") from error
+            raise InputValueError(f"{args.data}: row {number}, field '{column}': {error}") from error
     _write_rows([{**row, "estimated_openness": o} for row, o in zip(rows, estimates, strict=True)], args.output)
     labelled = all(isinstance(row.get("openness"), int | float) for row in rows)
     _print_openness_summary(estimates, [row["openness"] for row in rows] if labelled else None)
@@ -407,30 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo-output", help="folder for figures and summary")
     demo.set_defaults(run=_demo)
 
-    train = sub.add_parser("train", help="train a reward model on ranked answers, one forward pass per answer")
-    train.add_argument("--model", help="Hub name or local path of the backbone (default: the shipped MiniLM)")
-    _add_data_options(train)
-    train.add_argument("--eval-data", help="evaluation data, same formats as --data")
-    train.add_argument(
-        "--utility",
-        default="log",
-        help="utility spec for every prompt; 'prompt-aware' (each row's utility, else by its openness); or "
-        "'openness' (the continuous family, each row's openness)",
+    # `train` is parsed by train_parser() (every RankingRewardConfig field); this entry lists it and routes to it.
+    train = sub.add_parser(
+        "train", help="train a reward model on ranked answers, one forward pass per answer", add_help=False
     )
-    train.add_argument("--closed-utility", default="x", help="prompt-aware: utility of closed prompts (default x)")
-    train.add_argument("--open-utility", default="-1/x", help="prompt-aware: utility of open prompts (default -1/x)")
-    train.add_argument("--eps", type=float, default=0.1, help="utility shift U(x + eps) - U(eps) (default 0.1)")
-    train.add_argument("--normalize", default="sigmoid", choices=["sigmoid", "none"], help="reward squashing")
-    train.add_argument("--output", required=True, help="folder for checkpoints and the trained model")
-    train.add_argument("--steps", type=int, default=-1, help="optimiser steps (default: --epochs over the data)")
-    train.add_argument("--epochs", type=float, default=1.0, help="passes over the data when --steps is not set")
-    train.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate (default 2e-5)")
-    train.add_argument("--gradient-accumulation", type=int, default=1, help="micro-batches per optimiser step")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--logging-steps", type=int, default=10)
-    train.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (default: only the end)")
-    train.add_argument("--resume", nargs="?", const="latest", help="resume from a checkpoint folder (or the latest)")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=None)
 
     score = sub.add_parser("score", help="score every answer with a trained reward model, write JSONL")
     score.add_argument("--model", required=True, help="trained model folder or Hub name")
@@ -531,11 +547,20 @@ def _show_progress_messages() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        _show_progress_messages()
+        return _run(_train, argv[1:])
     args = build_parser().parse_args(argv)
     _show_progress_messages()
+    return _run(args.run, args)
+
+
+def _run(command, args) -> int:
+    """Run a subcommand: the library's input errors become one line and exit status 2; anything else is a bug."""
     try:
-        return args.run(args)
-    except (ValueError, TypeError) as error:
+        return command(args)
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

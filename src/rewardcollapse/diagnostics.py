@@ -29,13 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse.core.errors import InputValueError
+
 __all__ = [
     "COLLAPSED_AT_MOST",
     "SEPARATED_AT_LEAST",
     "collapse_index",
     "collapse_verdict",
     "group_diagnostics",
-    "plot_group_rewards",
+    "pooled_groups",
     "quantile_function",
     "ranking_metrics",
     "rescale_per_prompt",
@@ -92,7 +94,7 @@ def ranking_metrics(rewards, pairs, mask=None) -> dict[str, float]:
     rewards = np.asarray(rewards, dtype=float)
     pairs = np.asarray(pairs, dtype=bool)
     if rewards.ndim != 2 or pairs.shape != (*rewards.shape, rewards.shape[1]):
-        raise ValueError(f"`rewards` must be (P, K) and `pairs` (P, K, K), got {rewards.shape} and {pairs.shape}")
+        raise InputValueError(f"`rewards` must be (P, K) and `pairs` (P, K, K), got {rewards.shape} and {pairs.shape}")
     mask = ~np.isnan(rewards) if mask is None else np.asarray(mask, dtype=bool)
     pairs = pairs & mask[:, :, None] & mask[:, None, :]
     filled = np.where(mask, rewards, 0.0)
@@ -135,7 +137,7 @@ def quantile_function(target, levels: np.ndarray = _GRID) -> np.ndarray:
 def _sample(values) -> np.ndarray:
     sample = np.asarray(values, dtype=float).ravel()
     if sample.size == 0 or np.isnan(sample).any():
-        raise ValueError("a target sample must be a non-empty array of numbers without NaN")
+        raise InputValueError("a target sample must be a non-empty array of numbers without NaN")
     return sample
 
 
@@ -157,9 +159,10 @@ def wasserstein_1(a, b) -> float:
     return float(stats.wasserstein_distance(_sample(a), _sample(b)))
 
 
-def _grouped(rewards, groups, rescale: bool) -> dict[Any, np.ndarray]:
+def pooled_groups(rewards, groups, *, rescale: bool = True) -> dict[Any, np.ndarray]:
+    """Each group's rewards pooled over its prompts (rescaled per prompt first by default), in order of appearance."""
     if len(rewards) != len(groups):
-        raise ValueError(f"`rewards` has {len(rewards)} prompts but `groups` has {len(groups)} labels")
+        raise InputValueError(f"`rewards` has {len(rewards)} prompts but `groups` has {len(groups)} labels")
     rows = rescale_per_prompt(rewards) if rescale else [np.asarray(r, dtype=float) for r in rewards]
     pooled: dict[Any, list[np.ndarray]] = {}
     for row, group in zip(rows, groups, strict=True):
@@ -198,12 +201,12 @@ def collapse_index(rewards, groups, targets, *, rescale: bool = True) -> float:
     >>> collapse_index(apart, ["open", "closed"] * 2, targets)
     1.0
     """
-    pooled = _grouped(rewards, groups, rescale)
+    pooled = pooled_groups(rewards, groups, rescale=rescale)
     if len(pooled) < 2:
-        raise ValueError(f"`groups` must name at least two groups to compare, got {sorted(map(str, pooled))}")
+        raise InputValueError(f"`groups` must name at least two groups to compare, got {sorted(map(str, pooled))}")
     missing = [g for g in pooled if g not in targets]
     if missing:
-        raise ValueError(f"`targets` has no law for groups {missing}; give one per group")
+        raise InputValueError(f"`targets` has no law for groups {missing}; give one per group")
     names = list(pooled)
     between = target_between = 0.0
     for i, g in enumerate(names):
@@ -211,7 +214,7 @@ def collapse_index(rewards, groups, targets, *, rescale: bool = True) -> float:
             between += wasserstein_1(pooled[g], pooled[h])
             target_between += wasserstein_1(targets[g], targets[h])
     if target_between == 0:
-        raise ValueError("the targets of the groups are all the same law, so no separation is expected")
+        raise InputValueError("the targets of the groups are all the same law, so no separation is expected")
     return round(between / target_between, 12)
 
 
@@ -226,7 +229,7 @@ def group_diagnostics(
     """
     from rewardcollapse.core.limits import ks_distance
 
-    pooled = _grouped(rewards, groups, rescale)
+    pooled = pooled_groups(rewards, groups, rescale=rescale)
     out: dict[Any, dict[str, float]] = {}
     for group, values in pooled.items():
         target = targets[group]
@@ -249,36 +252,16 @@ def group_diagnostics(
     return out
 
 
-def plot_group_rewards(rewards, groups, targets=None, *, rescale: bool = True, bins: int = 20, ax=None, title=None):
-    """Histograms of each group's (rescaled) within-prompt rewards, with the target laws; returns ``(fig, ax)``.
+def __getattr__(name: str) -> Any:
+    if name == "plot_group_rewards":  # moved beside the other figures; this alias goes in the next release
+        import warnings
 
-    The picture of the paper's experiment (Song et al., 2023, Figure 5): with a fixed utility the groups' histograms
-    look alike; with a prompt-aware one each follows its own target.
-    """
-    from rewardcollapse.plots import _pyplot
+        from rewardcollapse.plots import plot_group_rewards
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
-    pooled = _grouped(rewards, groups, rescale)
-    edges = np.linspace(0.0, 1.0, bins + 1) if rescale else bins
-    colours = dict(zip(pooled, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False))
-    for group, values in pooled.items():
-        weights = np.full(values.shape, 1.0 / values.size)
-        ax.hist(values, bins=edges, weights=weights, alpha=0.5, color=colours.get(group), label=f"{group}")
-        if targets is not None and group in targets and not hasattr(targets[group], "ppf"):
-            target = np.asarray(targets[group], dtype=float)
-            ax.hist(
-                target,
-                bins=edges,
-                weights=np.full(target.shape, 1.0 / target.size),
-                histtype="step",
-                linewidth=1.5,
-                color=colours.get(group),
-                label=f"{group} target",
-            )
-    ax.set_xlabel("reward (rescaled per prompt)" if rescale else "reward")
-    ax.set_ylabel("share of answers")
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    return fig, ax
+        warnings.warn(
+            "rewardcollapse.diagnostics.plot_group_rewards moved to rewardcollapse.plots.plot_group_rewards",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return plot_group_rewards
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

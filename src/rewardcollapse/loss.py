@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.openness import openness_family
 from rewardcollapse.core.utilities import Utility
 from rewardcollapse.core.utilities import utility as build_utility
@@ -55,7 +56,7 @@ def _utility_from_spec(spec: str, eps: float) -> Utility:
     if base.family in _WHOLE_LINE_FAMILIES:
         return base
     if eps <= 0:
-        raise ValueError(
+        raise InputValueError(
             f"`eps` must be > 0 for utility {spec!r} (it is -inf or infinitely steep at 0, so one misordered pair "
             f"would make the loss infinite), got {eps}; the paper uses eps=0.1"
         )
@@ -67,7 +68,7 @@ def _resolve(spec: str | Utility, eps: float) -> Utility:
     if isinstance(spec, Utility):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"each utility must be a spec string or a Utility, got {type(spec).__name__}")
+        raise InputTypeError(f"each utility must be a spec string or a Utility, got {type(spec).__name__}")
     return _utility_from_spec(spec, float(eps))
 
 
@@ -97,17 +98,17 @@ def pair_matrix(ranks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
 def _check_inputs(rewards, ranks, pairs, mask) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(rewards, torch.Tensor) or rewards.ndim != 2:
         got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards).__name__
-        raise ValueError(f"`rewards` must be a (batch, K) tensor of scores, got {got}")
+        raise InputValueError(f"`rewards` must be a (batch, K) tensor of scores, got {got}")
     batch, k = rewards.shape
     if mask is not None:
         if tuple(mask.shape) != (batch, k) or mask.dtype != torch.bool:
             got = f"{mask.dtype} {tuple(mask.shape)}"
-            raise ValueError(f"`mask` must be a bool tensor of shape {(batch, k)}, got {got}")
+            raise InputValueError(f"`mask` must be a bool tensor of shape {(batch, k)}, got {got}")
     if ranks is not None and pairs is not None:
-        raise ValueError("give `ranks` or `pairs`, not both")
+        raise InputValueError("give `ranks` or `pairs`, not both")
     if pairs is not None:
         if tuple(pairs.shape) != (batch, k, k) or pairs.dtype != torch.bool:
-            raise ValueError(
+            raise InputValueError(
                 f"`pairs` must be a bool tensor of shape {(batch, k, k)} (i above j), "
                 f"got {pairs.dtype} {tuple(pairs.shape)}"
             )
@@ -118,7 +119,7 @@ def _check_inputs(rewards, ranks, pairs, mask) -> tuple[torch.Tensor, torch.Tens
         ranks = torch.arange(k, device=rewards.device).expand(batch, k)
     elif tuple(ranks.shape) != (batch, k) or ranks.is_floating_point() or ranks.dtype == torch.bool:
         got = f"{ranks.dtype} {tuple(ranks.shape)}"
-        raise ValueError(f"`ranks` must be an integer tensor of shape {(batch, k)}, got {got}")
+        raise InputValueError(f"`ranks` must be an integer tensor of shape {(batch, k)}, got {got}")
     return rewards, pair_matrix(ranks, mask)
 
 
@@ -126,9 +127,9 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
     """The family's Utility with a placeholder parameter, and the validated per-prompt parameter tensor."""
     if family not in PARAMETER_FAMILIES:
         known = ", ".join(repr(f) for f in PARAMETER_FAMILIES)
-        raise ValueError(f"`family` must be one of {known} when `utility` is a tensor, got {family!r}")
+        raise InputValueError(f"`family` must be one of {known} when `utility` is a tensor, got {family!r}")
     if values.ndim != 1 or values.shape[0] != batch or not values.is_floating_point():
-        raise ValueError(
+        raise InputValueError(
             f"a tensor `utility` must be a float tensor of shape ({batch},), one {PARAMETER_FAMILIES[family]} per "
             f"prompt, got {values.dtype} {tuple(values.shape)}"
         )
@@ -141,10 +142,10 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
     if not bool(inside.all()):
         bad = values[~inside][0].item()
         interval = {"x^a": "(0, 1)", "-x^-a": "(0, 1]", "logsigmoid": "(0, inf)", "openness": "[0, 1]"}[family]
-        raise ValueError(f"per-prompt `utility` values for {family!r} must lie in {interval}, got {bad}")
+        raise InputValueError(f"per-prompt `utility` values for {family!r} must lie in {interval}, got {bad}")
     if family == "openness":
         if eps <= 0:
-            raise ValueError(f"`eps` must be > 0 for the openness family (its open end is -1/x), got {eps}")
+            raise InputValueError(f"`eps` must be > 0 for the openness family (its open end is -1/x), got {eps}")
         return openness_family(0.5, eps=float(eps)), values
     placeholder = {"x^a": "x^0.5", "-x^-a": "-x^-0.5", "logsigmoid": "logsigmoid"}[family]
     return _resolve(placeholder, eps), values
@@ -155,21 +156,23 @@ def _pair_utilities(utility: Any, family: str | None, gaps: torch.Tensor, eps: f
     batch = gaps.shape[0]
     if isinstance(utility, torch.Tensor):
         if family is None:
-            raise ValueError("a tensor `utility` needs `family`, e.g. family='x^a' with one exponent per prompt")
+            raise InputValueError("a tensor `utility` needs `family`, e.g. family='x^a' with one exponent per prompt")
         base, values = _parameter_utility(family, utility, batch, eps)
         per_prompt = values.to(device=gaps.device, dtype=gaps.dtype)[:, None, None]  # broadcasts over (K, K)
         return dataclasses.replace(base, params={PARAMETER_FAMILIES[family]: per_prompt})(gaps)
     if family is not None:
-        raise ValueError("`family` is only used with a per-prompt tensor `utility`")
+        raise InputValueError("`family` is only used with a per-prompt tensor `utility`")
     if isinstance(utility, str | Utility):
         return _resolve(utility, eps)(gaps)
     if not isinstance(utility, Sequence):
-        raise TypeError(
+        raise InputTypeError(
             f"`utility` must be a spec, a Utility, a sequence of one spec per prompt or a (batch,) tensor, "
             f"got {type(utility).__name__}"
         )
     if len(utility) != batch:
-        raise ValueError(f"`utility` has {len(utility)} entries but the batch has {batch} prompts; give one per prompt")
+        raise InputValueError(
+            f"`utility` has {len(utility)} entries but the batch has {batch} prompts; give one per prompt"
+        )
     # One evaluation per distinct utility over the whole (small) gap matrix, selected per prompt. Spec strings
     # resolve to cached Utility objects, so identity groups equal specs.
     distinct: dict[int, tuple[list[int], Utility]] = {}
@@ -253,9 +256,9 @@ def ranking_loss(
     tensor([-0.3808,  0.0000])
     """
     if normalize not in ("sigmoid", None):
-        raise ValueError(f"`normalize` must be 'sigmoid' or None, got {normalize!r}")
+        raise InputValueError(f"`normalize` must be 'sigmoid' or None, got {normalize!r}")
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise InputValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
     rewards, above = _check_inputs(rewards, ranks, pairs, mask)
     # Scores in at least float32: bf16 autocast logits have 3 significant digits, too few for the gaps.
     scores = rewards.float() if rewards.dtype in (torch.float16, torch.bfloat16) else rewards

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from rewardcollapse.core import limit_distribution, optimal_rewards, utility
+from rewardcollapse.diagnostics import pooled_groups
 
-__all__ = ["DEFAULT_PLOT_UTILITIES", "plot_limit_laws", "plot_optimal_rewards"]
+__all__ = ["DEFAULT_PLOT_UTILITIES", "plot_group_rewards", "plot_limit_laws", "plot_optimal_rewards"]
 
 DEFAULT_PLOT_UTILITIES = ("x", "x^0.5", "log", "-x^-0.5", "-1/x", "logsigmoid")
 
 
+def _needs_file_backend() -> bool:
+    """True where there is no screen and nobody chose a backend: pyplot not imported yet, no ``MPLBACKEND``."""
+    chosen = "matplotlib.pyplot" in sys.modules or "MPLBACKEND" in os.environ
+    screen = not sys.platform.startswith("linux") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    return not chosen and not screen
+
+
 def _pyplot():
+    """matplotlib.pyplot, with the file backend Agg chosen only where :func:`_needs_file_backend`.
+
+    A user's backend (interactive, inline in a notebook, or set with ``MPLBACKEND``) is never switched.
+    """
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg", force=False)
+    if _needs_file_backend():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -112,4 +126,37 @@ def plot_limit_laws(utilities: Sequence[str] = DEFAULT_PLOT_UTILITIES, *, ax: An
     ax.set_ylim(0, 6)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig, ax
+
+
+def plot_group_rewards(rewards, groups, targets=None, *, rescale: bool = True, bins: int = 20, ax=None, title=None):
+    """Histograms of each group's (rescaled) within-prompt rewards, with the target laws; returns ``(fig, ax)``.
+
+    The picture of the paper's experiment (Song et al., 2023, Figure 5): with a fixed utility the groups' histograms
+    look alike; with a prompt-aware one each follows its own target.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
+    pooled = pooled_groups(rewards, groups, rescale=rescale)
+    edges = np.linspace(0.0, 1.0, bins + 1) if rescale else bins
+    colours = dict(zip(pooled, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False))
+    for group, values in pooled.items():
+        weights = np.full(values.shape, 1.0 / values.size)
+        ax.hist(values, bins=edges, weights=weights, alpha=0.5, color=colours.get(group), label=f"{group}")
+        if targets is not None and group in targets and not hasattr(targets[group], "ppf"):
+            target = np.asarray(targets[group], dtype=float)
+            ax.hist(
+                target,
+                bins=edges,
+                weights=np.full(target.shape, 1.0 / target.size),
+                histtype="step",
+                linewidth=1.5,
+                color=colours.get(group),
+                label=f"{group} target",
+            )
+    ax.set_xlabel("reward (rescaled per prompt)" if rescale else "reward")
+    ax.set_ylabel("share of answers")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
     return fig, ax

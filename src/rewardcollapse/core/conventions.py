@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from rewardcollapse.core.errors import InputValueError
+
 __all__ = [
     "CLOSED_UTILITY",
     "OPENNESS",
@@ -73,7 +75,7 @@ def prompt_utility(
         return row["utility"]
     openness = row.get("openness")
     if not isinstance(openness, int | float) or isinstance(openness, bool) or math.isnan(openness):
-        raise ValueError(
+        raise InputValueError(
             f"prompt-aware training needs `utility` or `openness` on every row; the row with prompt "
             f"{str(row.get('prompt'))[:60]!r} has neither (add them, or train with a fixed utility)"
         )

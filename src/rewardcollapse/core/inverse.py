@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.limits import ks_distance
 from rewardcollapse.core.openness import (
     _LEVELS,
@@ -92,9 +93,11 @@ def _quantiles(target: Any) -> np.ndarray:
         return np.asarray(target.ppf(_LEVELS), dtype=float)
     sample = np.asarray(target, dtype=float).ravel()
     if sample.size < 2 or not np.all(np.isfinite(sample)):
-        raise ValueError("a target sample needs at least 2 finite rewards")
+        raise InputValueError("a target sample needs at least 2 finite rewards")
     if sample.min() < 0 or sample.max() > 1:
-        raise ValueError(f"target rewards must lie in [0, 1], got values in [{sample.min():.3g}, {sample.max():.3g}]")
+        raise InputValueError(
+            f"target rewards must lie in [0, 1], got values in [{sample.min():.3g}, {sample.max():.3g}]"
+        )
     return np.quantile(sample, _LEVELS, method="inverted_cdf")
 
 
@@ -102,7 +105,7 @@ def _beta_shape(target: Any) -> float | None:
     """Alpha of a target that is exactly a symmetric Beta (a number, or a frozen beta/uniform/two-point law)."""
     if isinstance(target, int | float) and not isinstance(target, bool):
         if not target >= 0:
-            raise ValueError(f"a Beta shape `target` must be >= 0, got {target}")
+            raise InputValueError(f"a Beta shape `target` must be >= 0, got {target}")
         return float(target)
     dist = getattr(target, "dist", None)
     name = getattr(dist, "name", None)

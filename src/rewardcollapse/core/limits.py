@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.utilities import Utility, utility
 
 __all__ = ["closed_form_limit", "describe_law", "ks_distance", "limit_distribution", "numerical_limit"]
@@ -127,7 +128,7 @@ def numerical_limit(
     """
     u = utility(u)
     if n < 10 or max_n < 2 * n:
-        raise ValueError(f"need n >= 10 and max_n >= 2 n, got n={n}, max_n={max_n}")
+        raise InputValueError(f"need n >= 10 and max_n >= 2 n, got n={n}, max_n={max_n}")
     # Built-in names are canonical (family, parameters and eps), so the refinement is computed once per process.
     key = (u.name, n, tol, max_n, grid_size)
     if u.family != "custom" and key in _NUMERICAL_CACHE:
@@ -199,12 +200,12 @@ def limit_distribution(u: str | Utility = "log", *, method: str = "auto", **kwar
     """
     u = utility(u)
     if method not in ("auto", "closed-form", "numerical"):
-        raise ValueError(f"`method` must be 'auto', 'closed-form' or 'numerical', got {method!r}")
+        raise InputValueError(f"`method` must be 'auto', 'closed-form' or 'numerical', got {method!r}")
     law = None if method == "numerical" else closed_form_limit(u)
     if law is not None:
         return law
     if method == "closed-form":
-        raise ValueError(f"utility {u.name!r} has no closed-form limit law; use method='numerical' or 'auto'")
+        raise InputValueError(f"utility {u.name!r} has no closed-form limit law; use method='numerical' or 'auto'")
     return numerical_limit(u, **kwargs)
 
 
@@ -226,7 +227,7 @@ def ks_distance(rewards: np.ndarray, law) -> float:
     x = np.sort(np.asarray(rewards, dtype=float).ravel())
     n = len(x)
     if n == 0:
-        raise ValueError("`rewards` is empty")
+        raise InputValueError("`rewards` is empty")
     if not hasattr(law, "cdf"):
         return float(stats.ks_2samp(x, np.asarray(law, dtype=float).ravel()).statistic)
     right = np.asarray(law.cdf(x), dtype=float)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.laws import symmetric_law
 from rewardcollapse.core.utilities import Utility, _check_eps, _Family, _from_family, utility
 
@@ -49,9 +50,9 @@ _SMALL = 1e-4  # below |lambda * log x| of this, (x^lambda - 1)/lambda uses its 
 
 def _check_openness(openness: float) -> float:
     if isinstance(openness, bool) or not isinstance(openness, int | float | np.floating | np.integer):
-        raise TypeError(f"`openness` must be a number in [0, 1], got {type(openness).__name__}")
+        raise InputTypeError(f"`openness` must be a number in [0, 1], got {type(openness).__name__}")
     if not 0 <= openness <= 1:
-        raise ValueError(f"`openness` must be in [0, 1] (0 closed, 1 open-ended), got {openness}")
+        raise InputValueError(f"`openness` must be in [0, 1] (0 closed, 1 open-ended), got {openness}")
     return float(openness)
 
 
@@ -162,7 +163,7 @@ def fit_beta_shape(quantiles_or_sample) -> float:
     """
     values = np.asarray(quantiles_or_sample, dtype=float).ravel()
     if values.size < 2 or not np.all(np.isfinite(values)):
-        raise ValueError("fitting a Beta shape needs at least 2 finite values")
+        raise InputValueError("fitting a Beta shape needs at least 2 finite values")
     # For 1000 sorted quantiles at the midpoints, the inverted empirical CDF at those levels returns them as they are.
     q = np.quantile(values, _LEVELS, method="inverted_cdf")
     symmetric = (q + 1.0 - q[::-1]) / 2.0
@@ -199,10 +200,10 @@ def openness_from_scores(scores) -> float:
 
     values = np.asarray(scores, dtype=float).ravel()
     if values.size < 2 or not np.all(np.isfinite(values)):
-        raise ValueError(f"`scores` must hold at least 2 finite numbers, got {values.size} values")
+        raise InputValueError(f"`scores` must hold at least 2 finite numbers, got {values.size} values")
     low, high = values.min(), values.max()
     if high == low:
-        raise ValueError("`scores` are all equal: the answers cannot be told apart, so no openness follows")
+        raise InputValueError("`scores` are all equal: the answers cannot be told apart, so no openness follows")
     observed = np.sort((values - low) / (high - low))
     n = observed.size
 
@@ -241,9 +242,9 @@ def openness_from_rankings(rankings) -> float:
     """
     ranks = np.asarray(rankings, dtype=float)
     if ranks.ndim != 2 or ranks.shape[0] < 2 or ranks.shape[1] < 2:
-        raise ValueError(f"`rankings` must be (raters >= 2, answers >= 2), got shape {ranks.shape}")
+        raise InputValueError(f"`rankings` must be (raters >= 2, answers >= 2), got shape {ranks.shape}")
     if not np.all(np.isfinite(ranks)):
-        raise ValueError("`rankings` must hold finite numbers")
+        raise InputValueError("`rankings` must hold finite numbers")
     m, n = ranks.shape
     ranks = np.apply_along_axis(stats.rankdata, 1, ranks)  # average ranks for ties
     totals = ranks.sum(axis=0)
@@ -254,6 +255,6 @@ def openness_from_rankings(rankings) -> float:
         ties += float(np.sum(counts**3 - counts))
     denominator = m * m * (n**3 - n) - m * ties
     if denominator <= 0:
-        raise ValueError("every rater tied all answers: there is no ranking to agree on")
+        raise InputValueError("every rater tied all answers: there is no ranking to agree on")
     w = 12.0 * spread / denominator
     return float(np.clip(1.0 - w, 0.0, 1.0))

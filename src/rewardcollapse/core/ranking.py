@@ -9,6 +9,8 @@ from numbers import Integral
 
 import numpy as np
 
+from rewardcollapse.core.errors import InputTypeError, InputValueError
+
 __all__ = ["Ranking", "parse_ranking"]
 
 
@@ -48,9 +50,9 @@ class Ranking:
 
 def _as_index(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{where} must be an int answer index, got {value!r} of type {type(value).__name__}")
+        raise InputTypeError(f"{where} must be an int answer index, got {value!r} of type {type(value).__name__}")
     if value < 0:
-        raise ValueError(f"{where} must be a non-negative answer index, got {value}")
+        raise InputValueError(f"{where} must be a non-negative answer index, got {value}")
     return int(value)
 
 
@@ -59,21 +61,23 @@ def _from_tiers(tiers: Sequence[Sequence[int]]) -> Ranking:
     seen: dict[int, int] = {}
     for k, tier in enumerate(tiers):
         if isinstance(tier, str | bytes) or not isinstance(tier, Sequence):
-            raise TypeError(f"`ranking` tier {k} must be a list of answer indices, got {type(tier).__name__}")
+            raise InputTypeError(f"`ranking` tier {k} must be a list of answer indices, got {type(tier).__name__}")
         if len(tier) == 0:
-            raise ValueError(f"`ranking` tier {k} is empty; remove it or put an answer in it")
+            raise InputValueError(f"`ranking` tier {k} is empty; remove it or put an answer in it")
         indices = tuple(_as_index(i, f"`ranking` tier {k} entry") for i in tier)
         for i in indices:
             if i in seen:
-                raise ValueError(f"answer {i} appears in tier {seen[i]} and tier {k} of `ranking`; list it once")
+                raise InputValueError(f"answer {i} appears in tier {seen[i]} and tier {k} of `ranking`; list it once")
             seen[i] = k
         parsed.append(indices)
     n = len(seen)
     missing = sorted(set(range(n)) - set(seen))
     if missing:
-        raise ValueError(f"`ranking` tiers must cover answers 0..{n - 1} exactly once; missing {missing[:5]}")
+        raise InputValueError(f"`ranking` tiers must cover answers 0..{n - 1} exactly once; missing {missing[:5]}")
     if len(parsed) < 2:
-        raise ValueError("`ranking` needs at least 2 tiers: with one tier every answer is tied and nothing is ranked")
+        raise InputValueError(
+            "`ranking` needs at least 2 tiers: with one tier every answer is tied and nothing is ranked"
+        )
     return Ranking(n=n, tiers=tuple(parsed))
 
 
@@ -93,23 +97,23 @@ def _from_edges(edges: Sequence[Sequence[int]] | np.ndarray) -> Ranking:
     rows = []
     for k, edge in enumerate(edges):
         if isinstance(edge, str | bytes) or len(edge) != 2:
-            raise ValueError(f"`ranking` edge {k} must be a pair (i, j) meaning i is ranked above j, got {edge!r}")
+            raise InputValueError(f"`ranking` edge {k} must be a pair (i, j) meaning i is ranked above j, got {edge!r}")
         rows.append((_as_index(edge[0], f"`ranking` edge {k} first entry"), _as_index(edge[1], f"edge {k} second")))
     if not rows:
-        raise ValueError("`ranking` has no edges; give at least one pair (i, j)")
+        raise InputValueError("`ranking` has no edges; give at least one pair (i, j)")
     array = np.array(rows, dtype=np.int64)
     for i, j in rows:
         if i == j:
-            raise ValueError(f"`ranking` has a cycle: edge ({i}, {j}) ranks answer {i} above itself")
+            raise InputValueError(f"`ranking` has a cycle: edge ({i}, {j}) ranks answer {i} above itself")
     keys = array[:, 0] * (array.max() + 1) + array[:, 1]
     unique, counts = np.unique(keys, return_counts=True)
     if np.any(counts > 1):
         dup = array[np.flatnonzero(keys == unique[np.argmax(counts > 1)])[0]]
-        raise ValueError(f"`ranking` lists edge ({dup[0]}, {dup[1]}) more than once; list each pair once")
+        raise InputValueError(f"`ranking` lists edge ({dup[0]}, {dup[1]}) more than once; list each pair once")
     n = int(array.max()) + 1
     cycle = _find_cycle(n, array)
     if cycle is not None:
-        raise ValueError(f"`ranking` has a cycle {' > '.join(map(str, cycle))}; a ranking must be acyclic")
+        raise InputValueError(f"`ranking` has a cycle {' > '.join(map(str, cycle))}; a ranking must be acyclic")
     return Ranking(n=n, edges=array)
 
 
@@ -145,24 +149,26 @@ def parse_ranking(ranking: int | Sequence | np.ndarray | Ranking) -> Ranking:
     if isinstance(ranking, Ranking):
         return ranking
     if isinstance(ranking, bool):
-        raise TypeError("`ranking` must be an int, a list of tiers or a list of edges, got bool")
+        raise InputTypeError("`ranking` must be an int, a list of tiers or a list of edges, got bool")
     if isinstance(ranking, Integral):
         if ranking < 2:
-            raise ValueError(f"`ranking` must rank at least 2 answers, got n = {ranking}")
+            raise InputValueError(f"`ranking` must rank at least 2 answers, got n = {ranking}")
         return Ranking(n=int(ranking), tiers=tuple((i,) for i in range(int(ranking))))
     if isinstance(ranking, np.ndarray):
         if ranking.ndim != 2 or ranking.shape[1] != 2 or not np.issubdtype(ranking.dtype, np.integer):
-            raise ValueError(f"an array `ranking` must be an (m, 2) integer array of edges, got {ranking.shape}")
+            raise InputValueError(f"an array `ranking` must be an (m, 2) integer array of edges, got {ranking.shape}")
         return _from_edges(ranking.tolist())
     if isinstance(ranking, str | bytes) or not isinstance(ranking, Sequence):
-        raise TypeError(f"`ranking` must be an int, a list of tiers or a list of edges, got {type(ranking).__name__}")
+        raise InputTypeError(
+            f"`ranking` must be an int, a list of tiers or a list of edges, got {type(ranking).__name__}"
+        )
     if len(ranking) == 0:
-        raise ValueError("`ranking` is empty; give n, tiers such as [[0], [1, 2]], or edges such as [(0, 1)]")
+        raise InputValueError("`ranking` is empty; give n, tiers such as [[0], [1, 2]], or edges such as [(0, 1)]")
     if all(isinstance(item, tuple) for item in ranking):
         return _from_edges(ranking)
     if all(isinstance(item, list) for item in ranking):
         return _from_tiers(ranking)
-    raise TypeError(
+    raise InputTypeError(
         "`ranking` must be all lists (tiers, e.g. [[0], [1, 2]]) or all tuples (edges, e.g. [(0, 1), (1, 2)]); "
         "got a mix"
     )

@@ -47,6 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import linalg, optimize
 
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.ranking import Ranking, parse_ranking
 from rewardcollapse.core.utilities import Utility, utility
 
@@ -690,9 +691,9 @@ def optimal_rewards(
     [1.0, 0.5, 0.5, 0.0]
     """
     if not (isinstance(tol, int | float) and 0 < tol < 1):
-        raise ValueError(f"`tol` must be in (0, 1), got {tol!r}; the default 1e-10 is near machine precision")
+        raise InputValueError(f"`tol` must be in (0, 1), got {tol!r}; the default 1e-10 is near machine precision")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be a positive int, got {max_iter!r}")
+        raise InputValueError(f"`max_iter` must be a positive int, got {max_iter!r}")
     u = utility(utility_spec)
     parsed = parse_ranking(ranking)
     solve = _solve_tiers if parsed.tiers is not None else _solve_edges

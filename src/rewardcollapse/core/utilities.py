@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.laws import symmetric_law, two_point_law
 
 __all__ = ["UTILITY_SPECS", "Utility", "utility"]
@@ -320,9 +321,9 @@ class Utility:
 
 def _check_eps(eps: float) -> float:
     if not isinstance(eps, int | float) or isinstance(eps, bool):
-        raise TypeError(f"`eps` must be a float, got {type(eps).__name__}")
+        raise InputTypeError(f"`eps` must be a float, got {type(eps).__name__}")
     if not (math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"`eps` must be a finite number >= 0, got {eps}; use eps=0 for the paper's U or e.g. 0.1")
+        raise InputValueError(f"`eps` must be a finite number >= 0, got {eps}; use eps=0 for the paper's U or e.g. 0.1")
     return float(eps)
 
 
@@ -330,7 +331,7 @@ def _number(text: str, spec: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"utility spec {spec!r}: cannot read the exponent {text!r} as a number") from None
+        raise InputValueError(f"utility spec {spec!r}: cannot read the exponent {text!r} as a number") from None
 
 
 def _format(value: float) -> str:
@@ -355,10 +356,12 @@ def _parse_spec(spec: str, a: float | None) -> tuple[str, float | None]:
         if match:
             exponent = _number(match["a"], spec)
             if a is not None and a != exponent:
-                raise ValueError(f"utility spec {spec!r} names a = {exponent:g} but `a` = {a} was passed; give one")
+                raise InputValueError(
+                    f"utility spec {spec!r} names a = {exponent:g} but `a` = {a} was passed; give one"
+                )
             return family, exponent
     known = ", ".join(repr(s) for s in ("x", "log", "-1/x", "x^0.5", "-x^-0.5", "logsigmoid"))
-    raise ValueError(f"unknown utility spec {spec!r}; expected one of {known} or a callable with its derivatives")
+    raise InputValueError(f"unknown utility spec {spec!r}; expected one of {known} or a callable with its derivatives")
 
 
 def _builtin(family: str, params: dict[str, float], eps: float) -> Utility:
@@ -404,13 +407,13 @@ def _custom(
     eps: float,
 ) -> Utility:
     if derivative is None or second_derivative is None:
-        raise ValueError(
+        raise InputValueError(
             "a callable utility needs `derivative` and `second_derivative`, e.g. "
             "utility(np.log1p, derivative=lambda x: 1 / (1 + x), second_derivative=lambda x: -1 / (1 + x) ** 2)"
         )
     for label, g in (("derivative", derivative), ("second_derivative", second_derivative)):
         if not callable(g):
-            raise TypeError(f"`{label}` must be callable, got {type(g).__name__}")
+            raise InputTypeError(f"`{label}` must be callable, got {type(g).__name__}")
     grid = np.geomspace(1e-3, 1.0, 200)
     with np.errstate(all="ignore"):
         values = np.asarray(fn(grid), dtype=float)
@@ -419,20 +422,22 @@ def _custom(
     label = name or getattr(fn, "__name__", "custom")
     for what, arr in (("value", values), ("derivative", slopes), ("second_derivative", curvatures)):
         if arr.shape != grid.shape or not np.all(np.isfinite(arr)):
-            raise ValueError(f"utility {label!r}: `{what}` must return finite values of the input's shape on (0, 1]")
+            raise InputValueError(
+                f"utility {label!r}: `{what}` must return finite values of the input's shape on (0, 1]"
+            )
     with np.errstate(all="ignore"):
         at_zero = float(np.ravel(np.asarray(fn(np.array([0.0])), dtype=float))[0])
         slope_at_zero = float(np.ravel(np.asarray(derivative(np.array([0.0])), dtype=float))[0])
     if np.any(slopes <= 0):
-        raise ValueError(f"utility {label!r} is not increasing on (0, 1]: its derivative is <= 0 somewhere")
+        raise InputValueError(f"utility {label!r} is not increasing on (0, 1]: its derivative is <= 0 somewhere")
     if np.any(curvatures > 1e-12 * np.maximum(1.0, np.abs(slopes))) or np.any(np.diff(slopes) > 1e-9 * slopes[1:]):
-        raise ValueError(f"utility {label!r} is not concave on (0, 1]: its second derivative is > 0 somewhere")
+        raise InputValueError(f"utility {label!r} is not concave on (0, 1]: its second derivative is > 0 somewhere")
     # The derivative must match the function: a central-difference check catches a wrong or mis-scaled derivative.
     mid = grid[1:-1]
     fd = (values[2:] - values[:-2]) / (grid[2:] - grid[:-2])
     if not np.allclose(fd, slopes[1:-1], rtol=2e-2, atol=1e-8 * np.abs(slopes).max()):
         worst = mid[np.argmax(np.abs(fd - slopes[1:-1]) / np.abs(slopes[1:-1]))]
-        raise ValueError(
+        raise InputValueError(
             f"utility {label!r}: `derivative` does not match the function's slope (e.g. at x = {worst:.3g})"
         )
 
@@ -507,33 +512,33 @@ def utility(
         if eps == 0 or eps == spec.eps:
             return spec
         if spec.family == "custom":
-            raise ValueError("`eps` cannot be changed on a callable utility; pass eps when building it")
+            raise InputValueError("`eps` cannot be changed on a callable utility; pass eps when building it")
         return _builtin(spec.family, dict(spec.params), eps)
     if callable(spec):
         return _custom(spec, derivative, second_derivative, name, eps)
     if not isinstance(spec, str):
-        raise TypeError(f"`spec` must be a string, a Utility or a callable, got {type(spec).__name__}")
+        raise InputTypeError(f"`spec` must be a string, a Utility or a callable, got {type(spec).__name__}")
     family, a = _parse_spec(spec, a)
     if family in ("x^a", "-x^-a") and a is None:
-        raise ValueError(f"utility {spec!r} needs the exponent `a`, e.g. utility({spec!r}, a=0.5)")
+        raise InputValueError(f"utility {spec!r} needs the exponent `a`, e.g. utility({spec!r}, a=0.5)")
     if family not in ("x^a", "-x^-a") and a is not None:
-        raise ValueError(f"`a` is not a parameter of utility {spec!r}; use 'x^a' or '-x^-a'")
+        raise InputValueError(f"`a` is not a parameter of utility {spec!r}; use 'x^a' or '-x^-a'")
     if family != "logsigmoid" and scale is not None:
-        raise ValueError(f"`scale` is a parameter of 'logsigmoid' only, not of {spec!r}")
+        raise InputValueError(f"`scale` is a parameter of 'logsigmoid' only, not of {spec!r}")
     params: dict[str, float] = {}
     if family == "x^a":
         if not 0 < a < 1:
             hint = "use utility='x' for a = 1" if a >= 1 else "use utility='log' for the a -> 0 limit"
-            raise ValueError(f"`a` must be in (0, 1) for x^a, got {a}; {hint}")
+            raise InputValueError(f"`a` must be in (0, 1) for x^a, got {a}; {hint}")
         params["a"] = float(a)
     elif family == "-x^-a":
         if not 0 < a <= 1:
             hint = "use utility='log' for the a -> 0 limit" if a <= 0 else "-x^-a with a > 1 has no limit law here"
-            raise ValueError(f"`a` must be in (0, 1] for -x^-a, got {a}; {hint}")
+            raise InputValueError(f"`a` must be in (0, 1] for -x^-a, got {a}; {hint}")
         params["a"] = float(a)
     elif family == "logsigmoid":
         s = 1.0 if scale is None else scale
         if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"`scale` must be a finite number > 0 for logsigmoid, got {s}")
+            raise InputValueError(f"`scale` must be a finite number > 0 for logsigmoid, got {s}")
         params["scale"] = float(s)
     return _builtin(family, params, eps)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.schema import (
     RANKING_COLUMNS,
     SKIP_HINT,
@@ -53,14 +54,14 @@ def read_table(source: Any, *, split: str = "train"):
         return source
     if not isinstance(source, str | Path):
         got = type(source).__name__
-        raise TypeError(f"`source` must be a path, a Hub dataset name or a datasets.Dataset, got {got}")
+        raise InputTypeError(f"`source` must be a path, a Hub dataset name or a datasets.Dataset, got {got}")
     path = Path(source)
     try:
         if path.is_file():
             builder = _FILE_BUILDERS.get(path.suffix.lower())
             if builder is None:
                 known = ", ".join(_FILE_BUILDERS)
-                raise ValueError(f"`source` {str(path)!r} has an unknown extension; use one of {known}")
+                raise InputValueError(f"`source` {str(path)!r} has an unknown extension; use one of {known}")
             return datasets.load_dataset(builder, data_files=str(path), split="train")
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
@@ -68,12 +69,12 @@ def read_table(source: Any, *, split: str = "train"):
                 return _pick_split(loaded, split, source)
             return datasets.load_dataset(str(path), split=split)
         if str(source).startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
-            raise ValueError(f"`source` {str(source)!r} does not exist; give an existing file or directory")
+            raise InputValueError(f"`source` {str(source)!r} does not exist; give an existing file or directory")
         return datasets.load_dataset(str(source), split=split)
     except (ValueError, TypeError):
         raise
     except Exception as error:  # datasets raises many types (network, builder, Arrow); name the source once.
-        raise ValueError(f"could not read `source` {str(source)!r}: {type(error).__name__}: {error}") from error
+        raise InputValueError(f"could not read `source` {str(source)!r}: {type(error).__name__}: {error}") from error
 
 
 def _pick_split(loaded, split: str, source: Any):
@@ -81,7 +82,7 @@ def _pick_split(loaded, split: str, source: Any):
 
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ValueError(f"`split` {split!r} is not in {str(source)!r}; it has {sorted(loaded)}")
+            raise InputValueError(f"`split` {split!r} is not in {str(source)!r}; it has {sorted(loaded)}")
         return loaded[split]
     return loaded
 
@@ -95,7 +96,7 @@ def detect_format(columns: list[str]) -> str:
         return "ranking"
     if {"chosen", "rejected"} <= names:
         return "pairwise"
-    raise ValueError(
+    raise InputValueError(
         f"cannot tell the data format from the columns {sorted(names)}: expected 'prompt' and 'responses' "
         "(ranking, optional 'ranks'), 'prompt', 'responses' and 'scores' (scored), or 'chosen' and 'rejected' "
         "(TRL pairwise, optional 'prompt')"
@@ -248,7 +249,7 @@ def _report_errors(converted, source: Any, skip_invalid: bool):
     errors = converted.data.column("_error")
     if not skip_invalid:
         more = f" ({len(bad_rows) - 1} more invalid rows)" if len(bad_rows) > 1 else ""
-        raise ValueError(f"{name}: {errors[int(bad_rows[0])].as_py()}{more}; {SKIP_HINT}")
+        raise InputValueError(f"{name}: {errors[int(bad_rows[0])].as_py()}{more}; {SKIP_HINT}")
     first_of: dict[str, int] = {}
     counts: dict[str, int] = {}
     for row, reason in zip(bad_rows, reasons.take(pa.array(bad_rows)).to_pylist(), strict=True):
@@ -300,20 +301,20 @@ def load_rankings(
         unless ``skip_invalid``.
     """
     if input_format not in ("auto", *INPUT_FORMATS):
-        raise ValueError(f"`input_format` must be 'auto' or one of {INPUT_FORMATS}, got {input_format!r}")
+        raise InputValueError(f"`input_format` must be 'auto' or one of {INPUT_FORMATS}, got {input_format!r}")
     table = read_table(source, split=split)
     if input_format == "auto":
         input_format = detect_format(table.column_names)
     if input_format == "pairwise":
         missing = {"chosen", "rejected"} - set(table.column_names)
         if missing:
-            raise ValueError(f"pairwise data needs columns 'chosen' and 'rejected'; {sorted(missing)} missing")
+            raise InputValueError(f"pairwise data needs columns 'chosen' and 'rejected'; {sorted(missing)} missing")
         converted = _group_pairs(table, num_proc)
     else:
         required = {"prompt", "responses"} | ({"scores"} if input_format == "scored" else set())
         missing = required - set(table.column_names)
         if missing:
-            raise ValueError(f"{input_format} data needs columns {sorted(required)}; {sorted(missing)} missing")
+            raise InputValueError(f"{input_format} data needs columns {sorted(required)}; {sorted(missing)} missing")
         converted = table.map(
             _convert_batch,
             with_indices=True,

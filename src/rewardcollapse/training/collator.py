@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, prompt_utility
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data.schema import ranked_pairs
 
 __all__ = ["RankingCollator", "openness_of", "prompt_utility"]
@@ -22,7 +23,7 @@ __all__ = ["RankingCollator", "openness_of", "prompt_utility"]
 def openness_of(row: Mapping[str, Any]) -> float:
     """A row's openness for ``utility="openness"`` training, or a ValueError naming the row's prompt."""
     if row.get("openness") is None:
-        raise ValueError(
+        raise InputValueError(
             f"utility='openness' needs `openness` on every row; the row with prompt {str(row.get('prompt'))[:60]!r} "
             "has none (add it, or train with a fixed or prompt-aware utility)"
         )
@@ -71,7 +72,7 @@ class RankingCollator:
         counts = [len(row["responses"]) for row in rows]
         k = self.max_answers or max(counts)
         if max(counts) > k:
-            raise ValueError(f"a row has {max(counts)} responses but `max_answers` is {k}; raise `max_answers`")
+            raise InputValueError(f"a row has {max(counts)} responses but `max_answers` is {k}; raise `max_answers`")
         encodings, truncated = self._encode(rows)
         batch = dict(self.tokenizer.pad(encodings, return_tensors="pt"))
         slots, mask = [], torch.zeros(len(rows), k, dtype=torch.bool)
@@ -129,7 +130,7 @@ class RankingCollator:
         if isinstance(prompt, str) and isinstance(response, str):
             return prompt, response
         if getattr(self.tokenizer, "chat_template", None) is None:
-            raise ValueError(
+            raise InputValueError(
                 "conversational rows (lists of messages) need a tokenizer with a chat template; set "
                 "tokenizer.chat_template or convert the rows to text"
             )

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_AT, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
+from rewardcollapse.core.errors import InputValueError
 
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
@@ -70,6 +71,16 @@ class RankingRewardConfig(TrainingArguments):
             "backbones it is about half the parameters, and a step is cheaper without it)."
         },
     )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | fp32 | bf16 | fp16. auto: bf16 on CUDA devices that support it and on CPUs with native "
+            "bf16 (AMX or AVX512-BF16), float32 elsewhere (emulated bf16 is about 25x slower). Setting `bf16` or "
+            "`fp16` also chooses. Resolved when the config is made; `precision_reason` says why."
+        },
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW (TRL's default)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps (TRL's default)."})
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the ranking collator reads the prompt, responses and ranks columns."},
@@ -86,22 +97,43 @@ class RankingRewardConfig(TrainingArguments):
                 utility(spec)
             except (ValueError, TypeError) as error:
                 hint = ", 'prompt-aware' or 'openness'" if name == "utility" else ""
-                raise ValueError(f"`{name}` must be a utility spec{hint}, got {spec!r}: {error}") from error
+                raise InputValueError(f"`{name}` must be a utility spec{hint}, got {spec!r}: {error}") from error
         if self.normalize not in ("sigmoid", "none"):
-            raise ValueError(f"`normalize` must be 'sigmoid' or 'none', got {self.normalize!r}")
+            raise InputValueError(f"`normalize` must be 'sigmoid' or 'none', got {self.normalize!r}")
         if not self.eps > 0:
-            raise ValueError(f"`eps` must be > 0, got {self.eps}; the paper uses 0.1")
+            raise InputValueError(f"`eps` must be > 0, got {self.eps}; the paper uses 0.1")
         if self.max_length < 2:
-            raise ValueError(f"`max_length` must be at least 2 tokens, got {self.max_length}")
+            raise InputValueError(f"`max_length` must be at least 2 tokens, got {self.max_length}")
         if self.forward_batch_size is not None and self.forward_batch_size < 1:
-            raise ValueError(f"`forward_batch_size` must be a positive integer or None, got {self.forward_batch_size}")
+            raise InputValueError(
+                f"`forward_batch_size` must be a positive integer or None, got {self.forward_batch_size}"
+            )
         if self.remove_unused_columns:
-            raise ValueError("`remove_unused_columns` must be False: the collator needs the ranking columns")
+            raise InputValueError("`remove_unused_columns` must be False: the collator needs the ranking columns")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # Under torchrun on a CPU-only machine, accelerate sets up data parallelism only with use_cpu=True;
             # without it every process trains alone on its shard and the gradients are never averaged.
             self.use_cpu = True
+        self._resolve_precision()
         super().__post_init__()
+
+    def _resolve_precision(self) -> None:
+        """Turn ``precision`` (and the ``bf16``/``fp16`` flags) into one machine-checked choice."""
+        from rewardcollapse.training.precision import PRECISIONS, choose_precision
+
+        if self.precision not in PRECISIONS:
+            raise InputValueError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        flagged = [name for name in ("bf16", "fp16") if getattr(self, name)]
+        if len(flagged) > 1 or (flagged and self.precision not in ("auto", flagged[0])):
+            raise InputValueError(
+                f"`precision` {self.precision!r} contradicts {' and '.join(f'{n}=True' for n in flagged)}; set one"
+            )
+        device = "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
+        chosen = choose_precision(flagged[0] if flagged else self.precision, device=device)
+        self.precision, self.precision_reason = chosen.name, chosen.reason
+        self.bf16, self.fp16 = chosen.name == "bf16", chosen.name == "fp16"
+        if device == "cpu" and chosen.name != "fp32":
+            self.use_cpu = True  # the Trainer refuses mixed precision on a CPU without it
 
     @property
     def loss_normalize(self) -> str | None:

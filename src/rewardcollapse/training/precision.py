@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch.nn import functional
 
+from rewardcollapse.core.errors import InputValueError
+
 __all__ = ["PRECISIONS", "Precision", "choose_precision", "native_cpu_bf16", "score_head_in_float32"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -83,7 +85,7 @@ def choose_precision(requested: str = "auto", *, device: str | None = None) -> P
         For an unknown precision, bf16 on a device without native bf16, or fp16 on a CPU.
     """
     if requested not in PRECISIONS:
-        raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+        raise InputValueError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
@@ -93,7 +95,7 @@ def choose_precision(requested: str = "auto", *, device: str | None = None) -> P
         if requested == "auto":
             return Precision("fp32", device, f"{name} has no bf16; precision='fp16' gives float16 with loss scaling")
         if requested == "bf16" and not bf16:
-            raise ValueError(f"`precision` 'bf16': {name} does not support bfloat16; use 'fp16' or 'fp32'")
+            raise InputValueError(f"`precision` 'bf16': {name} does not support bfloat16; use 'fp16' or 'fp32'")
         return Precision(requested, device, "asked for")
     native = native_cpu_bf16()
     if requested == "auto":
@@ -101,12 +103,12 @@ def choose_precision(requested: str = "auto", *, device: str | None = None) -> P
             return Precision("bf16", device, f"native {native}")
         return Precision("fp32", device, "no native bf16 on this CPU: emulated bf16 is about 25x slower")
     if requested == "bf16" and not native:
-        raise ValueError(
+        raise InputValueError(
             "`precision` 'bf16': this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated (about 25x slower "
             "than float32); use 'fp32' or 'auto'"
         )
     if requested == "fp16":
-        raise ValueError("`precision` 'fp16' needs a CUDA device (float16 training uses loss scaling); use 'fp32'")
+        raise InputValueError("`precision` 'fp16' needs a CUDA device (float16 training uses loss scaling); use 'fp32'")
     return Precision(requested, device, "asked for" if requested == "fp32" else f"native {native}")
 
 
@@ -129,7 +131,7 @@ def score_head_in_float32(model: torch.nn.Module) -> torch.nn.Module:
     outputs = getattr(getattr(model, "config", None), "num_labels", 1)
     heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs]
     if not heads:
-        raise ValueError(f"no linear score head with {outputs} output(s) found in {type(model).__name__}")
+        raise InputValueError(f"no linear score head with {outputs} output(s) found in {type(model).__name__}")
     head = heads[-1]
     if not getattr(head, "_rewardcollapse_float32", False):
         head.register_forward_hook(_float32_output)

@@ -5,26 +5,53 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import special
 
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.training.backbone import default_backbone
 
-__all__ = ["default_backbone", "score_file", "train_reward_model"]
+__all__ = ["TrainJob", "default_backbone", "score_file", "train_reward_model"]
+
+
+@dataclass
+class TrainJob:
+    """What a training job reads, beside its :class:`RankingRewardConfig`: the ``rewardcollapse train`` options."""
+
+    data: str = field(
+        metadata={"help": "Training data: JSONL, JSON, Parquet or CSV file, datasets folder, or Hub dataset name."}
+    )
+    eval_data: str | None = field(default=None, metadata={"help": "Evaluation data, in the same formats."})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Hub name or local path of the backbone; default: the shipped all-MiniLM-L6-v2."},
+    )
+    input_format: Literal["auto", "ranking", "pairwise", "scored"] = field(
+        default="auto", metadata={"help": "Row format of the data; auto: read from its columns."}
+    )
+    skip_invalid: bool = field(
+        default=False, metadata={"help": "Drop invalid rows and report them per reason, instead of stopping."}
+    )
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "Continue from this checkpoint folder, or 'latest' (a bare --resume) for the newest one."},
+    )
 
 
 def train_reward_model(
     *,
     model: str | None,
     data: Any,
-    output_dir: str | Path,
+    output_dir: str | Path | None = None,
     eval_data: Any = None,
     input_format: str = "auto",
     skip_invalid: bool = False,
     resume: str | bool | None = None,
+    args: Any = None,
     **config: Any,
 ) -> dict[str, Any]:
     """Load the data and the model, train with :class:`RankingRewardTrainer`, save, and return a summary.
@@ -35,12 +62,15 @@ def train_reward_model(
         Hub name or local path of the backbone; None for :func:`default_backbone`.
     data, eval_data : str, Path or datasets.Dataset
         Training and optional evaluation data, any source :func:`rewardcollapse.data.load_rankings` reads.
-    output_dir : str or Path
-        Where checkpoints and the final model (loadable with ``AutoModelForSequenceClassification``) go.
+    output_dir : str or Path, optional
+        Where checkpoints and the final model (loadable with ``AutoModelForSequenceClassification``) go; default:
+        ``args.output_dir``.
     input_format, skip_invalid
         Passed to :func:`~rewardcollapse.data.load_rankings`.
     resume : str or bool, optional
         A checkpoint directory to resume from, or True for the latest checkpoint in ``output_dir``.
+    args : RankingRewardConfig, optional
+        The training arguments, made already (the ``train`` command parses them); else built from ``**config``.
     **config
         :class:`RankingRewardConfig` fields (``utility``, ``max_steps``, ``learning_rate``, ...).
 
@@ -54,7 +84,11 @@ def train_reward_model(
     from rewardcollapse.training.config import RankingRewardConfig
     from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model, quiet_transformers
 
-    args = RankingRewardConfig(output_dir=str(output_dir), **config)
+    if args is None:
+        args = RankingRewardConfig(output_dir=str(output_dir), **config)
+    elif config:
+        raise InputValueError(f"give the training settings either as `args` or as keywords, not both: {sorted(config)}")
+    output_dir = args.output_dir
     train = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     evaluation = None if eval_data is None else load_rankings(eval_data, skip_invalid=skip_invalid)
     network, tokenizer = load_reward_model(model or default_backbone())
@@ -70,7 +104,7 @@ def train_reward_model(
 
         resume = get_last_checkpoint(str(output_dir))
         if resume is None:
-            raise ValueError(f"`resume`: no checkpoint-* folder in {str(output_dir)!r} to resume from")
+            raise InputValueError(f"`resume`: no checkpoint-* folder in {str(output_dir)!r} to resume from")
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume or None)
     seconds = time.perf_counter() - start
@@ -83,6 +117,8 @@ def train_reward_model(
         "model": str(output_dir),
         "backbone": model or default_backbone(),
         "utility": args.utility,
+        "precision": args.precision,
+        "precision_reason": args.precision_reason,
         "train_prompts": len(train),
         "steps": result.global_step,
         "train_loss": result.training_loss,

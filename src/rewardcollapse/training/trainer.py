@@ -19,6 +19,7 @@ import torch
 from scipy import special
 from transformers import ProgressCallback, Trainer
 
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import ranking_loss
@@ -99,7 +100,9 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
         )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"the tokenizer of {name_or_path!r} has neither a pad nor an eos token; set pad_token")
+            raise InputValueError(
+                f"the tokenizer of {name_or_path!r} has neither a pad nor an eos token; set pad_token"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -130,7 +133,7 @@ def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
     if columns is not None:
         missing = [c for c in _RANKING_COLUMNS if c not in columns]
         if missing:
-            raise ValueError(
+            raise InputValueError(
                 f"`{name}` lacks the ranking columns {missing}; load it with rewardcollapse.data.load_rankings"
             )
         if args.utility in (PROMPT_AWARE, OPENNESS):
@@ -153,7 +156,7 @@ def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
                         "none",
                     )
                 )
-                raise ValueError(
+                raise InputValueError(
                     f"utility={args.utility!r} needs {needs} on every row of `{name}`; row {row} has {lacks} (add "
                     "it, or train with a fixed utility)"
                 )
@@ -222,9 +225,9 @@ class RankingRewardTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, RankingRewardConfig):
-            raise TypeError(f"`args` must be a RankingRewardConfig, got {type(args).__name__}")
+            raise InputTypeError(f"`args` must be a RankingRewardConfig, got {type(args).__name__}")
         if processing_class is None and data_collator is None:
-            raise ValueError("`processing_class` (the tokenizer) is needed to build the default collator")
+            raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
         _check_dataset(train_dataset, "train_dataset", args)
         _check_dataset(eval_dataset, "eval_dataset", args)
         if args.freeze_word_embeddings:
@@ -251,7 +254,7 @@ class RankingRewardTrainer(Trainer):
             **kwargs,
         )
         if self.args.world_size > 1 and self.accelerator.distributed_type.value == "NO":
-            raise ValueError(
+            raise InputValueError(
                 f"{self.args.world_size} processes were launched but accelerate set up no data parallelism, so "
                 "gradients would not be averaged; on CPU pass use_cpu=True (CUDA: check the launcher)"
             )

@@ -1,0 +1,48 @@
+"""The paper's experiment and beyond: data construction, one reward model per utility, diagnosis and report.
+
+* :mod:`~rewardcollapse.experiments.longform`: the LongForm ranking data (8 cuts per answer, open and closed prompts,
+  or openness levels) and the built-in corpus;
+* :mod:`~rewardcollapse.experiments.run`: :class:`ExperimentConfig` and :func:`run_experiment`;
+* :mod:`~rewardcollapse.experiments.diagnosis`: groups, targets, collapse index and the optimum's accuracy of a
+  scored file;
+* :mod:`~rewardcollapse.experiments.report`: the markdown report, the figure and the plain-words summary.
+"""
+
+from rewardcollapse.experiments.diagnosis import (
+    GROUP_UTILITIES,
+    diagnose_file,
+    level_label,
+    optimum_accuracy,
+    read_scored,
+    targets_for,
+)
+from rewardcollapse.experiments.longform import (
+    LongFormData,
+    build_longform,
+    builtin_corpus,
+    level_lengths,
+    write_longform,
+)
+from rewardcollapse.experiments.report import markdown_report, plot_experiment, summary_text
+from rewardcollapse.experiments.run import PAPER_TRAINING, ExperimentConfig, run_experiment, utility_slug
+
+__all__ = [
+    "GROUP_UTILITIES",
+    "PAPER_TRAINING",
+    "ExperimentConfig",
+    "LongFormData",
+    "build_longform",
+    "builtin_corpus",
+    "diagnose_file",
+    "level_label",
+    "level_lengths",
+    "markdown_report",
+    "optimum_accuracy",
+    "plot_experiment",
+    "read_scored",
+    "run_experiment",
+    "summary_text",
+    "targets_for",
+    "utility_slug",
+    "write_longform",
+]

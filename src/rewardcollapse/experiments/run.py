@@ -1,0 +1,424 @@
+"""The paper's experiment end to end: build the data, train one reward model per utility, score, diagnose, report.
+
+Song et al. (2023, Section 4) train a reward model on prompts with 8 answers of different lengths, half asking for
+an open-ended answer and half for a short-or-long one, once per utility. With a fixed utility the test prompts of
+both kinds get alike reward distributions (collapse); with the prompt-aware utility (``x`` for closed prompts,
+``-1/x`` for open ones) each kind follows its own target. :func:`run_experiment` does all of it and writes
+
+* ``data/``: the dataset and its card (:mod:`rewardcollapse.experiments.longform`);
+* ``runs/<utility>/model``: the trained model, ``runs/<utility>/rewards.jsonl``: the test prompts' scored answers;
+* ``rewards.png``: a row of histograms per utility, open against closed test prompts, with their targets;
+* ``report.md`` and ``report.json``: collapse index and per-group diagnostics per utility;
+* ``config.yaml``: the configuration used.
+
+The training settings are :class:`~rewardcollapse.training.RankingRewardConfig` fields, given as the configuration's
+``training`` mapping and passed to it as they are; the configuration itself holds only the experiment's design.
+
+Each utility's run records the settings it was trained with (``runs/<utility>/run.json``, written last). Started
+again, the experiment reuses the data and every finished run whose settings are unchanged, and says so; a run whose
+settings changed, or that was interrupted, is trained again. Every final file is written whole or not at all, so an
+interrupted run (Ctrl-C, a kill) leaves nothing half-written at a final path.
+
+**Openness levels** (``openness_levels: [0, 0.333, 0.667, 1]``, ``configs/levels.yaml``) go beyond the paper's two
+kinds: the test prompts fall in one group per level ``o``, whose answer lengths follow the quantiles of the level's
+target law (:func:`rewardcollapse.experiments.longform.level_lengths`), and the report gives per level the KS
+distance of the trained rewards to the level's target (the 8-answer optimum of ``openness_utility(o)``) and to its
+limit law Beta(o, o). Train with ``utility: openness`` (the continuous family) against fixed utilities to see the
+family track the targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rewardcollapse._files import atomic_directory, atomic_path, write_text_atomic
+from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
+from rewardcollapse.core.errors import InputValueError
+from rewardcollapse.experiments.diagnosis import diagnose_file, level_label, optimum_accuracy, overall, targets_for
+from rewardcollapse.experiments.report import markdown_report, plot_experiment
+
+__all__ = ["DEPRECATED_KEYS", "PAPER_TRAINING", "ExperimentConfig", "run_experiment", "utility_slug"]
+
+_PER_PROMPT = (PROMPT_AWARE, OPENNESS)
+_RUN_RECORD = "run.json"
+_log = logging.getLogger(__name__)
+
+PAPER_TRAINING = {
+    "max_steps": 1000,
+    "per_device_train_batch_size": 8,
+    "learning_rate": 1e-5,
+    "max_length": 512,
+    "forward_batch_size": 8,
+}
+"""The default ``training`` mapping: the paper's schedule (Song et al. 2023, Section 4) without its accumulation."""
+
+DEPRECATED_KEYS = {
+    "steps": "max_steps",
+    "batch_size": "per_device_train_batch_size",
+    "gradient_accumulation": "gradient_accumulation_steps",
+    "learning_rate": "learning_rate",
+    "warmup_steps": "warmup_steps",
+    "max_length": "max_length",
+    "forward_batch_size": "forward_batch_size",
+    "eps": "eps",
+    "freeze_word_embeddings": "freeze_word_embeddings",
+    "precision": "precision",
+}
+"""Top-level keys of older configurations and the ``training`` field each now is (read with a warning)."""
+
+
+@dataclass
+class ExperimentConfig:
+    """Settings of :func:`run_experiment`; load with :meth:`from_yaml` (``configs/paper.yaml``, ``demo.yaml``).
+
+    The experiment's design is here; how each model trains is ``training``, a mapping of
+    :class:`~rewardcollapse.training.RankingRewardConfig` fields passed to it unchanged (``max_steps``,
+    ``learning_rate``, ``precision``, ...). The experiment sets ``utility`` and ``seed`` itself, and how runs are
+    saved and logged.
+    """
+
+    source: str = field(default="builtin", metadata={"help": "LongForm source: 'builtin', Hub name, file or folder"})
+    train_prompts: int = field(default=8192, metadata={"help": "training prompts (half open, half closed)"})
+    test_prompts: int = field(default=16, metadata={"help": "test prompts scored and diagnosed"})
+    seed: int = field(default=0, metadata={"help": "seeds the data, the model head and the data order"})
+    model: str | None = field(default=None, metadata={"help": "backbone; None: the shipped MiniLM"})
+    utilities: list[str] = field(default_factory=lambda: ["x", "log", "-1/x", PROMPT_AWARE])
+    openness_levels: list[float] | None = field(
+        default=None,
+        metadata={"help": "None: the paper's open/closed prompts; a list: one group per openness level (beyond it)"},
+    )
+    length_scale: float = field(
+        default=1.0,
+        metadata={"help": "answer cut lengths x this (1: the paper's 10 to 80 words; 0.5: 5 to 40); targets unchanged"},
+    )
+    score_batch_size: int = field(default=16, metadata={"help": "prompts per batch when scoring the test set"})
+    training: dict[str, Any] = field(
+        default_factory=lambda: dict(PAPER_TRAINING),
+        metadata={"help": "RankingRewardConfig fields for every model, e.g. max_steps, learning_rate, precision"},
+    )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        """Read a YAML mapping of these fields (``yaml.safe_load``; unknown keys are an error).
+
+        Older configurations with the training settings at the top level (``steps``, ``batch_size``, ...; see
+        :data:`DEPRECATED_KEYS`) and ``bf16: true/false`` are read with a deprecation warning naming the new key.
+        """
+        import yaml
+
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise InputValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
+        training = dict(values.pop("training", None) or PAPER_TRAINING)
+        moved = {}
+        if "bf16" in values:
+            moved["precision"] = "bf16" if values.pop("bf16") else "fp32"
+        for old, new in DEPRECATED_KEYS.items():
+            if old in values:
+                moved[new] = values.pop(old)
+        if moved:
+            warnings.warn(
+                f"{path}: training settings at the top level are deprecated; put them under `training:` as "
+                + ", ".join(f"{key}: {value!r}" for key, value in moved.items()),
+                FutureWarning,
+                stacklevel=2,
+            )
+            training.update(moved)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        return cls(**values, training=training)
+
+    def to_yaml(self) -> str:
+        """The configuration as YAML text."""
+        import yaml
+
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+    def training_arguments(self, **overrides: Any) -> Any:
+        """The :class:`~rewardcollapse.training.RankingRewardConfig` of one run: ``training`` plus ``overrides``.
+
+        Raises
+        ------
+        ValueError
+            For a ``training`` key that is no field of it, or one the experiment sets itself.
+        """
+        from rewardcollapse.training.config import RankingRewardConfig
+
+        reserved = sorted({"utility", "seed", "output_dir"} & set(self.training))
+        if reserved:
+            raise InputValueError(
+                f"`training` must not set {reserved}: the experiment sets them (seed: top-level `seed`)"
+            )
+        fields = {f.name for f in dataclasses.fields(RankingRewardConfig) if f.init}
+        unknown = sorted(set(self.training) - fields)
+        if unknown:
+            raise InputValueError(f"`training` has {unknown}, which are not RankingRewardConfig fields")
+        return RankingRewardConfig(**{"output_dir": "unused", "seed": self.seed, **self.training, **overrides})
+
+
+def utility_slug(spec: str) -> str:
+    """A folder name for a utility spec: ``"-1/x"`` -> ``"neg1_over_x"``, ``"x^0.5"`` -> ``"x_pow_0.5"``."""
+    if spec in _PER_PROMPT:
+        return spec
+    return spec.replace("-", "neg").replace("/", "_over_").replace("^", "_pow_")
+
+
+def _build_data(config: ExperimentConfig, folder: Path) -> tuple[dict[str, Path], bool]:
+    """The dataset's paths, and whether a finished build with the same settings was reused."""
+    from rewardcollapse.experiments.longform import build_longform, write_longform
+
+    wanted = {
+        "source": config.source,
+        "seed": config.seed,
+        "test_prompts": config.test_prompts,
+        "levels": config.openness_levels,
+        "train_prompts_asked": config.train_prompts,
+        "length_scale": config.length_scale,
+    }
+    paths = {"train": folder / "train.jsonl", "test": folder / "test.jsonl", "card": folder / "README.md"}
+    report_path = folder / "build_report.json"  # written last: its presence marks a finished build
+    if report_path.exists() and paths["train"].exists() and paths["test"].exists():
+        built = json.loads(report_path.read_text())
+        if all(built.get(key, 1.0 if key == "length_scale" else None) == value for key, value in wanted.items()):
+            return paths, True
+    report_path.unlink(missing_ok=True)
+    data = build_longform(
+        config.source,
+        train_prompts=config.train_prompts,
+        test_prompts=config.test_prompts,
+        seed=config.seed,
+        levels=config.openness_levels,
+        length_scale=config.length_scale,
+    )
+    return write_longform(data, folder), False
+
+
+def _run_settings(config: ExperimentConfig, spec: str, precision: str) -> dict[str, Any]:
+    """What a utility's run depends on: the design but the list of utilities and the scoring batch, and training."""
+    settings = dataclasses.asdict(config)
+    for name in ("utilities", "score_batch_size", "training"):
+        settings.pop(name)
+    return {"utility": spec, **settings, **config.training, "precision": precision}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The settings that differ, as ``"max_steps 3 -> 7, learning_rate 0.0001 -> 0.0002"``."""
+    names = [name for name in {**old, **new} if old.get(name) != new.get(name)]
+    return ", ".join(f"{name} {old.get(name)!r} -> {new.get(name)!r}" for name in names)
+
+
+def _finished_run(folder: Path, settings: dict[str, Any]) -> tuple[bool, str]:
+    """Whether ``folder`` holds a finished run with these settings, and what to tell the user either way."""
+    record = folder / _RUN_RECORD
+    if not record.exists():
+        if (folder / "rewards.jsonl").exists():
+            return False, "no record of its settings (made by an older version): training it again"
+        if folder.exists():
+            return False, "interrupted before it finished: training it again"
+        return False, ""
+    recorded = json.loads(record.read_text()).get("settings", {})
+    if recorded != settings:
+        return False, f"settings changed ({_changes(recorded, settings)}): training it again"
+    if not (folder / "rewards.jsonl").exists() or not (folder / "model").is_dir():
+        return False, "its files are incomplete: training it again"
+    return True, "finished earlier with the same settings: reused"
+
+
+def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precision: Any) -> float:
+    """Seconds of one training step's forward and backward passes here: the fastest of three after a warm-up."""
+    import torch
+
+    from rewardcollapse.training.backbone import default_backbone
+    from rewardcollapse.training.collator import RankingCollator
+    from rewardcollapse.training.scoring import score_batch
+    from rewardcollapse.training.trainer import fit_max_length, load_reward_model
+
+    with train_path.open() as handle:
+        rows = [json.loads(next(handle)) for _ in range(args.per_device_train_batch_size)]
+    model, tokenizer = load_reward_model(config.model or default_backbone())
+    model.get_input_embeddings().weight.requires_grad_(not args.freeze_word_embeddings)
+    device = torch.device(precision.device)
+    model.to(device).train()
+    batch = RankingCollator(tokenizer, max_length=fit_max_length(model, args.max_length))(rows)
+    tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    seconds = []
+    for _ in range(4):
+        start = time.perf_counter()
+        with precision.autocast():
+            rewards = score_batch(model, tensors, forward_batch_size=args.forward_batch_size)
+        rewards.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds[1:])
+
+
+def _estimate_minutes(config: ExperimentConfig, args: Any, step_seconds: float, runs: int) -> float:
+    """Minutes for ``runs`` utilities: their steps, plus scoring (a forward pass is about a third of a step).
+
+    The forward and backward passes get 10% more for the optimiser and the Trainer's own work, and each model 5 s to
+    load and save (both measured on the demo configuration).
+    """
+    steps = args.max_steps * args.gradient_accumulation_steps
+    scoring = config.test_prompts / args.per_device_train_batch_size / 3
+    return runs * (1.1 * step_seconds * (steps + scoring) + 5.0) / 60
+
+
+def _train_and_score(
+    config: ExperimentConfig, spec: str, paths: dict[str, Path], folder: Path, args: Any, name: str
+) -> dict[str, Any]:
+    """Train one utility's model and score the test prompts; every final file is written whole or not at all."""
+    import torch
+
+    from rewardcollapse.training.run import score_file, train_reward_model
+
+    for stale in (folder / _RUN_RECORD, folder / "rewards.jsonl"):
+        stale.unlink(missing_ok=True)  # the record first: a kill from here on leaves an unfinished run
+    with atomic_directory(folder / "model") as model_dir:
+        run = {
+            "utility": spec,
+            "seed": config.seed,
+            "save_strategy": "no",
+            "logging_steps": max(1, args.max_steps // 20),
+            "report_to": "none",
+            "run_name": f"{name} training",
+            "disable_tqdm": False,  # transformers would turn its bar off, as its logging is quiet here
+            "dataloader_pin_memory": torch.cuda.is_available(),
+        }
+        summary = train_reward_model(
+            model=config.model, data=paths["train"], output_dir=model_dir, **run, **config.training
+        )
+    summary["model"] = str(folder / "model")
+    with atomic_path(folder / "rewards.jsonl") as partial:
+        score_file(
+            model=folder / "model",
+            data=paths["test"],
+            output=partial,
+            batch_size=config.score_batch_size,
+            max_length=args.max_length,
+            forward_batch_size=args.forward_batch_size,
+            bf16=args.bf16,
+            description=f"{name} scoring",
+        )
+    return summary
+
+
+def _header(config: ExperimentConfig, args: Any, precision: Any) -> str:
+    from rewardcollapse.training.backbone import backbone_label
+
+    what = "openness levels " + ", ".join(map(str, config.openness_levels)) if config.openness_levels else "the paper's"
+    prompts = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    return (
+        f"reward collapse, {what} experiment (Song et al. 2023, Section 4): one reward model per utility "
+        f"({', '.join(config.utilities)}), {args.max_steps} steps of {prompts} prompts each, backbone "
+        f"{backbone_label(config.model)}, {precision.describe()}"
+    )
+
+
+def _device_line(precision: Any) -> str:
+    import torch
+
+    if precision.device == "cuda":
+        return f"device: {torch.cuda.get_device_name()}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"device: CPU, {torch.get_num_threads()} threads, {capability} kernels"
+
+
+def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Run (or resume) the experiment of :class:`ExperimentConfig` in ``output_dir``; return the report.
+
+    Progress goes to the ``rewardcollapse`` logger (what runs, on what, about how long; which runs are reused) and
+    to one progress bar per utility.
+
+    Returns
+    -------
+    dict
+        ``utilities``: per utility the collapse index, its verdict, per-group diagnostics, the pairwise accuracy of
+        the model and of its utility's exact optimum, whether the run was reused, and the rewards file; ``figure``,
+        ``report_md``, ``report_json``, ``config`` and ``data``: paths written; ``precision`` and ``seconds``.
+    """
+    from rewardcollapse.core import utility
+    from rewardcollapse.diagnostics import collapse_verdict
+    from rewardcollapse.training.precision import choose_precision
+    from rewardcollapse.training.trainer import quiet_transformers
+
+    levels = config.openness_levels
+    if levels is not None and len({level_label(o) for o in levels}) != len(levels):
+        raise InputValueError(f"`openness_levels` {levels} must differ in their first 3 significant digits")
+    for spec in config.utilities:
+        if spec not in _PER_PROMPT:
+            utility(spec)  # fail before any training on a bad spec
+    args = config.training_arguments()  # every training setting checked before any work
+    precision = choose_precision(args.precision, device="cpu" if args.use_cpu else None)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output / "config.yaml", config.to_yaml())
+    started = time.perf_counter()
+    _log.info(_header(config, args, precision))
+    _log.info(_device_line(precision))
+    with quiet_transformers():
+        paths, reused = _build_data(config, output / "data")
+        _log.info(
+            "data: %s %s",
+            "reusing the dataset built earlier with the same settings in" if reused else "built",
+            paths["train"].parent,
+        )
+        runs = {spec: output / "runs" / utility_slug(spec) for spec in config.utilities}
+        settings = {spec: _run_settings(config, spec, precision.name) for spec in config.utilities}
+        states = {spec: _finished_run(runs[spec], settings[spec]) for spec in config.utilities}
+        to_train = [spec for spec in config.utilities if not states[spec][0]]
+        if to_train:
+            step = _step_seconds(config, args, paths["train"], precision)
+            minutes = _estimate_minutes(config, args, step, len(to_train))
+            _log.info(
+                "expected: %s for %d model%s to train (from a step timed here)",
+                f"about {minutes:.0f} min" if minutes >= 1 else "under a minute",
+                len(to_train),
+                "s" if len(to_train) > 1 else "",
+            )
+        results: dict[str, dict[str, Any]] = {}
+        for number, spec in enumerate(config.utilities, start=1):
+            name = f"[{number}/{len(config.utilities)}] {spec}"
+            finished, why = states[spec]
+            if why:
+                _log.info("%s: %s", name, why)
+            summary = None
+            if not finished:
+                summary = _train_and_score(config, spec, paths, runs[spec], args, name)
+            rewards_path = runs[spec] / "rewards.jsonl"
+            rows = [json.loads(line) for line in rewards_path.read_text().splitlines()]
+            result = {**diagnose_file(rewards_path, levels), "rewards_path": rewards_path, "reused": finished}
+            result["verdict"] = collapse_verdict(result["collapse_index"])
+            result["pairwise_accuracy"] = overall(result["groups"], "pairwise_accuracy")
+            result["optimum_pairwise_accuracy"] = optimum_accuracy(rows, spec)
+            if summary is not None:
+                record = {"settings": settings[spec], "training": summary, "collapse_index": result["collapse_index"]}
+                write_text_atomic(runs[spec] / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+            results[spec] = result
+    targets = targets_for(8, levels)
+    with atomic_path(output / "rewards.png") as figure:
+        plot_experiment(results, targets, levels, figure)
+    report = {
+        "utilities": {
+            spec: {k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for spec, r in results.items()
+        },
+        "figure": str(output / "rewards.png"),
+        "report_md": str(output / "report.md"),
+        "report_json": str(output / "report.json"),
+        "config": str(output / "config.yaml"),
+        "data": str(paths["train"].parent),
+        "precision": precision.name,
+        "seconds": time.perf_counter() - started,
+    }
+    write_text_atomic(output / "report.md", markdown_report(results, config, args.max_steps))
+    write_text_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
