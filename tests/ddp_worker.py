@@ -44,6 +44,7 @@ def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
         disable_tqdm=True,
         max_length=64,
         utility="prompt-aware",
+        precision="fp32",  # the comparison is exact to 1e-5: no autocast
         dataloader_pin_memory=False,
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )

@@ -149,7 +149,7 @@ def test_trainer_with_openness_utility(tmp_path, tokenizer, tiny_model):
     with pytest.raises(ValueError, match="needs `openness` on every row"):
         RankingCollator(tokenizer, utility="openness")([{"prompt": "p", "responses": ["a", "b"]}])
     no_openness = load_rankings(datasets.Dataset.from_list([{"prompt": "p", "responses": ["a", "b"]}]))
-    with pytest.raises(ValueError, match="utility='openness' needs an `openness` on every row of `train_dataset`"):
+    with pytest.raises(ValueError, match="`train_dataset` row 0: utility='openness' needs `openness` on every row"):
         RankingRewardTrainer(model=model, args=args, train_dataset=no_openness, processing_class=tokenizer)
 
 

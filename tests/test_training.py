@@ -291,7 +291,7 @@ def test_trainer_input_errors(tmp_path, tokenizer, tiny_model):
             train_dataset=datasets.Dataset.from_list([{"prompt": "p"}]),
             processing_class=tokenizer,
         )
-    with pytest.raises(ValueError, match="row 0 has neither"):
+    with pytest.raises(ValueError, match="`train_dataset` row 0: prompt-aware training needs `utility` or `openness`"):
         RankingRewardTrainer(
             model=tiny_model(),
             args=config(tmp_path, utility="prompt-aware"),
@@ -388,3 +388,40 @@ def test_progress_bar_is_named_by_the_run_and_prints_no_log_lines(tmp_path, toke
     trainer.train()
     err = capsys.readouterr().err
     assert "[1/3] log training" in err and "{'loss'" not in err and "train_runtime" not in err
+
+
+def test_datasets_are_tokenised_once_and_the_collator_only_pads(tmp_path, tokenizer, tiny_model, monkeypatch):
+    import rewardcollapse.training.collator as collator_module
+    from rewardcollapse.training.collator import tokenize_rankings
+
+    rows = ranking_rows(6)
+    rows[0]["responses"] = ["word " * 80, "short answer", "tiny", "x"]
+    data = load_rankings(datasets.Dataset.from_list(rows))
+    tokenized = tokenize_rankings(data, tokenizer, max_length=48, utility="prompt-aware", name="train")
+    assert {"input_ids", "attention_mask", "token_type_ids", "num_truncated", "loss_utility"} <= set(
+        tokenized.column_names
+    )
+    assert tokenized[0]["num_truncated"] == 1 and tokenized[1]["loss_utility"] == "-1/x"
+    collate = RankingCollator(tokenizer, max_length=48, utility="prompt-aware")
+    from_raw, from_tokens = collate(data.to_list()), collate(tokenized.to_list())
+    for key in ("input_ids", "attention_mask", "token_type_ids", "answer_slot", "answer_mask", "pairs"):
+        assert torch.equal(from_raw[key], from_tokens[key]), key
+    assert from_raw["utility"] == from_tokens["utility"] and int(from_tokens["num_truncated"]) == 1
+
+    trainer = RankingRewardTrainer(
+        model=tiny_model(),
+        args=config(tmp_path, max_steps=3, utility="prompt-aware"),
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert "input_ids" in trainer.train_dataset.column_names and "input_ids" in trainer.eval_dataset.column_names
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised during training")
+
+    monkeypatch.setattr(collator_module, "encode_rows", no_tokenising)
+    trainer.train()
+    assert trainer.evaluate()["eval_pairwise_accuracy"] >= 0
+    truncated, total = trainer.truncation_counts()  # from the map's column: batches of 4, 2 (end of pass), 4 prompts
+    assert total == (4 + 2 + 4) * 4 and truncated <= 2

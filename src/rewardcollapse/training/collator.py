@@ -1,8 +1,13 @@
-r"""Batching ranking rows: each (prompt, response) tokenised once, with the indices that put the scores back.
+r"""Ranking rows as token sequences: each (prompt, response) tokenised once, then batched with the score indices.
 
 A batch of ``B`` prompts with ``n_b`` answers each becomes ``N = sum n_b`` token sequences (not the
 :math:`\sum n_b (n_b - 1)` sequences of pairwise batching), plus where each sequence's score goes in the
 ``(B, K)`` reward matrix and which answers are ranked above which.
+
+Tokenising happens once per dataset, not per step: :func:`tokenize_rankings` adds each row's token ids and its loss
+utility as columns with ``datasets.map`` (batched, and cached on disk for file-backed datasets, as TRL prepares its
+data), and :class:`RankingCollator` only pads them and builds the pair matrix. Rows without token ids (a plain list
+given to the collator) are tokenised by the same function on the fly.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNE
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data.schema import ranked_pairs
 
-__all__ = ["RankingCollator", "openness_of", "prompt_utility"]
+__all__ = ["TOKEN_COLUMNS", "RankingCollator", "encode_rows", "openness_of", "prompt_utility", "tokenize_rankings"]
+
+TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+"""Per-answer token columns that :func:`tokenize_rankings` adds (``token_type_ids`` where the tokenizer makes them)."""
 
 
 def openness_of(row: Mapping[str, Any]) -> float:
@@ -30,15 +38,148 @@ def openness_of(row: Mapping[str, Any]) -> float:
     return float(row["openness"])
 
 
+def _chat_text(tokenizer: Any, prompt: Any, response: Any) -> str:
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise InputValueError(
+            "conversational rows (lists of messages) need a tokenizer with a chat template; set "
+            "tokenizer.chat_template or convert the rows to text"
+        )
+    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    messages += response if isinstance(response, list) else [{"role": "assistant", "content": response}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def encode_rows(rows: Sequence[Mapping[str, Any]], tokenizer: Any, *, max_length: int) -> dict[str, list]:
+    """Token ids of every answer of every row, grouped by row, and how many of each row's had to be truncated.
+
+    Text rows are encoded as the pair (prompt, response); chat rows (lists of messages) through the tokenizer's
+    chat template, with a string response appended as the assistant's message. Sequences longer than
+    ``max_length`` are cut (longest part first) and counted.
+
+    Returns
+    -------
+    dict
+        ``input_ids``, ``attention_mask`` (and ``token_type_ids``): per row a list with one token list per answer;
+        ``num_truncated``: per row the number of its answers that were cut.
+    """
+    texts = [
+        (row["prompt"], response)
+        if isinstance(row["prompt"], str) and isinstance(response, str)
+        else (_chat_text(tokenizer, row["prompt"], response), None)
+        for row in rows
+        for response in row["responses"]
+    ]
+    flat: list[dict[str, list[int]] | None] = [None] * len(texts)
+    cut_flags = [False] * len(texts)
+    # Text rows are encoded as a (prompt, response) pair; chat-template text already has its special tokens.
+    for is_pair in (True, False):
+        where = [i for i, (_, second) in enumerate(texts) if (second is not None) == is_pair]
+        if not where:
+            continue
+        firsts = [texts[i][0] for i in where]
+        seconds = [texts[i][1] for i in where] if is_pair else None
+        kwargs = {"add_special_tokens": is_pair}
+        full = tokenizer(firsts, seconds, truncation=False, **kwargs)
+        long = [n for n, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
+        if long:
+            cut = tokenizer(
+                [firsts[n] for n in long],
+                [seconds[n] for n in long] if is_pair else None,
+                truncation=True,
+                max_length=max_length,
+                **kwargs,
+            )
+            for m, n in enumerate(long):
+                for key in full:
+                    full[key][n] = cut[key][m]
+                cut_flags[where[n]] = True
+        for n, i in enumerate(where):
+            flat[i] = {key: full[key][n] for key in full if key in TOKEN_COLUMNS}
+    columns: dict[str, list] = {key: [] for key in TOKEN_COLUMNS if flat and key in flat[0]}
+    columns["num_truncated"] = []
+    start = 0
+    for row in rows:
+        stop = start + len(row["responses"])
+        for key in columns:
+            if key != "num_truncated":
+                columns[key].append([flat[i][key] for i in range(start, stop)])
+        columns["num_truncated"].append(sum(cut_flags[start:stop]))
+        start = stop
+    return columns
+
+
+def _loss_utilities(rows: Sequence[Mapping[str, Any]], utility: str, closed: str, open_: str) -> dict[str, list]:
+    """Each row's utility for the loss: ``loss_openness`` for the continuous family, ``loss_utility`` otherwise."""
+    if utility == OPENNESS:
+        return {"loss_openness": [openness_of(row) for row in rows]}
+    return {"loss_utility": [prompt_utility(row, utility, closed, open_) for row in rows]}
+
+
+def _tokenize_batch(batch: dict[str, list], indices: list[int], **settings: Any) -> dict[str, list]:
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    tokenizer, name = settings.pop("tokenizer"), settings.pop("name")
+    try:
+        columns = _loss_utilities(rows, settings["utility"], settings["closed_utility"], settings["open_utility"])
+    except InputValueError:
+        for index, row in zip(indices, rows, strict=True):  # name the first row without what it needs
+            try:
+                _loss_utilities([row], settings["utility"], settings["closed_utility"], settings["open_utility"])
+            except InputValueError as error:
+                raise InputValueError(f"`{name}` row {index}: {error}") from None
+        raise
+    return {**encode_rows(rows, tokenizer, max_length=settings["max_length"]), **columns}
+
+
+def tokenize_rankings(
+    dataset: Any,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    utility: str = "log",
+    closed_utility: str = CLOSED_UTILITY,
+    open_utility: str = OPEN_UTILITY,
+    name: str = "dataset",
+    num_proc: int | None = None,
+) -> Any:
+    """Add the token columns of :func:`encode_rows` and each row's loss utility to a ranking ``datasets.Dataset``.
+
+    One batched ``map`` over the dataset (cached on disk for file-backed datasets); a prompt-aware or openness run
+    whose row lacks what it needs fails here, naming the row, before any training step.
+
+    Raises
+    ------
+    ValueError
+        For a row without a ``utility``/``openness`` that ``utility`` needs, or conversational rows without a chat
+        template, naming ``name`` and the row.
+    """
+    settings = {
+        "tokenizer": tokenizer,
+        "max_length": max_length,
+        "utility": utility,
+        "closed_utility": closed_utility,
+        "open_utility": open_utility,
+        "name": name,
+    }
+    return dataset.map(
+        _tokenize_batch,
+        batched=True,
+        with_indices=True,
+        fn_kwargs=settings,
+        num_proc=num_proc,
+        desc=f"tokenizing {name}",
+    )
+
+
 @dataclass
 class RankingCollator:
-    """Collate ranking-format rows into one batch of token sequences for :class:`RankingRewardTrainer`.
+    """Collate ranking rows into one padded batch of token sequences for :class:`RankingRewardTrainer`.
+
+    Rows tokenised by :func:`tokenize_rankings` are only padded; raw rows are tokenised here first.
 
     Parameters
     ----------
     tokenizer : transformers.PreTrainedTokenizerBase
-        Encodes text rows as the pair (prompt, response); chat rows (lists of messages) go through its chat
-        template, with a string response appended as the assistant's message.
+        Pads the sequences; encodes raw rows as :func:`encode_rows` does.
     max_length : int
         Tokens per sequence; longer sequences are truncated (longest part first) and counted in
         ``num_truncated``.
@@ -73,67 +214,32 @@ class RankingCollator:
         k = self.max_answers or max(counts)
         if max(counts) > k:
             raise InputValueError(f"a row has {max(counts)} responses but `max_answers` is {k}; raise `max_answers`")
-        encodings, truncated = self._encode(rows)
-        batch = dict(self.tokenizer.pad(encodings, return_tensors="pt"))
+        if "input_ids" not in rows[0]:  # raw rows: tokenised here, as tokenize_rankings would
+            encoded = encode_rows(rows, self.tokenizer, max_length=self.max_length)
+            utilities = _loss_utilities(rows, self.utility, self.closed_utility, self.open_utility)
+            rows = [
+                {**row, **{key: values[b] for key, values in {**encoded, **utilities}.items()}}
+                for b, row in enumerate(rows)
+            ]
+        keys = [key for key in TOKEN_COLUMNS if key in rows[0]]
+        sequences = [{key: row[key][i] for key in keys} for row in rows for i in range(len(row["responses"]))]
+        batch = dict(self.tokenizer.pad(sequences, return_tensors="pt"))
         slots, mask = [], torch.zeros(len(rows), k, dtype=torch.bool)
         pairs = torch.zeros(len(rows), k, k, dtype=torch.bool)
         for b, (row, n) in enumerate(zip(rows, counts, strict=True)):
             slots.extend(b * k + i for i in range(n))
             mask[b, :n] = True
             pairs[b, :n, :n] = torch.from_numpy(ranked_pairs(row))
-        if self.utility == OPENNESS:
-            utility = torch.tensor([openness_of(row) for row in rows], dtype=torch.float32)
+        if "loss_openness" in rows[0]:
+            utility = torch.tensor([row["loss_openness"] for row in rows], dtype=torch.float32)
         else:
-            specs = [prompt_utility(row, self.utility, self.closed_utility, self.open_utility) for row in rows]
+            specs = [row["loss_utility"] for row in rows]
             utility = specs[0] if len(set(specs)) == 1 else specs
         batch.update(
             answer_slot=torch.tensor(slots),
             answer_mask=mask,
             pairs=pairs,
             utility=utility,
-            num_truncated=torch.tensor(truncated),
+            num_truncated=torch.tensor(sum(row["num_truncated"] for row in rows)),
         )
         return batch
-
-    def _encode(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, list[int]]], int]:
-        """Token ids of every (prompt, response) in row order, and how many had to be truncated."""
-        texts = [self._text(row["prompt"], response) for row in rows for response in row["responses"]]
-        encodings: list[dict[str, list[int]] | None] = [None] * len(texts)
-        truncated = 0
-        # Text rows are encoded as a (prompt, response) pair; chat-template text already has its special tokens.
-        for is_pair in (True, False):
-            where = [i for i, (_, second) in enumerate(texts) if (second is not None) == is_pair]
-            if not where:
-                continue
-            firsts = [texts[i][0] for i in where]
-            seconds = [texts[i][1] for i in where] if is_pair else None
-            kwargs = {"add_special_tokens": is_pair}
-            full = self.tokenizer(firsts, seconds, truncation=False, **kwargs)
-            long = [n for n, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
-            if long:
-                cut = self.tokenizer(
-                    [firsts[n] for n in long],
-                    [seconds[n] for n in long] if is_pair else None,
-                    truncation=True,
-                    max_length=self.max_length,
-                    **kwargs,
-                )
-                for m, n in enumerate(long):
-                    for key in full:
-                        full[key][n] = cut[key][m]
-                truncated += len(long)
-            for n, i in enumerate(where):
-                encodings[i] = {key: full[key][n] for key in full}
-        return encodings, truncated
-
-    def _text(self, prompt: Any, response: Any) -> tuple[str, str | None]:
-        if isinstance(prompt, str) and isinstance(response, str):
-            return prompt, response
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            raise InputValueError(
-                "conversational rows (lists of messages) need a tokenizer with a chat template; set "
-                "tokenizer.chat_template or convert the rows to text"
-            )
-        messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        messages += response if isinstance(response, list) else [{"role": "assistant", "content": response}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False), None

@@ -81,6 +81,9 @@ class RankingRewardConfig(TrainingArguments):
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of AdamW (TRL's default)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps (TRL's default)."})
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes that tokenise the datasets (once, before training); None: one."}
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the ranking collator reads the prompt, responses and ranks columns."},

@@ -158,13 +158,15 @@ def score_file(
     """
     from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
     from rewardcollapse.diagnostics import ranking_metrics
-    from rewardcollapse.training.collator import RankingCollator
+    from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
     from rewardcollapse.training.scoring import score_rankings
     from rewardcollapse.training.trainer import fit_max_length, load_reward_model
 
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     network, tokenizer = load_reward_model(str(model))
-    collator = RankingCollator(tokenizer, max_length=fit_max_length(network, max_length))
+    max_length = fit_max_length(network, max_length)
+    collator = RankingCollator(tokenizer, max_length=max_length)
+    tokenized = tokenize_rankings(dataset, tokenizer, max_length=max_length, name=str(data))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     widest = max(2, max_responses(dataset))
@@ -173,7 +175,7 @@ def score_file(
     scored = score_rankings(
         network,
         collator,
-        dataset,
+        tokenized,
         batch_size=batch_size,
         forward_batch_size=forward_batch_size,
         bf16=bf16,

@@ -24,8 +24,8 @@ from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import ranking_loss
 from rewardcollapse.training.backbone import backbone_label
-from rewardcollapse.training.collator import RankingCollator, openness_of, prompt_utility
-from rewardcollapse.training.config import OPENNESS, PROMPT_AWARE, RankingRewardConfig
+from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
+from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.precision import score_head_in_float32
 from rewardcollapse.training.scoring import score_batch
 
@@ -126,46 +126,31 @@ def fit_max_length(model: Any, max_length: int) -> int:
     return max_length
 
 
-def _check_dataset(dataset: Any, name: str, args: RankingRewardConfig) -> None:
-    if dataset is None:
-        return
+def _prepare_dataset(dataset: Any, name: str, args: RankingRewardConfig, tokenizer: Any, max_length: int) -> Any:
+    """A ranking ``datasets.Dataset`` with its token columns (:func:`tokenize_rankings`, once); others as they are."""
     columns = getattr(dataset, "column_names", None)
-    if columns is not None:
-        missing = [c for c in _RANKING_COLUMNS if c not in columns]
-        if missing:
-            raise InputValueError(
-                f"`{name}` lacks the ranking columns {missing}; load it with rewardcollapse.data.load_rankings"
-            )
-        if args.utility in (PROMPT_AWARE, OPENNESS):
-            # Every row needs a utility or an openness (openness only, for the continuous family); find the first
-            # row without from the Arrow columns.
-            import pyarrow.compute as pc
-
-            known = None
-            for column in ("utility", "openness") if args.utility == PROMPT_AWARE else ("openness",):
-                if column in columns:
-                    valid = pc.is_valid(dataset.data.column(column))
-                    known = valid if known is None else pc.or_(known, valid)
-            if known is None or not pc.all(known).as_py():
-                row = 0 if known is None else int(np.flatnonzero(~known.to_numpy(zero_copy_only=False))[0])
-                needs, lacks = (
-                    ("a `utility` or `openness`", "neither")
-                    if args.utility == PROMPT_AWARE
-                    else (
-                        "an `openness`",
-                        "none",
-                    )
-                )
-                raise InputValueError(
-                    f"utility={args.utility!r} needs {needs} on every row of `{name}`; row {row} has {lacks} (add "
-                    "it, or train with a fixed utility)"
-                )
-    elif args.utility == PROMPT_AWARE:
-        for row in dataset:
-            prompt_utility(row, args.utility, args.closed_utility, args.open_utility)
-    elif args.utility == OPENNESS:
-        for row in dataset:
-            openness_of(row)
+    if dataset is None or columns is None:
+        return dataset  # a plain list of rows: the collator tokenises each batch
+    missing = [c for c in _RANKING_COLUMNS if c not in columns]
+    if missing:
+        raise InputValueError(
+            f"`{name}` lacks the ranking columns {missing}; load it with rewardcollapse.data.load_rankings"
+        )
+    if "input_ids" in columns:
+        return dataset
+    if tokenizer is None:
+        raise InputValueError(f"`processing_class` (the tokenizer) is needed to tokenise `{name}`")
+    with args.main_process_first(desc=f"tokenizing {name}"):
+        return tokenize_rankings(
+            dataset,
+            tokenizer,
+            max_length=max_length,
+            utility=args.utility,
+            closed_utility=args.closed_utility,
+            open_utility=args.open_utility,
+            name=name,
+            num_proc=args.dataset_num_proc,
+        )
 
 
 class RankingProgressCallback(ProgressCallback):
@@ -228,8 +213,9 @@ class RankingRewardTrainer(Trainer):
             raise InputTypeError(f"`args` must be a RankingRewardConfig, got {type(args).__name__}")
         if processing_class is None and data_collator is None:
             raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
-        _check_dataset(train_dataset, "train_dataset", args)
-        _check_dataset(eval_dataset, "eval_dataset", args)
+        max_length = fit_max_length(model, args.max_length)
+        train_dataset = _prepare_dataset(train_dataset, "train_dataset", args, processing_class, max_length)
+        eval_dataset = _prepare_dataset(eval_dataset, "eval_dataset", args, processing_class, max_length)
         if args.freeze_word_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         if args.bf16 or args.fp16:
@@ -237,7 +223,7 @@ class RankingRewardTrainer(Trainer):
         if data_collator is None:
             data_collator = RankingCollator(
                 processing_class,
-                max_length=fit_max_length(model, args.max_length),
+                max_length=max_length,
                 max_answers=max(2, max_responses(train_dataset, eval_dataset)),
                 utility=args.utility,
                 closed_utility=args.closed_utility,
