@@ -323,6 +323,8 @@ def _print_openness_summary(estimates, labels) -> None:
     import numpy as np
     from scipy import stats
 
+    from rewardcollapse.core.conventions import OPEN_AT
+
     values = np.asarray(estimates, dtype=float)
     rows: list[tuple[str, object]] = [
         ("rows", values.size),
@@ -331,7 +333,8 @@ def _print_openness_summary(estimates, labels) -> None:
     ]
     if labels is not None:
         truth = np.asarray(labels, dtype=float)
-        rows.append(("accuracy, open = openness >= 0.5", float(np.mean((values >= 0.5) == (truth >= 0.5)))))
+        agree = np.mean((values >= OPEN_AT) == (truth >= OPEN_AT))
+        rows.append((f"accuracy, open = openness >= {OPEN_AT}", float(agree)))
         rows.append(("mean |estimate - label|", float(np.mean(np.abs(values - truth)))))
         if np.ptp(truth) > 0 and np.ptp(values) > 0:
             rows.append(("Spearman rho with labels", float(stats.spearmanr(values, truth).statistic)))

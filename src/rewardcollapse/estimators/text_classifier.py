@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse.core.conventions import OPEN_AT
 from rewardcollapse.core.errors import InputValueError
 
 __all__ = ["OpennessClassifier", "embed_prompts", "fit_openness_classifier", "prompt_text", "prompts_and_openness"]
@@ -104,7 +105,7 @@ def embed_prompts(
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from rewardcollapse.training.run import default_backbone
+    from rewardcollapse.training.backbone import default_backbone
 
     if batch_size < 1 or max_length < 2:
         raise InputValueError(f"`batch_size` must be >= 1 and `max_length` >= 2, got {batch_size} and {max_length}")
@@ -266,7 +267,7 @@ def fit_openness_classifier(
         raise InputValueError(f"`test_fraction` must be in [0, 1), got {test_fraction}")
     if not c > 0:
         raise InputValueError(f"`c` must be > 0, got {c}")
-    labels = (labels_in >= 0.5).astype(int)
+    labels = (labels_in >= OPEN_AT).astype(int)
     counts = np.bincount(labels, minlength=2)
     if counts.min() < 2:
         raise InputValueError(
@@ -290,7 +291,7 @@ def fit_openness_classifier(
     }
     if test.size:
         probability = model.predict_proba(scaler.transform(embeddings[test]))[:, 1]
-        metrics["test_accuracy"] = float(accuracy_score(labels[test], probability >= 0.5))
+        metrics["test_accuracy"] = float(accuracy_score(labels[test], probability >= OPEN_AT))
         metrics["test_log_loss"] = float(log_loss(labels[test], probability, labels=[0, 1]))
         metrics["majority_accuracy"] = float(max(labels[test].mean(), 1 - labels[test].mean()))
     return OpennessClassifier(

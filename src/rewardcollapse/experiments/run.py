@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardcollapse._files import atomic_directory, atomic_path, write_text_atomic
-from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.experiments.diagnosis import diagnose_file, level_label, optimum_accuracy, overall, targets_for
 from rewardcollapse.experiments.report import markdown_report, plot_experiment
@@ -89,7 +89,7 @@ class ExperimentConfig:
     test_prompts: int = field(default=16, metadata={"help": "test prompts scored and diagnosed"})
     seed: int = field(default=0, metadata={"help": "seeds the data, the model head and the data order"})
     model: str | None = field(default=None, metadata={"help": "backbone; None: the shipped MiniLM"})
-    utilities: list[str] = field(default_factory=lambda: ["x", "log", "-1/x", PROMPT_AWARE])
+    utilities: list[str] = field(default_factory=lambda: [CLOSED_UTILITY, "log", OPEN_UTILITY, PROMPT_AWARE])
     openness_levels: list[float] | None = field(
         default=None,
         metadata={"help": "None: the paper's open/closed prompts; a list: one group per openness level (beyond it)"},

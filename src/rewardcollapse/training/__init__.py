@@ -1,8 +1,10 @@
 """Reward-model training with ``transformers``: config, collator, trainer, and batched scoring."""
 
-from rewardcollapse.training.collator import RankingCollator, prompt_utility
+from rewardcollapse.training.backbone import default_backbone
+from rewardcollapse.training.collator import RankingCollator, prompt_utility, tokenize_rankings
 from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
-from rewardcollapse.training.run import default_backbone, score_file, train_reward_model
+from rewardcollapse.training.precision import choose_precision
+from rewardcollapse.training.run import TrainJob, score_file, train_reward_model
 from rewardcollapse.training.scoring import score_batch, score_rankings
 from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
 
@@ -11,11 +13,14 @@ __all__ = [
     "RankingCollator",
     "RankingRewardConfig",
     "RankingRewardTrainer",
+    "TrainJob",
+    "choose_precision",
     "default_backbone",
     "load_reward_model",
     "prompt_utility",
     "score_batch",
     "score_file",
     "score_rankings",
+    "tokenize_rankings",
     "train_reward_model",
 ]
