@@ -26,12 +26,16 @@ from rewardcollapse.core import (
     utility,
     utility_for,
 )
+from rewardcollapse.core.errors import InputError, InputTypeError, InputValueError
 from rewardcollapse.plots import plot_limit_laws, plot_optimal_rewards
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UTILITY_SPECS",
+    "InputError",
+    "InputTypeError",
+    "InputValueError",
     "OptimalRewards",
     "Ranking",
     "Utility",
