@@ -34,9 +34,25 @@ def test_solve_tiers_and_edges(capsys):
 def test_solve_reports_bad_input(capsys):
     assert main(["solve", "-n", "5", "--utility", "x^2"]) == 2
     assert "`a` must be in (0, 1)" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        main(["solve", "--ranking", "[[0]"])
+    assert main(["solve", "--ranking", "[[0]"]) == 2
+    assert "--ranking is not valid JSON" in capsys.readouterr().err
     assert main(["solve", "--ranking", "[[0], [0]]"]) == 2
+    capsys.readouterr()
+    # Issue 15, finding 10: a malformed edges object, a ranking too large for memory, --plot with --ranking.
+    assert main(["solve", "--ranking", '{"edges": 5}']) == 2
+    assert 'as an object must be {"edges": [[i, j], ...]}' in capsys.readouterr().err
+    assert main(["solve", "--ranking", '"abc"']) == 2
+    assert "must be a JSON list of tiers" in capsys.readouterr().err
+
+
+def test_solve_refuses_what_does_not_fit_before_allocating(capsys, tmp_path):
+    assert main(["solve", "-n", "100000", "--utility", "log"]) == 2
+    err = capsys.readouterr().err
+    assert "need about 260.8 GiB" in err and "the largest problem that fits now is about" in err
+    out = tmp_path / "out.json"
+    assert main(["solve", "--ranking", "[[0], [1]]", "--json", str(out), "--plot", str(tmp_path / "p.png")]) == 2
+    assert "--plot draws n answers" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written
 
 
 def test_demo_writes_figures(tmp_path, capsys):

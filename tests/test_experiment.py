@@ -366,7 +366,7 @@ def test_level_diagnostics_and_errors(tmp_path, capsys):
     assert result["groups"]["o=1"]["ks_limit"] == pytest.approx(
         stats.kstest(targets["o=1"], stats.uniform.cdf).statistic
     )
-    with pytest.raises(ValueError, match=r"row 1 has openness 0.5, which is none of the levels \[0.0, 1.0\]"):
+    with pytest.raises(ValueError, match=r"line 2 has openness 0.5, which is none of the levels \[0.0, 1.0\]"):
         read_scored(rewards, [0.0, 1.0])
     assert (
         main(["diagnose", "--rewards", str(rewards), "--levels", "0", "0.5", "1", "--output", str(tmp_path / "d")]) == 0

@@ -1,5 +1,7 @@
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -99,15 +101,30 @@ def test_atomic_directory(tmp_path):
         (partial / "weights").write_text("half")
         raise KeyboardInterrupt
     assert not final.exists() and not partial.exists()
-    (tmp_path / ".model.partial").mkdir()  # left by a kill: cleared by the next run
-    (tmp_path / ".model.partial" / "stale").write_text("x")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".model.partial-{dead.stdout.strip()}-abc"  # left by a killed writer: cleared
+    orphan.mkdir()
+    (orphan / "stale").write_text("x")
+    alive = tmp_path / f".model.partial-{os.getppid()}-abc"  # another writer still at work: left alone
+    alive.mkdir()
     with atomic_directory(final) as partial:
-        assert list(partial.iterdir()) == []
+        assert list(partial.iterdir()) == [] and partial.parent == tmp_path
         (partial / "weights").write_text("whole")
     assert (final / "weights").read_text() == "whole" and not partial.exists()
+    assert not orphan.exists() and alive.exists()
     with atomic_directory(final) as partial:
         (partial / "weights2").write_text("new")
     assert [p.name for p in final.iterdir()] == ["weights2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", alive.name])
+
+
+def test_atomic_directory_two_writers_each_finish_whole(tmp_path):
+    final = tmp_path / "out"
+    with atomic_directory(final) as first, atomic_directory(final) as second:
+        assert first != second
+        (first / "a").write_text("first")
+        (second / "b").write_text("second")
+    assert [p.name for p in final.iterdir()] == ["a"]  # the last to finish (the outer one) stays, whole
 
 
 def test_score_head_keeps_float32_under_bf16_autocast(tiny_model):

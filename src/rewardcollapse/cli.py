@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rewardcollapse._files import atomic_path, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputError, InputValueError
 
 __all__ = ["main"]
@@ -18,18 +19,33 @@ __all__ = ["main"]
 def _parse_ranking(args: argparse.Namespace):
     if args.ranking is None:
         return args.n
+    example = "e.g. '[[0], [1, 2], [3]]' (tiers), '[[0, 1], [1, 2]]' as edges in {\"edges\": ...}"
     try:
         value = json.loads(args.ranking)
     except json.JSONDecodeError as error:
-        raise SystemExit(f"error: --ranking is not valid JSON ({error}); e.g. '[[0], [1, 2], [3]]'") from None
-    if isinstance(value, dict) and "edges" in value:
-        return [tuple(edge) for edge in value["edges"]]
+        raise InputValueError(f"--ranking is not valid JSON ({error}); {example}") from None
+    if isinstance(value, dict):
+        edges = value.get("edges")
+        if set(value) != {"edges"} or not isinstance(edges, list) or not all(isinstance(e, list) for e in edges):
+            raise InputValueError(f'--ranking as an object must be {{"edges": [[i, j], ...]}}, got {args.ranking}')
+        return [tuple(edge) for edge in edges]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, list):
+        raise InputValueError(
+            f"--ranking must be a JSON list of tiers or an edges object, got {args.ranking}; {example}"
+        )
     return value
 
 
 def _solve(args: argparse.Namespace) -> int:
     from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards, utility
 
+    if args.plot and args.ranking is not None:
+        raise InputValueError("--plot draws n answers of a total order; use -n instead of --ranking")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, option)
     u = utility(args.utility, eps=args.eps)
     started = time.perf_counter()
     result = optimal_rewards(_parse_ranking(args), u, tol=args.tol)
@@ -59,17 +75,13 @@ def _solve(args: argparse.Namespace) -> int:
             "message": result.message,
             "method": result.method,
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
-        if args.ranking is not None:
-            raise SystemExit("error: --plot draws n answers of a total order; use -n instead of --ranking")
         from rewardcollapse.plots import plot_optimal_rewards
 
         fig, _ = plot_optimal_rewards(args.n, [u])
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot, dpi=120)
+        _save_figure(fig, args.plot)
         print(f"wrote {args.plot}")
     return 0 if result.success else 1
 
@@ -78,8 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards
     from rewardcollapse.plots import DEFAULT_PLOT_UTILITIES, plot_limit_laws, plot_optimal_rewards
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = check_output_folder(args.output, "--output")
     print(f"Reward collapse: optimal rewards of n = {args.n} ranked answers and their limit laws\n")
     print(f"{'utility':<12} {'limit law':<44} {'KS(n, limit)':>12} {'residual':>9} {'time':>8}")
     summary = []
@@ -92,12 +103,18 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"{spec:<12} {describe_law(law):<44} {distance:>12.4f} {result.residual:>9.1e} {elapsed:>7.2f}s")
         summary.append({"utility": spec, "ks_to_limit": distance, "residual": result.residual})
     fig, _ = plot_optimal_rewards(args.n)
-    fig.savefig(output / "optimal_rewards.png", dpi=120)
+    _save_figure(fig, output / "optimal_rewards.png")
     fig, _ = plot_limit_laws()
-    fig.savefig(output / "limit_laws.png", dpi=120)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _save_figure(fig, output / "limit_laws.png")
+    write_text_atomic(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nwrote {output / 'optimal_rewards.png'}, {output / 'limit_laws.png'} and {output / 'summary.json'}")
     return 0
+
+
+def _save_figure(fig, path: str | Path) -> None:
+    """Save a matplotlib figure whole (atomically) at ``path``; its format follows the suffix."""
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=120)
 
 
 def _print_table(rows: Sequence[tuple[str, object]]) -> None:
@@ -263,7 +280,6 @@ def _diagnose(args: argparse.Namespace) -> int:
     from rewardcollapse.plots import plot_group_rewards
 
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     rewards_path = args.rewards
     if rewards_path is None:
         if args.model is None or args.data is None:
@@ -272,14 +288,15 @@ def _diagnose(args: argparse.Namespace) -> int:
 
         rewards_path = output / "rewards.jsonl"
         score_file(model=args.model, data=args.data, output=rewards_path, max_length=args.max_length)
-    result = diagnose_file(rewards_path, args.levels)
+    result = diagnose_file(rewards_path, args.levels)  # checks every row before anything is written
+    check_output_folder(output, "--output")
     _print_diagnostics(str(rewards_path), result)
     rewards, groups, _ = read_scored(Path(rewards_path), args.levels)
     n = int(np.median([len(r) for r in rewards]))
     targets = targets_for(n, args.levels)
     fig, _ = plot_group_rewards(rewards, groups, targets, title=f"collapse index {result['collapse_index']:.2f}")
-    fig.savefig(output / "rewards.png", dpi=120)
-    (output / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n")
+    _save_figure(fig, output / "rewards.png")
+    write_text_atomic(output / "diagnostics.json", json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {output / 'rewards.png'} and {output / 'diagnostics.json'}")
     return 0
 
@@ -313,9 +330,12 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _write_rows(rows: Sequence[dict], path: str | Path) -> None:
-    output = Path(path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+    """Write rows as JSONL, whole or not at all; NaN or infinity anywhere is refused (it is not JSON)."""
+    try:
+        text = "".join(json.dumps(row, ensure_ascii=False, default=str, allow_nan=False) + "\n" for row in rows)
+    except ValueError as error:
+        raise InputValueError(f"cannot write {path}: a value is NaN or infinite ({error}); check the inputs") from error
+    write_text_atomic(path, text)
 
 
 def _print_openness_summary(estimates, labels) -> None:
@@ -351,6 +371,7 @@ def _read_rows(args: argparse.Namespace) -> list[dict]:
 def _openness_fit(args: argparse.Namespace) -> int:
     from rewardcollapse.estimators import fit_openness_classifier, prompts_and_openness
 
+    check_output_folder(args.output, "--output")
     prompts, labels = prompts_and_openness(_read_rows(args), source=str(args.data), labels=True)
     classifier = fit_openness_classifier(
         prompts,
@@ -372,6 +393,7 @@ def _openness_fit(args: argparse.Namespace) -> int:
 def _openness_predict(args: argparse.Namespace) -> int:
     from rewardcollapse.estimators import OpennessClassifier, prompts_and_openness
 
+    check_output_file(args.output, "--output")
     classifier = OpennessClassifier.load(args.model)
     rows = _read_rows(args)
     prompts, labels = prompts_and_openness(rows, source=str(args.data))
@@ -388,6 +410,7 @@ def _openness_estimate(args: argparse.Namespace) -> int:
     column, estimate = (
         ("scores", openness_from_scores) if args.estimator == "scores" else ("rankings", openness_from_rankings)
     )
+    check_output_file(args.output, "--output")
     rows = _read_rows(args)
     estimates = []
     for number, row in enumerate(rows):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import graphlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -51,7 +52,7 @@ from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.ranking import Ranking, parse_ranking
 from rewardcollapse.core.utilities import Utility, utility
 
-__all__ = ["OptimalRewards", "optimal_rewards"]
+__all__ = ["OptimalRewards", "available_memory", "optimal_rewards", "solver_memory"]
 
 _ROWS_PER_CHUNK = 256  # rows of the dense pair matrix evaluated at a time: keeps the work arrays near cache size
 _COARSE_THRESHOLD = 64  # soft utilities on totals above this size start from the solution at a quarter of the size
@@ -696,6 +697,7 @@ def optimal_rewards(
         raise InputValueError(f"`max_iter` must be a positive int, got {max_iter!r}")
     u = utility(utility_spec)
     parsed = parse_ranking(ranking)
+    _check_memory(u, parsed)
     solve = _solve_tiers if parsed.tiers is not None else _solve_edges
     solved = solve(u, parsed, tol=tol, max_iter=max_iter)
     success = bool(np.isfinite(solved.residual) and solved.residual <= tol)
@@ -705,6 +707,54 @@ def optimal_rewards(
         message = "converged" if success else f"KKT residual {solved.residual:.2e} is above tol={tol:g}"
     return OptimalRewards(
         solved.rewards, solved.objective, solved.iterations, solved.residual, success, message, u.name, solved.method
+    )
+
+
+_BYTES_PER_SQUARED_SIZE = 28
+_BYTES_FIXED = 16 * 2**20
+
+
+def solver_memory(size: int) -> int:
+    """Bytes the solver needs for a problem of ``size`` free variables (tiers of a chain, or answers of a graph).
+
+    The Newton steps hold a few dense ``size x size`` float64 matrices (the Laplacian, its Cholesky factor, row
+    chunks of the pair matrix): measured peaks of 35 MB at 1,000, 251 MB at 3,000 and 2.5 GB at 10,000 answers
+    (``benchmarks/bench_solver.py``) are all below this estimate.
+    """
+    return _BYTES_PER_SQUARED_SIZE * size * size + _BYTES_FIXED
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give a new allocation now (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(u: Utility, ranking: Ranking) -> None:
+    """Refuse, before allocating, a problem whose dense matrices would not fit in the memory available now."""
+    if ranking.tiers is not None:
+        size = 0 if u.is_linear else len(ranking.tiers)  # U = x on a chain is solved in closed form
+    else:
+        size = ranking.n
+    available = available_memory()
+    needed = solver_memory(size)
+    if available is None or needed <= available:
+        return
+    largest = math.isqrt(max(available - _BYTES_FIXED, 0) // _BYTES_PER_SQUARED_SIZE)
+    raise InputValueError(
+        f"`ranking`: {size} {'answers' if size == ranking.n else 'tiers'} need about "
+        f"{needed / 2**30:.1f} GiB for the solver's dense matrices, and this machine has {available / 2**30:.1f} GiB "
+        f"available; the largest problem that fits now is about {largest} (the limit law of a large n is "
+        "`limit_distribution`)"
     )
 
 

@@ -24,6 +24,7 @@ raise on the first bad row or drop the bad rows and report them (``skip_invalid`
 from __future__ import annotations
 
 import functools
+import graphlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -142,6 +143,39 @@ def _check_ranks(ranks: Any, n: int, where: str) -> tuple[list[int] | None, RowE
     return out, None
 
 
+def _check_pairs(pairs: Any, n: int, where: str) -> tuple[list[list[int]] | None, RowError | None]:
+    """A list of ``[i, j]`` (answer i above answer j) over ``n`` answers: in range, distinct, without a cycle."""
+    shape = f"a list of [i, j] pairs of answer indices 0 to {n - 1} (answer i above answer j)"
+    if not isinstance(pairs, list) or not pairs:
+        got = "an empty list" if isinstance(pairs, list) else type(pairs).__name__
+        return None, RowError("bad pairs", f"{where}: `pairs` must be {shape}, got {got}")
+    out: list[list[int]] = []
+    for position, pair in enumerate(pairs):
+        valid = isinstance(pair, list | tuple) and len(pair) == 2
+        valid = valid and all(
+            not isinstance(k, bool) and (isinstance(k, int | np.integer) or (isinstance(k, float) and k.is_integer()))
+            for k in pair
+        )
+        if not valid or not all(0 <= k < n for k in pair) or pair[0] == pair[1]:
+            return None, RowError(
+                "bad pairs", f"{where}: `pairs[{position}]` must be [i, j] with i != j in 0..{n - 1}, got {pair!r}"
+            )
+        out.append([int(pair[0]), int(pair[1])])
+    if len({tuple(pair) for pair in out}) < len(out):
+        return None, RowError("bad pairs", f"{where}: `pairs` lists a pair twice; give each pair once")
+    sorter = graphlib.TopologicalSorter()
+    for i, j in out:
+        sorter.add(j, i)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        cycle = " above ".join(map(str, error.args[1]))
+        return None, RowError(
+            "contradictory pairs", f"{where}: `pairs` contradict each other ({cycle}); remove one of them"
+        )
+    return out, None
+
+
 @functools.lru_cache(maxsize=256)
 def _utility_error(spec: str) -> str | None:
     from rewardcollapse.core.utilities import utility
@@ -178,16 +212,23 @@ def ranking_row(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any] | No
     error = _check_prompt(prompt, where) or _check_responses(responses, where)
     if error:
         return None, error
-    ranks = _maybe_json(row.get("ranks"))
-    if ranks is None:
-        ranks = list(range(len(responses)))
-    ranks, error = _check_ranks(ranks, len(responses), where)
+    ranks, pairs = _maybe_json(row.get("ranks")), _maybe_json(row.get("pairs"))
+    if pairs is not None:
+        if ranks is not None:
+            return None, RowError(
+                "ranks and pairs",
+                f"{where}: the row has both `ranks` and `pairs`; give one (ranks for a weak order, pairs for any "
+                "partial order) and set the other to null",
+            )
+        pairs, error = _check_pairs(pairs, len(responses), where)
+    else:
+        ranks, error = _check_ranks(list(range(len(responses))) if ranks is None else ranks, len(responses), where)
     if error:
         return None, error
     extras, error = _check_extras(row, where)
     if error:
         return None, error
-    return {"prompt": prompt, "responses": responses, "ranks": ranks, "pairs": None, **extras}, None
+    return {"prompt": prompt, "responses": responses, "ranks": ranks, "pairs": pairs, **extras}, None
 
 
 def scored_row(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any] | None, RowError | None]:

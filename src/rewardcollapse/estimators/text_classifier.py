@@ -26,6 +26,7 @@ are embedded.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse._files import check_output_folder, write_text_atomic
 from rewardcollapse.core.conventions import OPEN_AT
 from rewardcollapse.core.errors import InputValueError
 
@@ -105,13 +107,14 @@ def embed_prompts(
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from rewardcollapse.training.backbone import default_backbone
+    from rewardcollapse.training.backbone import default_backbone, loading_model
 
     if batch_size < 1 or max_length < 2:
         raise InputValueError(f"`batch_size` must be >= 1 and `max_length` >= 2, got {batch_size} and {max_length}")
     name = encoder or default_backbone()
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    model = AutoModel.from_pretrained(name).eval()
+    with loading_model(name, "encoder"):
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModel.from_pretrained(name).eval()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     order = np.argsort([len(p) for p in prompts], kind="stable")
@@ -175,8 +178,7 @@ class OpennessClassifier:
 
     def save(self, directory: str | Path) -> Path:
         """Write the classifier as JSON to ``directory/openness_classifier.json`` and return the path."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        path = check_output_folder(directory, "output")
         state = {
             "format": "rewardcollapse.OpennessClassifier/1",
             "encoder": self.encoder,
@@ -187,8 +189,7 @@ class OpennessClassifier:
             "coef": self.coef.tolist(),
             "metrics": self.metrics,
         }
-        (path / FILE_NAME).write_text(json.dumps(state, indent=1) + "\n")
-        return path / FILE_NAME
+        return write_text_atomic(path / FILE_NAME, json.dumps(state, indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> OpennessClassifier:
@@ -199,19 +200,52 @@ class OpennessClassifier:
             raise InputValueError(
                 f"no openness classifier at {str(path)!r}; fit one with `rewardcollapse openness fit`"
             )
-        state = json.loads(path.read_text())
-        if state.get("format") != "rewardcollapse.OpennessClassifier/1":
-            raise InputValueError(f"{path} is not an openness classifier file (format {state.get('format')!r})")
-        vectors = {k: np.asarray(state[k], dtype=float) for k in ("mean", "scale", "coef")}
-        if len({v.shape for v in vectors.values()}) != 1:
-            raise InputValueError(f"{path}: mean, scale and coef must have one length, got {[v.size for v in vectors]}")
-        return cls(
-            state["encoder"],
-            int(state["max_length"]),
-            intercept=float(state["intercept"]),
-            **vectors,
-            metrics=state.get("metrics", {}),
-        )
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise InputValueError(f"{path} is not valid JSON ({error}); fit the classifier again") from error
+        if not isinstance(state, dict) or state.get("format") != "rewardcollapse.OpennessClassifier/1":
+            got = state.get("format") if isinstance(state, dict) else f"a JSON {type(state).__name__}"
+            raise InputValueError(f"{path} is not an openness classifier file (format {got!r})")
+        return cls(**_checked_state(state, path))
+
+
+def _checked_state(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The constructor arguments of a saved classifier, each checked: shapes, finite numbers, a usable encoder."""
+    missing = [key for key in ("encoder", "max_length", "intercept", "mean", "scale", "coef") if key not in state]
+    if missing:
+        raise InputValueError(f"{path}: missing {missing}; the file is incomplete, fit the classifier again")
+    encoder = state["encoder"]
+    if encoder is not None and not (isinstance(encoder, str) and encoder.strip()):
+        raise InputValueError(f"{path}: `encoder` must be null (the shipped MiniLM) or a model name, got {encoder!r}")
+    max_length = state["max_length"]
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise InputValueError(f"{path}: `max_length` must be an integer >= 2, got {max_length!r}")
+    vectors = {}
+    for key in ("mean", "scale", "coef"):
+        value = state[key]
+        if not isinstance(value, list) or not value or not all(_is_number(v) for v in value):
+            raise InputValueError(f"{path}: `{key}` must be a non-empty list of finite numbers")
+        vectors[key] = np.asarray(value, dtype=float)
+    sizes = {key: v.size for key, v in vectors.items()}
+    if len(set(sizes.values())) != 1:
+        raise InputValueError(f"{path}: mean, scale and coef must have one length (the embedding size), got {sizes}")
+    if not (vectors["scale"] > 0).all():
+        raise InputValueError(f"{path}: every `scale` entry must be > 0 (a standard deviation)")
+    if not _is_number(state["intercept"]):
+        raise InputValueError(f"{path}: `intercept` must be a finite number, got {state['intercept']!r}")
+    metrics = state.get("metrics", {})
+    return {
+        "encoder": encoder,
+        "max_length": max_length,
+        "intercept": float(state["intercept"]),
+        **vectors,
+        "metrics": metrics if isinstance(metrics, dict) else {},
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fit_openness_classifier(

@@ -58,29 +58,80 @@ def _limit_laws(levels: Sequence[float] | None) -> dict[str, Any]:
     return {level_label(o): openness_law(o) for o in levels}
 
 
+def _scored_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The (line number, row) pairs of a scored JSONL file, each checked like a loaded ranking row plus its rewards."""
+    import math
+
+    from rewardcollapse.data.schema import ranking_row
+
+    if not path.is_file():
+        raise InputValueError(
+            f"`rewards` {str(path)!r} is not a file; give the JSONL file that `rewardcollapse score` wrote"
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise InputValueError(f"{path}: not UTF-8 text ({error}); give the JSONL that `score` wrote") from error
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputValueError(f"{where} is not valid JSON ({error.msg}); one JSON object per line") from error
+        if not isinstance(row, dict):
+            raise InputValueError(f"{where} is a JSON {type(row).__name__}, not an object; give JSONL, one row a line")
+        if "normalized_rewards" not in row:
+            raise InputValueError(
+                f"{where} has no `normalized_rewards`; score the file first (`rewardcollapse score`), or give "
+                "--model and --data to score it here"
+            )
+        canonical, error = ranking_row(row, where)
+        if error:
+            raise InputValueError(error.message)
+        rewards = row["normalized_rewards"]
+        n = len(canonical["responses"])
+        valid = isinstance(rewards, list) and len(rewards) == n
+        valid = valid and all(
+            isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) and 0 <= r <= 1 for r in rewards
+        )
+        if not valid:
+            raise InputValueError(
+                f"{where}: `normalized_rewards` must be {n} finite numbers in [0, 1] (one per response), got "
+                f"{rewards!r:.80}"
+            )
+        if canonical["openness"] is None:
+            raise InputValueError(f"{where} has no `openness`, so it belongs to no group (open or closed)")
+        rows.append((number, {**canonical, "normalized_rewards": rewards}))
+    if not rows:
+        raise InputValueError(f"{path}: no rows; give the JSONL file that `rewardcollapse score` wrote")
+    return rows
+
+
 def read_scored(
     path: Path, levels: Sequence[float] | None = None
 ) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
     """Normalised rewards, group labels and pair matrices of a ``score`` output file.
 
     A row's group comes from its ``openness``: ``"open"`` (>= 0.5) or ``"closed"``, or with ``levels`` the label of
-    the level it equals (to 1e-9; a row at no level is an error naming it).
+    the level it equals (to 1e-9; a row at no level is an error naming it). Every row is checked as the ranking
+    loader checks it, and its ``normalized_rewards`` must be one finite number in [0, 1] per response; a bad row is
+    an error naming its line and field.
     """
     from rewardcollapse.data.schema import ranked_pairs
 
     rewards, groups, pairs = [], [], []
-    for number, line in enumerate(Path(path).read_text().splitlines()):
-        row = json.loads(line)
-        openness = row.get("openness")
-        if openness is None:
-            raise InputValueError(f"{path}: row {number} has no `openness`, so it belongs to no group")
+    for number, row in _scored_rows(Path(path)):
+        openness = row["openness"]
         if levels is None:
             groups.append("open" if is_open(openness) else "closed")
         else:
             matches = [o for o in levels if abs(o - openness) <= 1e-9]
             if not matches:
                 raise InputValueError(
-                    f"{path}: row {number} has openness {openness}, which is none of the levels {levels}"
+                    f"{path}: line {number} has openness {openness}, which is none of the levels {levels}"
                 )
             groups.append(level_label(matches[0]))
         rewards.append(np.asarray(row["normalized_rewards"], dtype=float))

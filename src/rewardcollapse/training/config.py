@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ import torch
 from transformers import TrainingArguments
 
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_AT, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
-from rewardcollapse.core.errors import InputValueError
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
@@ -92,6 +93,7 @@ class RankingRewardConfig(TrainingArguments):
     def __post_init__(self) -> None:
         from rewardcollapse.core.utilities import utility
 
+        self._check_numbers()
         names = {"utility": self.utility, "closed_utility": self.closed_utility, "open_utility": self.open_utility}
         for name, spec in names.items():
             if name == "utility" and spec in (PROMPT_AWARE, OPENNESS):
@@ -111,6 +113,7 @@ class RankingRewardConfig(TrainingArguments):
             raise InputValueError(
                 f"`forward_batch_size` must be a positive integer or None, got {self.forward_batch_size}"
             )
+        self._check_schedule()
         if self.remove_unused_columns:
             raise InputValueError("`remove_unused_columns` must be False: the collator needs the ranking columns")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
@@ -119,6 +122,50 @@ class RankingRewardConfig(TrainingArguments):
             self.use_cpu = True
         self._resolve_precision()
         super().__post_init__()
+
+    def _check_numbers(self) -> None:
+        """Refuse text where a field takes a number or a flag (a YAML ``1e-4`` is text; a CLI value is converted).
+
+        ``TrainingArguments`` does not check types, so ``max_steps: "abc"`` would fail deep inside training.
+        """
+        for spec in dataclasses.fields(self):
+            value, default, annotation = getattr(self, spec.name), spec.default, str(spec.type)
+            optional_number = (
+                default is None and "str" not in annotation and ("int" in annotation or "float" in annotation)
+            )
+            if not isinstance(value, str) or not (type(default) in (int, float, bool) or optional_number):
+                continue
+            flag = type(default) is bool
+            kind = "true or false" if flag else "a number"
+            hint = ""
+            if not flag:
+                try:
+                    float(value)
+                    hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if "e" in value.lower() else " (drop the quotes)"
+                except ValueError:
+                    pass
+            raise InputTypeError(f"`{spec.name}` must be {kind}, got the text {value!r}{hint}")
+
+    def _check_schedule(self) -> None:
+        """Refuse the step, epoch and batch settings that would train nothing, or something else than asked.
+
+        The Trainer itself turns ``max_steps=0`` into one step and a negative one into epochs, and divides by a
+        zero accumulation; each gets a message naming the setting instead.
+        """
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise InputValueError(
+                f"`max_steps` (--steps) must be at least 1, or -1 to train for `num_train_epochs`; got {self.max_steps}"
+            )
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise InputValueError(
+                f"`num_train_epochs` (--epochs) must be > 0 when no `max_steps` is set; got {self.num_train_epochs}"
+            )
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if not self.learning_rate >= 0:
+            raise InputValueError(f"`learning_rate` must be >= 0, got {self.learning_rate}")
 
     def _resolve_precision(self) -> None:
         """Turn ``precision`` (and the ``bf16``/``fp16`` flags) into one machine-checked choice."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +14,15 @@ from typing import Any, Literal
 import numpy as np
 from scipy import special
 
+from rewardcollapse._files import atomic_write, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.training.backbone import default_backbone
+from rewardcollapse.training.checkpoints import resume_checkpoint
 
-__all__ = ["TrainJob", "default_backbone", "score_file", "train_reward_model"]
+__all__ = ["SUMMARY_FILE", "TrainJob", "default_backbone", "score_file", "train_reward_model"]
+
+SUMMARY_FILE = "training_summary.json"
+"""Written last into a trained model's folder: there only when the model is complete."""
 
 
 @dataclass
@@ -82,13 +89,16 @@ def train_reward_model(
     """
     from rewardcollapse.data import load_rankings
     from rewardcollapse.training.config import RankingRewardConfig
-    from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model, quiet_transformers
+    from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
 
     if args is None:
         args = RankingRewardConfig(output_dir=str(output_dir), **config)
     elif config:
         raise InputValueError(f"give the training settings either as `args` or as keywords, not both: {sorted(config)}")
     output_dir = args.output_dir
+    if args.should_save:
+        check_output_folder(output_dir, "output_dir")
+    checkpoint = resume_checkpoint(resume, output_dir, needs_optimizer=not args.save_only_model)
     train = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     evaluation = None if eval_data is None else load_rankings(eval_data, skip_invalid=skip_invalid)
     network, tokenizer = load_reward_model(model or default_backbone())
@@ -99,17 +109,10 @@ def train_reward_model(
         eval_dataset=evaluation,
         processing_class=tokenizer,
     )
-    if resume is True:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        resume = get_last_checkpoint(str(output_dir))
-        if resume is None:
-            raise InputValueError(f"`resume`: no checkpoint-* folder in {str(output_dir)!r} to resume from")
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume or None)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
-    with quiet_transformers():
-        trainer.save_model(str(output_dir))
+    _save_final_model(trainer, Path(output_dir))
     truncated, sequences = trainer.truncation_counts()
     prompts = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
     prompts *= args.world_size
@@ -130,10 +133,41 @@ def train_reward_model(
     if evaluation is not None:
         summary["eval"] = trainer.evaluate()
     if args.should_save:
-        # The summary sits in the model folder, so it does not name that folder (which may be renamed later).
+        # Written last: its presence marks a finished run. It sits in the model folder, so it does not name that
+        # folder (which may be renamed later).
         recorded = {key: value for key, value in summary.items() if key != "model"}
-        (Path(output_dir) / "training_summary.json").write_text(json.dumps(recorded, indent=2) + "\n")
+        write_text_atomic(Path(output_dir) / SUMMARY_FILE, json.dumps(recorded, indent=2) + "\n")
     return summary
+
+
+def _save_final_model(trainer: Any, output_dir: Path) -> None:
+    """Save the trained model into ``output_dir`` whole: written in a temporary folder, then each file renamed in.
+
+    The folder also holds the checkpoints, so it cannot be swapped as a whole; renames within one folder are
+    atomic, so a kill leaves each model file either the previous complete one or the new one, and the summary
+    (written after them) is there only when all are.
+    """
+    from rewardcollapse.training.trainer import quiet_transformers
+
+    if trainer.args.should_save:
+        (output_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    if trainer.args.world_size > 1:
+        # Every process takes part in a distributed save (FSDP, DeepSpeed gather the weights), into one folder.
+        with quiet_transformers():
+            trainer.save_model(str(output_dir))
+        return
+    with tempfile.TemporaryDirectory(prefix=".final-model.", dir=output_dir) as staging:
+        with quiet_transformers():
+            trainer.save_model(staging)
+        for path in sorted(Path(staging).iterdir()):
+            os.replace(path, output_dir / path.name)
+
+
+def _check_positive(**settings: int | None) -> None:
+    """Refuse a zero or negative size setting (None means "not set" and passes), naming it."""
+    for name, value in settings.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
 def score_file(
@@ -162,13 +196,13 @@ def score_file(
     from rewardcollapse.training.scoring import score_rankings
     from rewardcollapse.training.trainer import fit_max_length, load_reward_model
 
+    _check_positive(batch_size=batch_size, max_length=max_length, forward_batch_size=forward_batch_size)
+    output = check_output_file(output, "output")
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     network, tokenizer = load_reward_model(str(model))
     max_length = fit_max_length(network, max_length)
     collator = RankingCollator(tokenizer, max_length=max_length)
     tokenized = tokenize_rankings(dataset, tokenizer, max_length=max_length, name=str(data))
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     widest = max(2, max_responses(dataset))
     normalized = np.full((len(dataset), widest), np.nan)
     pairs = np.zeros((len(dataset), widest, widest), dtype=bool)
@@ -182,7 +216,7 @@ def score_file(
         progress=progress,
         description=description,
     )
-    with output.open("w") as handle:
+    with atomic_write(output) as handle:  # the previous file stays whole until this one is
         for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):
             squashed = special.expit(np.asarray(rewards)).tolist()
             handle.write(json.dumps({**row, "rewards": rewards, "normalized_rewards": squashed}) + "\n")

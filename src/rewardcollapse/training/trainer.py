@@ -23,7 +23,7 @@ from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import ranking_loss
-from rewardcollapse.training.backbone import backbone_label
+from rewardcollapse.training.backbone import backbone_label, loading_model
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.precision import score_head_in_float32
@@ -81,11 +81,12 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    with quiet_transformers():
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=1, dtype=dtype, output_loading_info=True
-        )
+    with loading_model(name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=1, dtype=dtype, output_loading_info=True
+            )
     backbone = f"{model.base_model_prefix}."
     head = sorted(key for key in info["missing_keys"] if not key.startswith(backbone))
     unexpected = sorted(set(info["missing_keys"]) - set(head)) + sorted(info["unexpected_keys"])
