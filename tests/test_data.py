@@ -219,7 +219,7 @@ def test_source_and_format_errors(tmp_path):
     with pytest.raises(TypeError, match="`source` must be"):
         load_rankings(42)
     (tmp_path / "broken.jsonl").write_text('{"prompt": "p", "responses": ["a", "b"]}\n{not json\n')
-    with pytest.raises(ValueError, match="could not read `source`"):
+    with pytest.raises(ValueError, match=r"broken.jsonl: line 2 is not valid JSON"):
         load_rankings(tmp_path / "broken.jsonl")
 
 

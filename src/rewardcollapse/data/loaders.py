@@ -6,6 +6,7 @@ file of millions of rows never becomes Python lists. Rows are numbered from 0 in
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +63,10 @@ def read_table(source: Any, *, split: str = "train"):
             if builder is None:
                 known = ", ".join(_FILE_BUILDERS)
                 raise InputValueError(f"`source` {str(path)!r} has an unknown extension; use one of {known}")
-            return datasets.load_dataset(builder, data_files=str(path), split="train")
+            try:
+                return datasets.load_dataset(builder, data_files=str(path), split="train")
+            except Exception as error:  # name the file's line instead of datasets' generic message
+                raise InputValueError(_file_problem(path, error)) from error
         if path.is_dir():
             if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
                 loaded = datasets.load_from_disk(str(path))
@@ -71,10 +75,68 @@ def read_table(source: Any, *, split: str = "train"):
         if str(source).startswith((".", "/", "~")) or path.suffix.lower() in _FILE_BUILDERS:
             raise InputValueError(f"`source` {str(source)!r} does not exist; give an existing file or directory")
         return datasets.load_dataset(str(source), split=split)
-    except (ValueError, TypeError):
+    except InputValueError:
+        raise
+    except (ValueError, TypeError) as error:
+        if isinstance(error, UnicodeDecodeError):
+            raise InputValueError(f"`source` {str(source)!r} is not UTF-8 text ({error}); save it as UTF-8") from error
         raise
     except Exception as error:  # datasets raises many types (network, builder, Arrow); name the source once.
         raise InputValueError(f"could not read `source` {str(source)!r}: {type(error).__name__}: {error}") from error
+
+
+def _file_problem(path: Path, error: Exception) -> str:
+    """What is wrong with a data file that ``datasets`` failed to read: its first bad line where one can be found."""
+    name = str(path)
+    if path.stat().st_size == 0 or not path.read_bytes().strip():
+        return f"{name} is empty: no rows to read"
+    if path.suffix.lower() in (".jsonl", ".json"):
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = raw[: bad.start].count(b"\n") + 1
+            return f"{name}: line {line} is not UTF-8 text ({bad.reason} at byte {bad.start}); save the file as UTF-8"
+        if path.suffix.lower() == ".json":
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as bad:
+                return f"{name}: not valid JSON at line {bad.lineno}, column {bad.colno}: {bad.msg}"
+        else:
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as bad:
+                        where = f"{name}: line {number}"
+                        return f"{where} is not valid JSON ({bad.msg}, column {bad.colno}); one object a line"
+    cause = error.__cause__ or error.__context__ or error
+    return f"could not read `source` {name!r}: {type(cause).__name__}: {cause}"
+
+
+_NON_FINITE = {"NaN", "Infinity", "-Infinity", "nan", "inf", "-inf"}
+
+
+def _check_mixed_columns(table, source: Any) -> None:
+    """Refuse a non-finite constant in a column whose rows mix types (``datasets`` would turn it into null).
+
+    A JSON column holding numbers in some rows and text in others is read as a ``Json`` column; its raw values
+    ``NaN``/``Infinity`` then decode to null, so a row would silently lose, e.g., its openness.
+    """
+    for name, feature in table.features.items():
+        if type(feature).__name__ != "Json":
+            continue
+        raw = table.data.column(name)
+        if hasattr(raw.type, "storage_type"):  # an extension type (Arrow's JSON): the JSON text of each row
+            raw = pa.chunked_array([chunk.storage for chunk in raw.chunks], type=raw.type.storage_type)
+        if not pa.types.is_string(raw.type) and not pa.types.is_large_string(raw.type):
+            continue
+        for row, value in enumerate(raw.to_pylist()):
+            if value is not None and value.strip().strip('"') in _NON_FINITE:
+                label = source if isinstance(source, str | Path) else "the dataset"
+                raise InputValueError(
+                    f"{label}: row {row}: `{name}` is {value.strip()}, not a number; give a finite number or null"
+                )
 
 
 def _pick_split(loaded, split: str, source: Any):
@@ -90,6 +152,11 @@ def _pick_split(loaded, split: str, source: Any):
 def detect_format(columns: list[str]) -> str:
     """Return the input format that the columns of a table show; raise a ValueError naming them otherwise."""
     names = set(columns)
+    if "responses" in names and {"chosen", "rejected"} & names:
+        raise InputValueError(
+            "the data mixes ranking rows (`responses`) and pairwise rows (`chosen`/`rejected`); put each format "
+            "in its own file, or give the pairs of a prompt as one ranking row with `pairs`"
+        )
     if {"responses", "scores"} <= names:
         return "scored"
     if "responses" in names:
@@ -303,6 +370,17 @@ def load_rankings(
     if input_format not in ("auto", *INPUT_FORMATS):
         raise InputValueError(f"`input_format` must be 'auto' or one of {INPUT_FORMATS}, got {input_format!r}")
     table = read_table(source, split=split)
+    try:
+        return _load(table, source, input_format, skip_invalid, num_proc)
+    except UnicodeDecodeError as error:  # Arrow keeps a file's bytes as read; they are decoded row by row
+        path = Path(source) if isinstance(source, str | Path) else None
+        where = _file_problem(path, error) if path is not None and path.is_file() else f"{error}"
+        raise InputValueError(f"text that is not UTF-8: {where}") from error
+
+
+def _load(table, source: Any, input_format: str, skip_invalid: bool, num_proc: int | None):
+    """Convert a read table to the ranking format (:func:`load_rankings` without the reading)."""
+    _check_mixed_columns(table, source)
     if input_format == "auto":
         input_format = detect_format(table.column_names)
     if input_format == "pairwise":

@@ -80,13 +80,29 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
+def _message_problem(value: Any) -> str:
+    """Why ``value`` is not a chat message list, in words (for a value that is no string either)."""
+    if not isinstance(value, list):
+        return f"got {type(value).__name__}"
+    if not value:
+        return "got an empty list"
+    for k, message in enumerate(value):
+        if not isinstance(message, Mapping):
+            return f"message {k} is a {type(message).__name__}, not an object"
+        if not isinstance(message.get("role"), str):
+            return f"message {k} has no 'role' (a string such as 'user' or 'assistant')"
+        if "content" not in message:
+            return f"message {k} has no 'content'"
+    return "got a list"
+
+
 def _check_prompt(prompt: Any, where: str) -> RowError | None:
     if isinstance(prompt, str) or _is_message_list(prompt):
         return None
     return RowError(
         "bad prompt",
-        f"{where}: `prompt` must be a string or a list of chat messages with 'role' and 'content', "
-        f"got {type(prompt).__name__}",
+        f"{where}: `prompt` must be a string or a list of chat messages with 'role' and 'content'; "
+        f"{_message_problem(prompt)}",
     )
 
 
@@ -107,8 +123,8 @@ def _check_responses(responses: Any, where: str) -> RowError | None:
         elif not _is_message_list(response):
             return RowError(
                 "bad responses",
-                f"{where}: response {position} must be a string or a list of chat messages, "
-                f"got {type(response).__name__}",
+                f"{where}: response {position} must be a string or a list of chat messages; "
+                f"{_message_problem(response)}",
             )
         key = _text_key(response)
         if key in seen:

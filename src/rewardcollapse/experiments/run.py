@@ -141,7 +141,10 @@ class ExperimentConfig:
         try:
             values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
-            raise InputValueError(f"{path} is not valid YAML: {error}") from error
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise InputValueError(f"{path} is not valid YAML{where}: {problem}") from error
         except UnicodeDecodeError as error:
             raise InputValueError(f"{path} is not UTF-8 text: {error}") from error
         if not isinstance(values, dict):
