@@ -55,3 +55,93 @@ def tiny_dir(tmp_path_factory, tokenizer, tiny_model):
     tiny_model().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|endoftext|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def decoder_tokenizer():
+    """A byte-level BPE tokenizer trained on the spot (no download), GPT-style: end-of-text token, no padding token,
+    and a small chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [
+        f"Question {i}: explain topic {i}. The answer is {word} because of reason {i}."
+        for i in range(200)
+        for word in ("yes", "no", "maybe", "short", "a long and careful one")
+    ]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+DECODERS = ("llama", "qwen2", "mistral", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(decoder_tokenizer):
+    """Build a randomly initialised 2-layer decoder classifier (one output) of an architecture in DECODERS."""
+    import torch
+    from transformers import (
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+        MistralConfig,
+        MistralForSequenceClassification,
+        Qwen2Config,
+        Qwen2ForSequenceClassification,
+    )
+
+    vocab = len(decoder_tokenizer)
+    eos = decoder_tokenizer.eos_token_id
+
+    def build(arch="llama", seed=0):
+        torch.manual_seed(seed)
+        if arch == "gpt2":
+            config = GPT2Config(
+                vocab_size=vocab,
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_positions=256,
+                num_labels=1,
+                bos_token_id=eos,
+                eos_token_id=eos,
+            )
+            model = GPT2ForSequenceClassification(config)
+        else:
+            config_class, model_class = {
+                "llama": (LlamaConfig, LlamaForSequenceClassification),
+                "qwen2": (Qwen2Config, Qwen2ForSequenceClassification),
+                "mistral": (MistralConfig, MistralForSequenceClassification),
+            }[arch]
+            config = config_class(
+                vocab_size=vocab,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=256,
+                num_labels=1,
+            )
+            model = model_class(config)
+        model.config.pad_token_id = eos
+        model.config.eos_token_id = eos
+        return model
+
+    return build

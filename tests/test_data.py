@@ -27,12 +27,12 @@ def quiet_datasets():
 
 
 def check_canonical(ds):
-    assert ds.column_names == ["prompt", "responses", "ranks", "pairs", "utility", "openness"]
+    assert ds.column_names == ["prompt", "responses", "ranks", "pairs", "margins", "utility", "openness"]
     rows = ds.to_list()
     assert rows[0]["ranks"] == [0, 0, 1]
     assert rows[1]["ranks"] == [0, 1, 2, 3]  # list order when ranks are absent
     assert rows[1]["utility"] == "-1/x" and rows[1]["openness"] == 1.0
-    assert rows[0]["utility"] is None and rows[0]["pairs"] is None
+    assert rows[0]["utility"] is None and rows[0]["pairs"] is None and rows[0]["margins"] is None
 
 
 def test_jsonl_json_parquet_csv_and_disk_sources_agree(tmp_path):
@@ -130,7 +130,9 @@ def test_implicit_prompt_text_and_conversational(tmp_path):
 
 def test_split_implicit_prompt_never_cuts_a_word():
     assert split_implicit_prompt("Q: hi A: yes", "Q: hi A: yeah") == ("Q: hi A:", "yes", "yeah")
-    assert split_implicit_prompt("abc", "abd") == ("", "abc", "abd")
+    # No whole word in common: no prompt (it used to come back as "", which merged unrelated rows).
+    with pytest.raises(ValueError, match=r"the pair: `chosen` and `rejected` have no common prompt"):
+        split_implicit_prompt("abc", "abd")
 
 
 def test_merge_pairs_is_transitive():

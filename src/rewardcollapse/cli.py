@@ -189,11 +189,14 @@ def _train(argv: Sequence[str]) -> int:
         skip_invalid=job.skip_invalid,
         resume=True if job.resume == "latest" else job.resume,
         args=config,
+        peft_config=job.peft_config(),
+        merge_lora=job.merge_lora,
     )
     rows = [
         ("model saved to", summary["model"]),
         ("utility", summary["utility"]),
-        ("precision", summary["precision"]),
+        ("precision", f"{summary['precision']} ({summary['precision_reason']})"),
+        ("model input", summary["sequence_format"]),
         ("train prompts", summary["train_prompts"]),
         ("steps", summary["steps"]),
         ("train loss", summary["train_loss"]),
@@ -227,6 +230,7 @@ def _score(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         input_format=args.input_format,
         skip_invalid=args.skip_invalid,
+        sequence_format=args.sequence_format,
     )
     print()
     _print_table([(name.replace("_", " "), value) for name, value in summary.items() if name != "output"])
@@ -478,6 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", required=True, help="trained model folder or Hub name")
     _add_data_options(score)
     score.add_argument("--output", required=True, help="JSONL file: each row plus rewards and normalized_rewards")
+    score.add_argument(
+        "--sequence-format",
+        default="auto",
+        choices=["auto", "trl", "pair"],
+        help="model input: auto (as the model was trained, else pair for encoders, trl for decoders), trl "
+        "(prompt + answer + EOS, TRL's), pair (the tokenizer's text pair)",
+    )
     score.set_defaults(run=_score)
 
     data = sub.add_parser("data", help="build datasets")

@@ -37,7 +37,7 @@ from rewardcollapse.core.openness import openness_family
 from rewardcollapse.core.utilities import Utility
 from rewardcollapse.core.utilities import utility as build_utility
 
-__all__ = ["PARAMETER_FAMILIES", "RankingLoss", "pair_matrix", "ranking_loss"]
+__all__ = ["PAIR_WEIGHTINGS", "PARAMETER_FAMILIES", "RankingLoss", "centering_penalty", "pair_matrix", "ranking_loss"]
 
 PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale", "openness": "o"}
 """Families whose parameter may vary per prompt: ``utility`` is then a ``(B,)`` tensor of that parameter.
@@ -47,6 +47,8 @@ PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale", "openness
 """
 
 _REDUCTIONS = ("mean", "sum", "none")
+PAIR_WEIGHTINGS = ("prompt", "pair")
+"""How :func:`ranking_loss` weighs a batch: each prompt the same, or each ranked pair the same (TRL)."""
 _WHOLE_LINE_FAMILIES = ("x", "logsigmoid")
 
 
@@ -201,6 +203,8 @@ def ranking_loss(
     normalize: str | None = "sigmoid",
     eps: float = 0.1,
     reduction: str = "mean",
+    margins: torch.Tensor | None = None,
+    pair_weighting: str = "prompt",
 ) -> torch.Tensor:
     r"""Listwise ranking loss: minus the mean over prompts of the mean utility of their ranked pairs' score gaps.
 
@@ -225,13 +229,21 @@ def ranking_loss(
         (per-prompt ``scale``), or ``"openness"`` (per-prompt openness in [0, 1], the continuous prompt-aware
         family, evaluated for all prompts at once with no grouping by value).
     normalize : {"sigmoid", None}, default "sigmoid"
-        Squash the scores to :math:`[0, 1]` with the sigmoid first (the paper), or use them raw.
+        Squash the scores to :math:`[0, 1]` with the sigmoid first (the paper), or use them raw (``None``; the
+        string ``"none"`` is read the same).
     eps : float, default 0.1
         Shift :math:`\varepsilon > 0` of the utilities that are singular at 0 (module docstring); spec strings
         only, a Utility object keeps its own.
     reduction : {"mean", "sum", "none"}, default "mean"
         Mean or sum over the prompts that have a ranked pair, or the ``(B,)`` per-prompt losses (0 for prompts
         without a pair).
+    margins : torch.Tensor, optional
+        ``(B, K, K)`` margin of each ranked pair, subtracted from its gap: :math:`U(s_i - s_j - m_{ij})`. With
+        ``"logsigmoid"`` and ``normalize=None`` this is TRL's ``-logsigmoid(r_chosen - r_rejected - margin)``.
+    pair_weighting : {"prompt", "pair"}, default "prompt"
+        ``"prompt"``: each prompt weighs the same (the mean over prompts of the mean over their pairs);
+        ``"pair"``: each ranked pair of the batch weighs the same (the mean over all pairs, TRL's mean over rows).
+        The two agree when every prompt has one pair. ``reduction="sum"`` sums over pairs with ``"pair"``.
 
     Returns
     -------
@@ -255,11 +267,16 @@ def ranking_loss(
     >>> ranking_loss(r, utility=["x", "-1/x"], ranks=torch.tensor([[0, 1], [0, 0]]), reduction="none")
     tensor([-0.3808,  0.0000])
     """
+    normalize = None if normalize == "none" else normalize
     if normalize not in ("sigmoid", None):
-        raise InputValueError(f"`normalize` must be 'sigmoid' or None, got {normalize!r}")
+        raise InputValueError(f"`normalize` must be 'sigmoid' or None ('none'), got {normalize!r}")
     if reduction not in _REDUCTIONS:
         raise InputValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+    if pair_weighting not in PAIR_WEIGHTINGS:
+        raise InputValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}")
     rewards, above = _check_inputs(rewards, ranks, pairs, mask)
+    if margins is not None and margins.shape != above.shape:
+        raise InputValueError(f"`margins` must have shape {tuple(above.shape)} (B, K, K), got {tuple(margins.shape)}")
     # Scores in at least float32: bf16 autocast logits have 3 significant digits, too few for the gaps.
     scores = rewards.float() if rewards.dtype in (torch.float16, torch.bfloat16) else rewards
     if normalize == "sigmoid":
@@ -268,10 +285,18 @@ def ranking_loss(
     # that are not ranked pairs get the harmless gap 1 (U finite there, so no NaN reaches the gradient) and are
     # dropped by the `where`.
     gaps = scores[:, :, None] - scores[:, None, :]
+    if margins is not None:
+        gaps = gaps - margins.to(gaps.dtype)
     safe = torch.where(above, gaps, 1.0)
     values = torch.where(above, _pair_utilities(utility, family, safe, eps), 0.0)
     count = above.sum(dim=(1, 2))
     has_pairs = count > 0
+    if pair_weighting == "pair":
+        per_prompt_sum = -values.sum(dim=(1, 2))
+        if reduction == "none":
+            return per_prompt_sum
+        total = per_prompt_sum.sum()
+        return total if reduction == "sum" else total / count.sum().clamp_min(1).to(scores.dtype)
     per_prompt = torch.where(has_pairs, -values.sum(dim=(1, 2)) / count.clamp_min(1).to(scores.dtype), 0.0)
     if reduction == "none":
         return per_prompt
@@ -282,6 +307,21 @@ def ranking_loss(
     return total / has_pairs.sum().clamp_min(1).to(scores.dtype)
 
 
+def centering_penalty(rewards: torch.Tensor, pairs: torch.Tensor, *, pair_weighting: str = "prompt") -> torch.Tensor:
+    r"""Mean over ranked pairs of :math:`(r_i + r_j)^2` on the raw scores: TRL's ``center_rewards_coefficient`` term.
+
+    It pulls the rewards toward zero mean (Eisenstein et al., 2023); with one pair per prompt it is TRL's
+    ``mean((r_chosen + r_rejected) ** 2)``. ``pair_weighting`` as in :func:`ranking_loss`.
+    """
+    sums = (rewards.float()[:, :, None] + rewards.float()[:, None, :]) ** 2
+    values = torch.where(pairs, sums, 0.0)
+    count = pairs.sum(dim=(1, 2))
+    if pair_weighting == "pair":
+        return values.sum() / count.sum().clamp_min(1)
+    per_prompt = values.sum(dim=(1, 2)) / count.clamp_min(1)
+    return per_prompt.sum() / (count > 0).sum().clamp_min(1)
+
+
 class RankingLoss(nn.Module):
     """:func:`ranking_loss` as an ``nn.Module``; the fixed settings are given once, the batch at each call.
 
@@ -289,7 +329,7 @@ class RankingLoss(nn.Module):
     ----------
     utility : str, Utility, sequence or torch.Tensor, default "log"
         Default utility, used when a call does not pass one (see :func:`ranking_loss`).
-    family, normalize, eps, reduction
+    family, normalize, eps, reduction, pair_weighting
         As in :func:`ranking_loss`.
 
     Examples
@@ -307,6 +347,7 @@ class RankingLoss(nn.Module):
         normalize: str | None = "sigmoid",
         eps: float = 0.1,
         reduction: str = "mean",
+        pair_weighting: str = "prompt",
     ) -> None:
         super().__init__()
         self.utility = utility
@@ -314,6 +355,7 @@ class RankingLoss(nn.Module):
         self.normalize = normalize
         self.eps = eps
         self.reduction = reduction
+        self.pair_weighting = pair_weighting
 
     def forward(
         self,
@@ -322,6 +364,7 @@ class RankingLoss(nn.Module):
         mask: torch.Tensor | None = None,
         pairs: torch.Tensor | None = None,
         utility: str | Utility | Sequence[str | Utility] | torch.Tensor | None = None,
+        margins: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the loss of one batch; ``utility`` overrides the default (e.g. per-prompt specs)."""
         return ranking_loss(
@@ -334,8 +377,13 @@ class RankingLoss(nn.Module):
             normalize=self.normalize,
             eps=self.eps,
             reduction=self.reduction,
+            margins=margins,
+            pair_weighting=self.pair_weighting,
         )
 
     def extra_repr(self) -> str:
         """The settings, shown in the module's repr."""
-        return f"utility={self.utility!r}, normalize={self.normalize!r}, eps={self.eps}, reduction={self.reduction!r}"
+        return (
+            f"utility={self.utility!r}, normalize={self.normalize!r}, eps={self.eps}, reduction={self.reduction!r}, "
+            f"pair_weighting={self.pair_weighting!r}"
+        )

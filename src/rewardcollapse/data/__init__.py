@@ -1,7 +1,14 @@
 """Ranking data: the ranking format, validation, and loaders for ranking, TRL pairwise and scored rows."""
 
 from rewardcollapse.data.loaders import INPUT_FORMATS, detect_format, load_rankings, max_responses, read_table
-from rewardcollapse.data.schema import RANKING_COLUMNS, RowError, merge_pairs, ranked_pairs, split_implicit_prompt
+from rewardcollapse.data.schema import (
+    RANKING_COLUMNS,
+    RowError,
+    merge_pairs,
+    pair_margins,
+    ranked_pairs,
+    split_implicit_prompt,
+)
 
 __all__ = [
     "INPUT_FORMATS",
@@ -11,6 +18,7 @@ __all__ = [
     "load_rankings",
     "max_responses",
     "merge_pairs",
+    "pair_margins",
     "ranked_pairs",
     "read_table",
     "split_implicit_prompt",

@@ -21,11 +21,14 @@ from rewardcollapse.data.schema import (
     RANKING_COLUMNS,
     SKIP_HINT,
     RowError,
+    _check_margin,
+    _group_prompts,
+    _split_pair,
+    _split_texts,
     _text_key,
     merge_pairs,
     ranking_row,
     scored_row,
-    split_implicit_prompt,
 )
 
 __all__ = ["INPUT_FORMATS", "detect_format", "load_rankings", "max_responses", "read_table"]
@@ -188,6 +191,7 @@ def _output_features(table, input_format: str):
         "responses": datasets.List(answer),
         "ranks": datasets.List(datasets.Value("int64")),
         "pairs": datasets.List(datasets.List(datasets.Value("int64"))),
+        "margins": datasets.List(datasets.Value("float64")),
         "utility": datasets.Value("string"),
         "openness": datasets.Value("float64"),
         "_reason": datasets.Value("string"),
@@ -218,21 +222,34 @@ def _convert_batch(batch: Mapping[str, list], indices: list[int], input_format: 
 
 
 def _pair_batch(batch: Mapping[str, list], indices: list[int]):
-    """One TRL pair per row: split implicit prompts, check the two answers, and key the prompt for grouping."""
-    out: dict[str, list] = {name: [] for name in ("_key", "prompt", "chosen", "rejected", "_row", "_reason", "_error")}
+    """One TRL pair per row: check it and its margin, split an implicit prompt, and key the prompt for grouping.
+
+    An implicit text prompt is only a candidate here (the pair's own word prefix, with ``_split`` set): the texts
+    are split at their prompt group's prompt when the pairs are merged (see
+    :func:`~rewardcollapse.data.split_implicit_prompt`).
+    """
+    names = ("_key", "prompt", "chosen", "rejected", "_split", "_margin", "_row", "_reason", "_error")
+    out: dict[str, list] = {name: [] for name in names}
     for row, i in zip(_rows(batch), indices, strict=True):
         chosen, rejected = row["chosen"], row["rejected"]
         prompt = row.get("prompt")
-        if "prompt" not in row:
-            prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
         where = f"row {i}"
-        candidate, error = ranking_row({"prompt": prompt, "responses": [chosen, rejected]}, where)
-        if error and error.reason == "duplicate response":
-            error = RowError(error.reason, f"{where}: `chosen` and `rejected` are identical; drop the pair")
-        out["_key"].append(_text_key(prompt) if candidate else f"\0invalid row {i}")
-        out["prompt"].append(prompt)
+        margin, error = _check_margin(row["margin"], where) if "margin" in row else (None, None)
+        texts = "prompt" not in row and isinstance(chosen, str) and isinstance(rejected, str)
+        if error is None and "prompt" not in row:
+            split, error = _split_pair(chosen, rejected, where, split_texts=False)
+            if split:
+                prompt, chosen, rejected = split
+        if error is None:
+            _, error = ranking_row({"prompt": prompt, "responses": [chosen, rejected]}, where)
+            if error and error.reason == "duplicate response":
+                error = RowError(error.reason, f"{where}: `chosen` and `rejected` are identical; drop the pair")
+        out["_key"].append(_text_key(prompt) if error is None else f"\0invalid row {i}")
+        out["prompt"].append(prompt if error is None else None)
         out["chosen"].append(chosen)
         out["rejected"].append(rejected)
+        out["_split"].append(texts and error is None)
+        out["_margin"].append(margin)
         out["_row"].append(i)
         out["_reason"].append(error.reason if error else "")
         out["_error"].append(error.message if error else "")
@@ -243,24 +260,58 @@ def _extras(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"utility": row.get("utility"), "openness": row.get("openness")}
 
 
-def _merge_batch(batch: Mapping[str, list], pairs_table, extra_columns: list[str]):
-    """One output row per prompt group: ``start``/``stop`` delimit its pairs in the grouped pair table."""
+def _merge_batch(
+    batch: Mapping[str, list], pairs_table, extra_columns: list[str], has_margin: bool, transitive_closure: bool
+):
+    """One output row per prompt group (``start``/``stop`` delimit its pairs in the grouped pair table).
+
+    The texts of an implicit text prompt are split at their group's prompt (its ``_key``) here; a row that this
+    leaves without an answer becomes an error row of its own and the rest of the group is merged.
+    """
     converted = []
     for start, stop in zip(batch["start"], batch["stop"], strict=True):
         group = pairs_table[start:stop]
-        rows = group["_row"]
         if any(group["_reason"]):
             # A bad pair rejects its own row only; it was keyed apart from every other row.
             first = next(k for k, reason in enumerate(group["_reason"]) if reason)
             converted.append((None, RowError(group["_reason"][first], group["_error"][first])))
             continue
-        extras = {name: group[name][0] for name in extra_columns}
-        pairs = list(zip(group["chosen"], group["rejected"], strict=True))
-        converted.append(merge_pairs(group["prompt"][0], pairs, rows, _extras(extras)))
+        prompt = group["_key"][0] if group["_split"][0] else group["prompt"][0]
+        kept, pairs = [], []
+        for k, row in enumerate(group["_row"]):
+            pair = (group["chosen"][k], group["rejected"][k])
+            if group["_split"][k]:
+                split, error = _split_texts(prompt, *pair, f"row {row}")
+                if error:
+                    converted.append((None, error))
+                    continue
+                pair = split[1:]
+            kept.append(k)
+            pairs.append(pair)
+        if not kept:
+            continue
+        extras = _extras({name: group[name][kept[0]] for name in extra_columns})
+        margins = [group["_margin"][k] for k in kept] if has_margin else None
+        rows = [group["_row"][k] for k in kept]
+        converted.append(
+            merge_pairs(prompt, pairs, rows, extras, margins=margins, transitive_closure=transitive_closure)
+        )
     return _emit(converted)
 
 
-def _group_pairs(table, num_proc: int | None):
+def _group_implicit_prompts(keyed):
+    """Replace each candidate implicit text prompt in ``_key`` by its prompt group's (see split_implicit_prompt)."""
+    split = keyed.data.column("_split").combine_chunks()
+    if not pc.any(split).as_py():
+        return keyed
+    keys = keyed.data.column("_key").combine_chunks()
+    candidates = pc.unique(pc.filter(keys, split))
+    prompts = pa.array(_group_prompts(candidates.to_pylist()), type=keys.type)
+    shared = pc.if_else(split, pc.take(prompts, pc.index_in(keys, value_set=candidates)), keys)
+    return keyed.remove_columns("_key").add_column("_key", shared)
+
+
+def _group_pairs(table, num_proc: int | None, transitive_closure: bool):
     """Group the pair rows by prompt (in order of first appearance) and merge each group into a ranking row."""
     import datasets
 
@@ -271,6 +322,8 @@ def _group_pairs(table, num_proc: int | None):
         "prompt": features["prompt"],
         "chosen": features["responses"].feature,
         "rejected": features["responses"].feature,
+        "_split": datasets.Value("bool"),
+        "_margin": datasets.Value("float64"),
         "_row": datasets.Value("int64"),
         "_reason": datasets.Value("string"),
         "_error": datasets.Value("string"),
@@ -286,6 +339,7 @@ def _group_pairs(table, num_proc: int | None):
         num_proc=num_proc,
         desc="reading pairs",
     )
+    keyed = _group_implicit_prompts(keyed)
     # dictionary_encode numbers the prompts in order of first appearance; a stable sort keeps row order inside.
     group = pc.dictionary_encode(keyed.data.column("_key").combine_chunks()).indices.to_numpy(zero_copy_only=False)
     order = np.argsort(group, kind="stable")
@@ -293,14 +347,15 @@ def _group_pairs(table, num_proc: int | None):
     sizes = np.bincount(group)
     stops = np.cumsum(sizes)
     bounds = datasets.Dataset.from_dict({"start": (stops - sizes).tolist(), "stop": stops.tolist()})
+    merge_options = {"has_margin": "margin" in table.column_names, "transitive_closure": transitive_closure}
     return bounds.map(
         _merge_batch,
         batched=True,
         batch_size=_BATCH,
         remove_columns=["start", "stop"],
-        fn_kwargs={"pairs_table": grouped, "extra_columns": extra_columns},
+        fn_kwargs={"pairs_table": grouped, "extra_columns": extra_columns, **merge_options},
         features=features,
-        new_fingerprint=f"{grouped._fingerprint}-merged",
+        new_fingerprint=f"{grouped._fingerprint}-merged-{transitive_closure}",
         desc="merging pairs per prompt",
     )
 
@@ -334,6 +389,7 @@ def load_rankings(
     input_format: str = "auto",
     skip_invalid: bool = False,
     num_proc: int | None = None,
+    transitive_closure: bool = True,
 ):
     """Load ranking data as a ``datasets.Dataset`` in the ranking format of :mod:`rewardcollapse.data.schema`.
 
@@ -345,21 +401,40 @@ def load_rankings(
     split : str, default "train"
         Split of a dataset dictionary or Hub dataset.
     input_format : {"auto", "ranking", "pairwise", "scored"}, default "auto"
-        ``ranking``: ``prompt``, ``responses``, optional ``ranks``, ``utility``, ``openness``. ``pairwise``: TRL
-        preference rows ``chosen``/``rejected`` with an explicit ``prompt`` or an implicit one (the common prefix);
-        the pairs of each prompt are merged into one partial order. ``scored``: ``prompt``, ``responses`` and
-        ``scores`` (higher better; equal scores tied). ``auto`` picks from the columns.
+        ``ranking``: ``prompt``, ``responses``, optional ``ranks`` or ``pairs`` (with optional ``margins``),
+        ``utility``, ``openness``. ``pairwise``: TRL preference rows ``chosen``/``rejected`` with an explicit
+        ``prompt`` or an implicit one, and an optional ``margin``; the pairs of each prompt are merged into one
+        partial order. ``scored``: ``prompt``, ``responses`` and ``scores`` (higher better; equal scores tied).
+        ``auto`` picks from the columns.
     skip_invalid : bool, default False
-        Drop invalid rows (fewer than 2 responses, empty or duplicate responses, bad ranks or scores, unknown
-        utility, openness outside [0, 1], contradictory pairs) and warn with a count per reason, instead of raising
-        on the first one.
+        Drop invalid rows (fewer than 2 responses, empty or duplicate responses, bad ranks, pairs, margins or
+        scores, unknown utility, openness outside [0, 1], no common implicit prompt, an answer that an implicit
+        prompt leaves empty, contradictory pairs) and warn with a count per reason, instead of raising on the first
+        one.
     num_proc : int, optional
         Worker processes for the row conversion of large files.
+    transitive_closure : bool, default True
+        Pairwise rows: rank the pairs that a prompt's pairs imply as well (a above b above c ranks a above c), and
+        give the prompt ``ranks`` when they form a weak order (and have no margins). False keeps exactly the given
+        pairs (each once) as ``pairs``, the pairs TRL's reward trainer trains on. See
+        :func:`~rewardcollapse.data.merge_pairs`.
 
     Returns
     -------
     datasets.Dataset
-        Columns ``prompt``, ``responses``, ``ranks``, ``pairs``, ``utility``, ``openness``; one row per prompt.
+        Columns ``prompt``, ``responses``, ``ranks``, ``pairs``, ``margins``, ``utility``, ``openness``; one row
+        per prompt.
+
+    Notes
+    -----
+    An implicit prompt (pairwise rows without a ``prompt`` column) is split as
+    :func:`~rewardcollapse.data.split_implicit_prompt` describes: conversations before their final assistant
+    message(s); texts per prompt group, at the longest common word prefix of all the chosen and rejected texts of
+    the rows that share the prompt, so that answers that begin with the same words keep them. A pair with no common
+    prompt, or an answer that the split leaves empty or punctuation only, is an invalid row. A ``margin`` column
+    must hold a finite number in every row; a prompt's merged row then has ``pairs`` and ``margins`` (TRL's loss
+    ``-log sigmoid(r_chosen - r_rejected - margin)``), with margin 0.0 for a pair implied only by the transitive
+    closure.
 
     Raises
     ------
@@ -369,16 +444,21 @@ def load_rankings(
     """
     if input_format not in ("auto", *INPUT_FORMATS):
         raise InputValueError(f"`input_format` must be 'auto' or one of {INPUT_FORMATS}, got {input_format!r}")
+    if not isinstance(transitive_closure, bool):
+        got = type(transitive_closure).__name__
+        raise InputTypeError(f"`transitive_closure` must be True or False, got {got}")
     table = read_table(source, split=split)
     try:
-        return _load(table, source, input_format, skip_invalid, num_proc)
+        return _load(table, source, input_format, skip_invalid, num_proc, transitive_closure)
     except UnicodeDecodeError as error:  # Arrow keeps a file's bytes as read; they are decoded row by row
         path = Path(source) if isinstance(source, str | Path) else None
         where = _file_problem(path, error) if path is not None and path.is_file() else f"{error}"
         raise InputValueError(f"text that is not UTF-8: {where}") from error
 
 
-def _load(table, source: Any, input_format: str, skip_invalid: bool, num_proc: int | None):
+def _load(
+    table, source: Any, input_format: str, skip_invalid: bool, num_proc: int | None, transitive_closure: bool = True
+):
     """Convert a read table to the ranking format (:func:`load_rankings` without the reading)."""
     _check_mixed_columns(table, source)
     if input_format == "auto":
@@ -387,7 +467,7 @@ def _load(table, source: Any, input_format: str, skip_invalid: bool, num_proc: i
         missing = {"chosen", "rejected"} - set(table.column_names)
         if missing:
             raise InputValueError(f"pairwise data needs columns 'chosen' and 'rejected'; {sorted(missing)} missing")
-        converted = _group_pairs(table, num_proc)
+        converted = _group_pairs(table, num_proc, transitive_closure)
     else:
         required = {"prompt", "responses"} | ({"scores"} if input_format == "scored" else set())
         missing = required - set(table.column_names)

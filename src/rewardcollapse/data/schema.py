@@ -12,6 +12,9 @@ Every loader produces rows of the *ranking format*:
 ``pairs``
     ``[[i, j], ...]`` with answer ``i`` above answer ``j``: a partial order that no ranks can express (merged TRL
     pairs); ``ranks`` is then null. Otherwise null.
+``margins``
+    Optional, with ``pairs`` only: one float per listed pair, TRL's ``margin`` (the loss of pair ``[i, j]`` is
+    ``-log sigmoid(r_i - r_j - margins[k])``). Otherwise null.
 ``utility``
     Optional per-prompt utility spec (``"x"``, ``"-1/x"``, ...) for prompt-aware training.
 ``openness``
@@ -27,23 +30,29 @@ import functools
 import graphlib
 import json
 import math
+import os
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rewardcollapse.core.errors import InputValueError
+
 __all__ = [
     "RANKING_COLUMNS",
     "RowError",
     "merge_pairs",
+    "pair_margins",
     "ranked_pairs",
     "ranking_row",
     "scored_row",
     "split_implicit_prompt",
 ]
 
-RANKING_COLUMNS = ("prompt", "responses", "ranks", "pairs", "utility", "openness")
+RANKING_COLUMNS = ("prompt", "responses", "ranks", "pairs", "margins", "utility", "openness")
 """Columns of a loaded ranking dataset, in order."""
 
 SKIP_HINT = "fix the row, or load with skip_invalid=True to drop such rows and get a report"
@@ -192,6 +201,48 @@ def _check_pairs(pairs: Any, n: int, where: str) -> tuple[list[list[int]] | None
     return out, None
 
 
+def _is_finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float | np.number) and math.isfinite(value)
+
+
+def _check_margins(
+    margins: Any, pairs: list[list[int]] | None, where: str
+) -> tuple[list[float] | None, RowError | None]:
+    """One finite margin per pair of ``pairs`` (null ``margins`` is no margin)."""
+    if margins is None:
+        return None, None
+    if pairs is None:
+        return None, RowError(
+            "bad margins",
+            f"{where}: `margins` gives one margin per pair of `pairs`, but the row has no `pairs`; list the pairs "
+            "(with `ranks` null) or drop `margins`",
+        )
+    if not isinstance(margins, list) or len(margins) != len(pairs):
+        got = f"{len(margins)} values" if isinstance(margins, list) else type(margins).__name__
+        return None, RowError(
+            "bad margins", f"{where}: `margins` must be a list of {len(pairs)} numbers (one per pair), got {got}"
+        )
+    for position, margin in enumerate(margins):
+        if not _is_finite_number(margin):
+            return None, RowError(
+                "bad margins",
+                f"{where}: `margins[{position}]` must be a finite number (the margin of `pairs[{position}]`), "
+                f"got {margin!r}",
+            )
+    return [float(margin) for margin in margins], None
+
+
+def _check_margin(margin: Any, where: str) -> tuple[float | None, RowError | None]:
+    """Validate TRL's per-pair ``margin`` (a pairwise row's column); return it as a float or the reason it is bad."""
+    if _is_finite_number(margin):
+        return float(margin), None
+    return None, RowError(
+        "bad margin",
+        f"{where}: `margin` must be a finite number (TRL's loss is -log sigmoid(r_chosen - r_rejected - margin)), "
+        f"got {margin!r}; give every row a margin (0.0 for none) or drop the row",
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _utility_error(spec: str) -> str | None:
     from rewardcollapse.core.utilities import utility
@@ -241,10 +292,14 @@ def ranking_row(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any] | No
         ranks, error = _check_ranks(list(range(len(responses))) if ranks is None else ranks, len(responses), where)
     if error:
         return None, error
+    margins, error = _check_margins(_maybe_json(row.get("margins")), pairs, where)
+    if error:
+        return None, error
     extras, error = _check_extras(row, where)
     if error:
         return None, error
-    return {"prompt": prompt, "responses": responses, "ranks": ranks, "pairs": pairs, **extras}, None
+    canonical = {"prompt": prompt, "responses": responses, "ranks": ranks, "pairs": pairs, "margins": margins}
+    return {**canonical, **extras}, None
 
 
 def scored_row(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any] | None, RowError | None]:
@@ -268,36 +323,241 @@ def scored_row(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any] | Non
     return ranking_row({**row, "responses": responses, "ranks": ranks}, where)
 
 
-def split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
-    """Split TRL's implicit-prompt pair into (prompt, chosen, rejected) at their longest common prefix.
+_WORD = re.compile(r"\S*")
 
-    Message lists split at the first differing message. Strings split after the last whitespace of the common
-    prefix, so that no word is cut: ``"Q: hi A: yes"`` and ``"Q: hi A: no"`` give the prompt ``"Q: hi A:"``.
+
+def _word_prefix(chosen: str, rejected: str) -> str:
+    """The common prefix of two texts up to its last whitespace, without trailing whitespace: whole words only."""
+    common = os.path.commonprefix([chosen, rejected])  # noqa: RUF071 (a text prefix, by character, is meant)
+    # Match the last word on the reversed text: a search for r"\S*\Z" backtracks quadratically on long words.
+    cut = len(common) - _WORD.match(common[::-1]).end()
+    return common[:cut].rstrip()
+
+
+def _group_prompts(keys: Sequence[str]) -> list[str]:
+    """The prompt of each candidate prompt in ``keys``: the shortest key that it extends at a word boundary.
+
+    A key ``k`` extends ``s`` at a word boundary when ``k == s`` or ``k`` starts with ``s`` followed by whitespace.
+    In sorted order the keys that start with ``s`` follow ``s``, so a stack of the keys that start groups (each a
+    prefix of the next) finds every key's group in one pass.
     """
-    if isinstance(chosen, list) and isinstance(rejected, list):
-        common = 0
-        while common < min(len(chosen), len(rejected)) and chosen[common] == rejected[common]:
-            common += 1
-        return chosen[:common], chosen[common:], rejected[common:]
-    if not isinstance(chosen, str) or not isinstance(rejected, str):
-        return None, chosen, rejected
+    prompts = [""] * len(keys)
+    starts: list[str] = []
+    for k in sorted(range(len(keys)), key=keys.__getitem__):
+        key = keys[k]
+        while starts and not key.startswith(starts[-1]):
+            starts.pop()
+        prompt = next((s for s in starts if len(key) == len(s) or key[len(s)].isspace()), None)
+        if prompt is None:
+            starts.append(key)
+            prompt = key
+        prompts[k] = prompt
+    return prompts
+
+
+def _no_words(text: str) -> bool:
+    """True for a text with nothing but whitespace and punctuation (Unicode category P)."""
+    return all(ch.isspace() or unicodedata.category(ch).startswith("P") for ch in text)
+
+
+def _answer_error(prompt: Any, answer: Any, name: str, where: str) -> RowError | None:
+    """An answer left empty or punctuation only by an implicit prompt split (message answers: their text contents)."""
+    if isinstance(answer, list):
+        contents = [message.get("content") for message in answer]
+        if answer and not all(isinstance(content, str) for content in contents):
+            return None  # multimodal content parts: no text to judge
+        text = "".join(contents)
+    else:
+        text = answer
+    if not _no_words(text):
+        return None
+    what = "empty" if not text.strip() else f"{text.strip()!r}, punctuation only"
+    return RowError(
+        "empty answer",
+        f"{where}: the `{name}` answer after the implicit prompt {_short(prompt)} is {what}; give a `prompt` column "
+        "so that the answers are split where you mean, or drop the row",
+    )
+
+
+def _no_common_prompt(where: str, conversations: bool) -> RowError:
+    shared = "no message before their final assistant turn(s)" if conversations else "no leading words"
+    return RowError(
+        "no common prompt",
+        f"{where}: `chosen` and `rejected` have no common prompt (they share {shared}); give a `prompt` column, or "
+        "start both with the prompt they answer",
+    )
+
+
+def _split_conversations(chosen: list, rejected: list, where: str) -> tuple[tuple | None, RowError | None]:
+    """Split two conversations before their final assistant message(s); see :func:`split_implicit_prompt`."""
     common = 0
     while common < min(len(chosen), len(rejected)) and chosen[common] == rejected[common]:
         common += 1
-    cut = max(chosen.rfind(" ", 0, common + 1), chosen.rfind("\n", 0, common + 1))
-    cut = cut if cut > 0 else 0
-    return chosen[:cut].rstrip(), chosen[cut:].lstrip(), rejected[cut:].lstrip()
+    # Leading assistant messages of the final turn that both share stay in the answers, as shared words do in texts.
+    start = common
+    while start > 0 and chosen[start - 1]["role"] == "assistant":
+        start -= 1
+    if start == 0:
+        return None, _no_common_prompt(where, conversations=True)
+    for name, conversation in (("chosen", chosen), ("rejected", rejected)):
+        for k in range(start, len(conversation)):
+            if conversation[k]["role"] != "assistant":
+                return None, RowError(
+                    "differing conversations",
+                    f"{where}: `chosen` and `rejected` differ before their final assistant turn (`{name}[{k}]` is a "
+                    f"{conversation[k]['role']!r} message after the first difference, at message {start}); an "
+                    "implicit prompt is every message before the final assistant message(s), shared by both: give a "
+                    "`prompt` column, or make both conversations share every earlier message",
+                )
+    prompt = chosen[:start]
+    return _answers(prompt, chosen[start:], rejected[start:], where)
+
+
+def _split_texts(prompt: str, chosen: str, rejected: str, where: str) -> tuple[tuple | None, RowError | None]:
+    """Split two texts that start with ``prompt`` and whitespace; the whitespace belongs to neither part."""
+    if not prompt:
+        return None, _no_common_prompt(where, conversations=False)
+    return _answers(prompt, chosen[len(prompt) :].lstrip(), rejected[len(prompt) :].lstrip(), where)
+
+
+def _answers(prompt: Any, chosen: Any, rejected: Any, where: str) -> tuple[tuple | None, RowError | None]:
+    error = _answer_error(prompt, chosen, "chosen", where) or _answer_error(prompt, rejected, "rejected", where)
+    return (None, error) if error else ((prompt, chosen, rejected), None)
+
+
+def _split_pair(
+    chosen: Any, rejected: Any, where: str, *, split_texts: bool = True
+) -> tuple[tuple | None, RowError | None]:
+    """Split one implicit-prompt pair on its own (texts: at the word prefix of the pair alone).
+
+    With ``split_texts`` False two texts come back whole after that word prefix: the candidate prompt that
+    :func:`~rewardcollapse.data.load_rankings` groups before it splits the texts at their group's prompt.
+    """
+    for name, answer in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(answer, str) and not _is_message_list(answer):
+            return None, RowError(
+                "bad responses",
+                f"{where}: `{name}` must be a string or a list of chat messages; {_message_problem(answer)}",
+            )
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        return None, RowError(
+            "bad responses",
+            f"{where}: `chosen` and `rejected` must both be texts or both lists of chat messages, got "
+            f"{type(chosen).__name__} and {type(rejected).__name__}",
+        )
+    if chosen == rejected:
+        return None, RowError("duplicate response", f"{where}: `chosen` and `rejected` are identical; drop the pair")
+    if isinstance(chosen, list):
+        return _split_conversations(chosen, rejected, where)
+    prompt = _word_prefix(chosen, rejected)
+    if not split_texts:
+        return ((prompt, chosen, rejected), None) if prompt else (None, _no_common_prompt(where, conversations=False))
+    return _split_texts(prompt, chosen, rejected, where)
+
+
+def split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
+    """Split TRL's implicit-prompt pair into ``(prompt, chosen, rejected)``.
+
+    Conversations (lists of chat messages) split before their final assistant message(s): the prompt is the
+    messages both share up to the last one that is not from the assistant; the answers are the assistant messages
+    after it. Texts split at the last whitespace of their common prefix, so that no word is cut; the whitespace
+    between the prompt and the answers belongs to neither.
+
+    Parameters
+    ----------
+    chosen, rejected : str or list of dict
+        The full texts, or the full conversations, of the preferred and the other answer.
+
+    Returns
+    -------
+    tuple
+        ``(prompt, chosen, rejected)``.
+
+    Raises
+    ------
+    ValueError
+        When the two share no prompt (no leading words, or no message before the final assistant turn), when two
+        conversations differ before their final assistant turn, or when an answer would be empty or punctuation
+        only.
+
+    Notes
+    -----
+    :func:`~rewardcollapse.data.load_rankings` splits texts per prompt group, not per row, so that answers that
+    begin with the same words keep them: every row is keyed by its own word prefix (as here); a key that extends a
+    shorter key at a word boundary joins that key's group; and every row of a group is split at the group's
+    shortest key, which is the longest common word prefix of all the chosen and rejected texts of the group. Two
+    different prompts one of which extends the other at a word boundary (a dialogue and its own continuation, say)
+    thus fall in one group: give such data a ``prompt`` column.
+
+    Examples
+    --------
+    >>> split_implicit_prompt("Q: hi A: yes", "Q: hi A: yeah")
+    ('Q: hi A:', 'yes', 'yeah')
+    >>> user = {"role": "user", "content": "2+2?"}
+    >>> prompt, chosen, rejected = split_implicit_prompt(
+    ...     [user, {"role": "assistant", "content": "4"}], [user, {"role": "assistant", "content": "5"}]
+    ... )
+    >>> prompt, chosen
+    ([{'role': 'user', 'content': '2+2?'}], [{'role': 'assistant', 'content': '4'}])
+    """
+    split, error = _split_pair(chosen, rejected, "the pair")
+    if error:
+        raise InputValueError(error.message)
+    return split
+
+
+def _closure(above: np.ndarray) -> np.ndarray:
+    # Transitive closure by repeated squaring of the boolean relation (n is small: a prompt's answers). Its diagonal
+    # shows the cycles that contradict a ranking, which scipy.sparse.csgraph.shortest_path sets to 0.
+    while True:
+        closure = above | ((above.astype(np.int64) @ above.astype(np.int64)) > 0)
+        if (closure == above).all():
+            return closure
+        above = closure
 
 
 def merge_pairs(
-    prompt: Any, pairs: Sequence[tuple[Any, Any]], rows: Sequence[int], extras: Mapping[str, Any]
+    prompt: Any,
+    pairs: Sequence[tuple[Any, Any]],
+    rows: Sequence[int],
+    extras: Mapping[str, Any],
+    *,
+    margins: Sequence[float] | None = None,
+    transitive_closure: bool = True,
 ) -> tuple[dict[str, Any] | None, RowError | None]:
     """Merge one prompt's (chosen, rejected) pairs into a ranking row.
 
-    The answers are numbered in order of first appearance; the ranked pairs are the transitive closure of the
-    given ones (a better than b better than c ranks a above c). When the closure is a weak order the row gets
-    ``ranks``; otherwise it keeps the partial order as ``pairs``. A cycle (a above b and b above a, possibly through
-    other answers) is a contradiction and rejects the whole prompt, naming its rows.
+    Parameters
+    ----------
+    prompt : str or list of dict
+        The prompt the pairs answer.
+    pairs : sequence of (chosen, rejected)
+        The answers of each pair, preferred first.
+    rows : sequence of int
+        The source row of each pair, for messages.
+    extras : mapping
+        ``utility`` and ``openness`` of the row.
+    margins : sequence of float, optional
+        TRL's ``margin`` of each pair.
+    transitive_closure : bool, default True
+        Rank the pairs that the given ones imply (a above b above c ranks a above c) as well.
+
+    Returns
+    -------
+    tuple
+        The ranking row, or None and the reason it is rejected.
+
+    Notes
+    -----
+    The answers are numbered in order of first appearance; a pair given twice counts once (with two different
+    margins it rejects the prompt). A cycle (a above b and b above a, possibly through other answers) is a
+    contradiction and rejects the whole prompt, naming its rows, with or without the closure.
+
+    With ``transitive_closure`` the ranked pairs are the transitive closure of the given ones: without margins the
+    row gets ``ranks`` when the closure is a weak order and keeps the partial order as ``pairs`` otherwise; with
+    margins it gets the closure as ``pairs`` and their ``margins``, 0.0 for a pair implied only by transitivity.
+    Without ``transitive_closure`` the row keeps exactly the given pairs as ``pairs`` (and ``margins``), the pairs
+    TRL's reward trainer would train on.
     """
     where = f"rows {', '.join(map(str, rows))}" if len(rows) > 1 else f"row {rows[0]}"
     index: dict[str, int] = {}
@@ -308,32 +568,58 @@ def merge_pairs(
             if key not in index:
                 index[key] = len(responses)
                 responses.append(answer)
+    given: dict[tuple[int, int], float] = {}  # each distinct pair and its margin, in order of first appearance
+    weights = [0.0] * len(pairs) if margins is None else margins
+    for (chosen, rejected), row, margin in zip(pairs, rows, weights, strict=True):
+        margin, error = _check_margin(margin, f"row {row}")
+        if error:
+            return None, error
+        pair = (index[_text_key(chosen)], index[_text_key(rejected)])
+        if given.setdefault(pair, margin) != margin:
+            return None, RowError(
+                "conflicting margins",
+                f"{where}: prompt {_short(prompt)} has the pair {_short(chosen, 30)} above {_short(rejected, 30)} "
+                f"twice, with margins {given[pair]} and {margin}; give each pair once",
+            )
     n = len(responses)
     above = np.zeros((n, n), dtype=bool)
-    for chosen, rejected in pairs:
-        above[index[_text_key(chosen)], index[_text_key(rejected)]] = True
-    # Transitive closure by repeated squaring of the boolean relation (n is small: a prompt's answers).
-    while True:
-        closure = above | ((above.astype(np.int64) @ above.astype(np.int64)) > 0)
-        if (closure == above).all():
-            break
-        above = closure
-    if np.diag(above).any():
+    above[tuple(np.array(list(given)).T)] = True
+    closure = _closure(above)
+    if np.diag(closure).any():
         return None, RowError(
             "contradictory pairs",
             f"{where}: the chosen/rejected pairs of prompt {_short(prompt)} contradict each other (an answer ends "
             "up above itself through a cycle); remove the conflicting pairs",
         )
-    ranks = above.sum(axis=0)  # number of answers above each one
     row = {"prompt": prompt, "responses": responses, **extras}
-    if ((ranks[:, None] < ranks[None, :]) == above).all():
+    if not transitive_closure:
+        kept = None if margins is None else list(given.values())
+        return ranking_row({**row, "pairs": [list(pair) for pair in given], "margins": kept}, where)
+    ranks = closure.sum(axis=0)  # number of answers above each one
+    if margins is None and ((ranks[:, None] < ranks[None, :]) == closure).all():
         return ranking_row({**row, "ranks": ranks.tolist()}, where)
-    canonical, error = ranking_row(row, where)
-    if error:
-        return None, error
-    canonical["ranks"] = None
-    canonical["pairs"] = np.argwhere(above).tolist()
-    return canonical, None
+    listed = np.argwhere(closure).tolist()
+    if margins is None:
+        return ranking_row({**row, "pairs": listed}, where)
+    return ranking_row({**row, "pairs": listed, "margins": [given.get(tuple(p), 0.0) for p in listed]}, where)
+
+
+def pair_margins(row: Mapping[str, Any]) -> np.ndarray:
+    """The ``(n, n)`` float matrix of a canonical row's margins: entry ``(i, j)`` the margin of its pair ``[i, j]``.
+
+    Zero where the row lists no pair, and everywhere when it has no ``margins`` (pair it with :func:`ranked_pairs`).
+
+    Examples
+    --------
+    >>> pair_margins({"responses": ["a", "b", "c"], "pairs": [[0, 1], [2, 1]], "margins": [0.5, 2.0]}).tolist()
+    [[0.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+    """
+    n = len(row["responses"])
+    out = np.zeros((n, n))
+    if row.get("margins") is not None:
+        pairs = np.asarray(row["pairs"], dtype=np.int64).reshape(-1, 2)
+        out[pairs[:, 0], pairs[:, 1]] = row["margins"]
+    return out
 
 
 def ranked_pairs(row: Mapping[str, Any]) -> np.ndarray:

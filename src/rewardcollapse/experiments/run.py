@@ -56,6 +56,7 @@ PAPER_TRAINING = {
     "learning_rate": 1e-5,
     "max_length": 512,
     "forward_batch_size": 8,
+    "disable_dropout": False,
 }
 """The default ``training`` mapping: the paper's schedule (Song et al. 2023, Section 4) without its accumulation."""
 
@@ -273,7 +274,7 @@ def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precisi
     """Seconds of one training step's forward and backward passes here: the fastest of three after a warm-up."""
     import torch
 
-    from rewardcollapse.training.backbone import default_backbone
+    from rewardcollapse.training.backbone import default_backbone, resolve_sequence_format
     from rewardcollapse.training.collator import RankingCollator
     from rewardcollapse.training.scoring import score_batch
     from rewardcollapse.training.trainer import fit_max_length, load_reward_model
@@ -284,7 +285,8 @@ def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precisi
     model.get_input_embeddings().weight.requires_grad_(not args.freeze_word_embeddings)
     device = torch.device(precision.device)
     model.to(device).train()
-    batch = RankingCollator(tokenizer, max_length=fit_max_length(model, args.max_length))(rows)
+    fmt = resolve_sequence_format(args.sequence_format, model)
+    batch = RankingCollator(tokenizer, max_length=fit_max_length(model, args.max_length), sequence_format=fmt)(rows)
     tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     seconds = []
     for _ in range(4):

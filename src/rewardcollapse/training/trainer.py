@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import special
-from transformers import ProgressCallback, Trainer
+from transformers import ProgressCallback, Trainer, set_seed
 
+from rewardcollapse._files import write_text_atomic
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
-from rewardcollapse.loss import ranking_loss
-from rewardcollapse.training.backbone import backbone_label, loading_model
+from rewardcollapse.loss import centering_penalty, ranking_loss
+from rewardcollapse.training.backbone import (
+    MODEL_SETTINGS_FILE,
+    backbone_label,
+    loading_model,
+    resolve_sequence_format,
+)
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.precision import score_head_in_float32
@@ -32,9 +41,12 @@ from rewardcollapse.training.scoring import score_batch
 __all__ = [
     "RankingProgressCallback",
     "RankingRewardTrainer",
+    "disable_dropout",
     "fit_max_length",
     "load_reward_model",
     "quiet_transformers",
+    "set_padding_token",
+    "wrap_with_peft",
 ]
 
 _RANKING_COLUMNS = ("prompt", "responses")
@@ -81,6 +93,8 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if (Path(name_or_path) / "adapter_config.json").is_file():
+        return _load_adapter(Path(name_or_path), dtype)
     with loading_model(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         with quiet_transformers():
@@ -99,14 +113,95 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
             UserWarning,
             stacklevel=2,
         )
+    set_padding_token(tokenizer, model)
+    return model, tokenizer
+
+
+def set_padding_token(tokenizer: Any, model: Any) -> None:
+    """Give a tokenizer without a padding token (GPT-style) its end-of-sequence token, and tell the model.
+
+    The model must know the padding id so that a decoder's classifier reads each sequence's last real token.
+    """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise InputValueError(
-                f"the tokenizer of {name_or_path!r} has neither a pad nor an eos token; set pad_token"
+                "the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token (e.g. add a [PAD] token "
+                "and resize the model's embeddings)"
             )
         tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
+def _check_single_score(model: Any) -> None:
+    """Refuse a classifier with more than one output: a reward model scores each sequence with one number."""
+    labels = getattr(getattr(model, "config", None), "num_labels", 1)
+    if labels != 1:
+        raise InputValueError(
+            f"the model has num_labels={labels}, but a reward model has one output per sequence; load it with "
+            "AutoModelForSequenceClassification.from_pretrained(name, num_labels=1) (or rewardcollapse's "
+            "load_reward_model)"
+        )
+
+
+def disable_dropout(model: Any) -> None:
+    """Set every dropout probability of the model to 0 (TRL's ``disable_dropout``)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def wrap_with_peft(model: Any, peft_config: Any, *, gradient_checkpointing: bool = False) -> Any:
+    """The model with peft adapters from ``peft_config`` (e.g. ``peft.LoraConfig``); the score head trains in full.
+
+    A config without a task type gets ``SEQ_CLS``, which makes peft train and save the classification head beside
+    the adapters. Problems peft reports (a target module that does not exist, a model it cannot wrap) become an
+    error naming ``peft_config``, before any training.
+    """
+    try:
+        import peft
+    except ImportError as error:
+        raise InputValueError("`peft_config` needs the peft package: pip install peft") from error
+    if not isinstance(peft_config, peft.PeftConfig):
+        raise InputTypeError(f"`peft_config` must be a peft.PeftConfig (e.g. peft.LoraConfig), got {peft_config!r}")
+    if isinstance(model, peft.PeftModel):
+        raise InputValueError("the model already has peft adapters; pass the base model with `peft_config`")
+    if peft_config.task_type is None:
+        peft_config.task_type = peft.TaskType.SEQ_CLS
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # so that checkpointed blocks before the adapters pass gradients on
+    try:
+        return peft.get_peft_model(model, peft_config)
+    except (ValueError, TypeError, KeyError) as error:
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
+        conv1d = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Conv1D"})
+        raise InputValueError(
+            f"`peft_config` does not fit the model (target_modules {peft_config.target_modules}): {error} The "
+            f"model's adaptable layers are named {linear + conv1d}; or use target_modules='all-linear'"
+        ) from error
+
+
+def _load_adapter(folder: Path, dtype: Any):
+    """A reward model saved as peft adapters: the base model from the adapter config, with the adapters on it."""
+    import peft
+    from transformers import AutoTokenizer
+
+    config = peft.PeftConfig.from_pretrained(str(folder))
+    if not config.base_model_name_or_path:
+        raise InputValueError(
+            f"the adapters in {str(folder)!r} do not name their base model (it was built in memory); load the base "
+            "model yourself and add them with peft.PeftModel.from_pretrained(base, folder)"
+        )
+    base, _ = load_reward_model(config.base_model_name_or_path, dtype=dtype)
+    with quiet_transformers():
+        model = peft.PeftModel.from_pretrained(base, str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(folder) if (folder / "tokenizer_config.json").exists() else config.base_model_name_or_path
+    )
+    set_padding_token(tokenizer, model)
     return model, tokenizer
 
 
@@ -127,7 +222,9 @@ def fit_max_length(model: Any, max_length: int) -> int:
     return max_length
 
 
-def _prepare_dataset(dataset: Any, name: str, args: RankingRewardConfig, tokenizer: Any, max_length: int) -> Any:
+def _prepare_dataset(
+    dataset: Any, name: str, *, args: RankingRewardConfig, tokenizer: Any, max_length: int, fmt: str
+) -> Any:
     """A ranking ``datasets.Dataset`` with its token columns (:func:`tokenize_rankings`, once); others as they are."""
     columns = getattr(dataset, "column_names", None)
     if dataset is None or columns is None:
@@ -151,6 +248,7 @@ def _prepare_dataset(dataset: Any, name: str, args: RankingRewardConfig, tokeniz
             open_utility=args.open_utility,
             name=name,
             num_proc=args.dataset_num_proc,
+            sequence_format=fmt,
         )
 
 
@@ -208,15 +306,33 @@ class RankingRewardTrainer(Trainer):
         processing_class: Any = None,
         data_collator: Any = None,
         compute_metrics: Any = None,
+        peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(args, RankingRewardConfig):
             raise InputTypeError(f"`args` must be a RankingRewardConfig, got {type(args).__name__}")
+        # Seeded before anything random is made here (a new score head, peft's adapter weights), as TRL does, so
+        # that two runs with one seed are the same run.
+        set_seed(args.seed)
+        if isinstance(model, str):  # a Hub name or a path, as TRL takes it
+            model, tokenizer = load_reward_model(model)
+            processing_class = tokenizer if processing_class is None else processing_class
+        _check_single_score(model)
         if processing_class is None and data_collator is None:
             raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
+        if processing_class is not None:
+            set_padding_token(processing_class, model)
+        self.sequence_format = resolve_sequence_format(args.sequence_format, model)
+        if args.disable_dropout:
+            disable_dropout(model)
+        if peft_config is not None:
+            model = wrap_with_peft(model, peft_config, gradient_checkpointing=args.gradient_checkpointing)
         max_length = fit_max_length(model, args.max_length)
-        train_dataset = _prepare_dataset(train_dataset, "train_dataset", args, processing_class, max_length)
-        eval_dataset = _prepare_dataset(eval_dataset, "eval_dataset", args, processing_class, max_length)
+        prepare = functools.partial(
+            _prepare_dataset, args=args, tokenizer=processing_class, max_length=max_length, fmt=self.sequence_format
+        )
+        train_dataset = prepare(train_dataset, "train_dataset")
+        eval_dataset = prepare(eval_dataset, "eval_dataset")
         if args.freeze_word_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         if args.bf16 or args.fp16:
@@ -229,6 +345,7 @@ class RankingRewardTrainer(Trainer):
                 utility=args.utility,
                 closed_utility=args.closed_utility,
                 open_utility=args.open_utility,
+                sequence_format=self.sequence_format,
             )
         super().__init__(
             model=model,
@@ -240,6 +357,13 @@ class RankingRewardTrainer(Trainer):
             compute_metrics=compute_metrics or self._ranking_metrics,
             **kwargs,
         )
+        fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") or bool(self.args.fsdp)
+        if fsdp_asked and not self.is_fsdp_enabled:
+            raise InputValueError(
+                f"FSDP was asked for, but accelerate set up {self.accelerator.distributed_type.value} on "
+                f"{self.args.device}: accelerate attaches FSDP only on GPUs, so it would train by plain data "
+                "parallelism here; use configs/accelerate/ddp.yaml on a CPU"
+            )
         if self.args.world_size > 1 and self.accelerator.distributed_type.value == "NO":
             raise InputValueError(
                 f"{self.args.world_size} processes were launched but accelerate set up no data parallelism, so "
@@ -252,6 +376,7 @@ class RankingRewardTrainer(Trainer):
         # accumulation steps itself instead of expecting a `num_items_in_batch` normalisation.
         self.model_accepts_loss_kwargs = False
         self._truncated = torch.zeros(2, dtype=torch.long)  # (truncated, total) training sequences
+        self._trl_metrics: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Score every answer once, then the ranking loss over all the batch's ranked pairs."""
@@ -267,8 +392,31 @@ class RankingRewardTrainer(Trainer):
             mask=inputs["answer_mask"],
             normalize=self.args.loss_normalize,
             eps=self.args.eps,
+            margins=inputs.get("margins"),
+            pair_weighting=self.args.pair_weighting,
         )
+        if self.args.center_rewards_coefficient is not None:
+            centering = centering_penalty(rewards, inputs["pairs"], pair_weighting=self.args.pair_weighting)
+            loss = loss + self.args.center_rewards_coefficient * centering
+        self._record_trl_metrics(rewards.detach(), inputs["pairs"], inputs["answer_mask"], model.training)
         return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def _record_trl_metrics(self, rewards: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor, training: bool):
+        """TRL's logged reward metrics, over the batch's ranked pairs and real answers (logged averaged per step)."""
+        rewards = rewards.float()
+        gaps = (rewards[:, :, None] - rewards[:, None, :])[pairs]
+        real = rewards[mask]
+        values = {
+            "accuracy": (gaps > 0).float().mean() if gaps.numel() else torch.tensor(float("nan")),
+            "margin": gaps.mean() if gaps.numel() else torch.tensor(float("nan")),
+            "min_reward": real.min(),
+            "mean_reward": real.mean(),
+            "max_reward": real.max(),
+        }
+        gathered = self.accelerator.gather_for_metrics(torch.stack(list(values.values()))[None].to(rewards.device))
+        record = self._trl_metrics["train" if training else "eval"]
+        for name, value in zip(values, gathered.reshape(-1, len(values)).nanmean(0).tolist(), strict=True):
+            record.setdefault(name, []).append(value)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Loss, ``(B, K)`` rewards (NaN for padding answers) and the ``(B, K, K)`` pair matrix as labels."""
@@ -288,10 +436,27 @@ class RankingRewardTrainer(Trainer):
         return ranking_metrics(rewards, np.asarray(prediction.label_ids, dtype=bool))
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Log as the Trainer does, adding how many training sequences were truncated so far (never silent)."""
+        """Log as the Trainer does, adding TRL's reward metrics and how many training sequences were truncated.
+
+        TRL's names: ``accuracy`` (share of ranked pairs scored in order), ``margin`` (mean score gap of the ranked
+        pairs), ``min_reward``, ``mean_reward``, ``max_reward`` (raw scores), averaged since the last log, with
+        ``eval_`` in front during evaluation.
+        """
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        record = self._trl_metrics[mode]
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({f"{prefix}{name}": float(np.mean(values)) for name, values in record.items() if values})
+        record.clear()
         if "loss" in logs or "train_loss" in logs:
             logs["truncated_sequences"] = self.truncation_counts()[0]
         super().log(logs, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        """Save as the Trainer does, plus how the model reads its input (:data:`MODEL_SETTINGS_FILE`)."""
+        super()._save(output_dir, state_dict=state_dict)
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        settings = {"sequence_format": self.sequence_format, "max_length": self.args.max_length}
+        write_text_atomic(folder / MODEL_SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
 
     def truncation_counts(self) -> tuple[int, int]:
         """``(truncated, total)`` training sequences so far, summed over processes in distributed training."""

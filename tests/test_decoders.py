@@ -1,0 +1,240 @@
+"""Decoder reward models (Llama, Qwen2, Mistral, GPT-2), built offline: padding, LoRA, gradient checkpointing, API."""
+
+import json
+import re
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from rewardcollapse.cli import main
+from rewardcollapse.data import load_rankings
+from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
+from rewardcollapse.training.collator import RankingCollator
+from rewardcollapse.training.scoring import score_batch
+
+DECODERS = ("llama", "qwen2", "mistral", "gpt2")
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def rows(n=6):
+    return [
+        {
+            "prompt": f"Question {p}: explain topic {p}.",
+            "responses": [" a long and careful one", " The answer is yes because", " maybe", " no"][: 2 + p % 3],
+        }
+        for p in range(n)
+    ]
+
+
+def config(tmp_path, **settings):
+    base = {
+        "output_dir": str(tmp_path / "out"),
+        "report_to": "none",
+        "use_cpu": True,
+        "utility": "log",
+        "precision": "fp32",
+    }
+    return RankingRewardConfig(**{**base, **settings})
+
+
+@pytest.mark.parametrize("arch", DECODERS)
+def test_padded_scores_equal_unpadded_whatever_the_tokenizer_side(arch, decoder_tokenizer, tiny_decoder):
+    from rewardcollapse.training.trainer import set_padding_token
+
+    model = tiny_decoder(arch).eval()
+    set_padding_token(decoder_tokenizer, model)
+    data = rows(4)
+    alone = []
+    for side in ("right", "left"):
+        decoder_tokenizer.padding_side = side
+        collator = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")
+        with torch.no_grad():
+            batch = score_batch(model, collator(data))
+            alone = [score_batch(model, collator([row]))[0, : len(row["responses"])] for row in data]
+        for b, row in enumerate(data):
+            torch.testing.assert_close(batch[b, : len(row["responses"])], alone[b], atol=1e-5, rtol=0)
+    decoder_tokenizer.padding_side = "right"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_lora_trains_only_adapters_and_head_and_survives_save_reload_resume(
+    arch, tmp_path, decoder_tokenizer, tiny_decoder
+):
+    from peft import LoraConfig
+
+    data = load_rankings(datasets.Dataset.from_list(rows()))
+    targets = ["q_proj", "v_proj"] if arch == "llama" else ["c_attn"]
+    args = config(tmp_path, max_steps=4, save_steps=2, learning_rate=1e-2, per_device_train_batch_size=3)
+    base = tmp_path / "base"  # adapters name their base model: a folder here, a Hub name usually
+    tiny_decoder(arch).save_pretrained(base)
+    decoder_tokenizer.save_pretrained(base)
+    trainer = RankingRewardTrainer(
+        model=str(base),
+        args=args,
+        train_dataset=data,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=targets),
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [name for name, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[name])]
+    assert all("lora_" in name or ".score." in name for name in changed), changed
+    assert any("lora_B" in name for name in changed) and any(".score.modules_to_save" in name for name in changed)
+    trainer.save_model(str(tmp_path / "adapter"))
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "adapter" / "rewardcollapse.json").read_text())["sequence_format"] == "trl"
+
+    from rewardcollapse.training import load_reward_model
+
+    reloaded, tokenizer = load_reward_model(str(tmp_path / "adapter"))
+    collator = RankingCollator(tokenizer, max_length=64, sequence_format="trl")
+    batch = collator(data.to_list()[:3])
+    trainer.model.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(score_batch(reloaded, batch), score_batch(trainer.model, batch), atol=1e-5, rtol=0)
+
+    resumed = RankingRewardTrainer(
+        model=str(base),
+        args=config(tmp_path, max_steps=4, save_steps=2, learning_rate=1e-2, per_device_train_batch_size=3),
+        train_dataset=data,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=targets),
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            score_batch(resumed.model.eval(), batch), score_batch(trainer.model, batch), atol=1e-5, rtol=0
+        )
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(arch, tmp_path, decoder_tokenizer, tiny_decoder):
+    data = load_rankings(datasets.Dataset.from_list(rows(4)))
+    results = []
+    for checkpointing in (False, True):
+        model = tiny_decoder(arch)
+        args = config(tmp_path, gradient_checkpointing=checkpointing, max_steps=1)
+        trainer = RankingRewardTrainer(model=model, args=args, train_dataset=data, processing_class=decoder_tokenizer)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        batch = trainer.data_collator(data.to_list())
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-5, rtol=0)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4)
+
+
+def test_trainer_takes_a_model_path_and_fixes_the_padding_token(tmp_path, decoder_tokenizer, tiny_decoder):
+    folder = tmp_path / "base"
+    tiny_decoder("llama").save_pretrained(folder)
+    fresh = type(decoder_tokenizer)(tokenizer_object=decoder_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
+    fresh.save_pretrained(folder)
+    data = load_rankings(datasets.Dataset.from_list(rows(4)))
+    trainer = RankingRewardTrainer(model=str(folder), args=config(tmp_path, max_steps=1), train_dataset=data)
+    assert trainer.processing_class.pad_token == "<|endoftext|>"
+    trainer.train()
+    tokenizer = type(decoder_tokenizer).from_pretrained(folder)
+    assert tokenizer.pad_token is None  # passed without one: the trainer sets it
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    model.config.pad_token_id = None
+    trainer = RankingRewardTrainer(
+        model=model, args=config(tmp_path, max_steps=1), train_dataset=data, processing_class=tokenizer
+    )
+    assert tokenizer.pad_token_id == model.config.pad_token_id == tokenizer.eos_token_id
+    trainer.train()
+
+
+def test_a_classifier_with_two_labels_is_refused(tmp_path, decoder_tokenizer, tiny_decoder):
+    model = tiny_decoder("llama")
+    model.config.num_labels = 2
+    data = load_rankings(datasets.Dataset.from_list(rows(2)))
+    with pytest.raises(ValueError, match="num_labels=2, but a reward model has one output"):
+        RankingRewardTrainer(model=model, args=config(tmp_path), train_dataset=data, processing_class=decoder_tokenizer)
+
+
+def test_bad_peft_config_is_named_before_training(tmp_path, decoder_tokenizer, tiny_decoder):
+    from peft import LoraConfig
+
+    data = load_rankings(datasets.Dataset.from_list(rows(2)))
+    with pytest.raises(
+        ValueError, match=r"`peft_config` does not fit the model \(target_modules .*no_such_module.*q_proj"
+    ):
+        RankingRewardTrainer(
+            model=tiny_decoder("llama"),
+            args=config(tmp_path),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+            peft_config=LoraConfig(r=2, target_modules=["no_such_module"]),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_trl_metric_names_are_logged(tmp_path, decoder_tokenizer, tiny_decoder):
+    data = load_rankings(datasets.Dataset.from_list(rows(6)))
+    args = config(tmp_path, max_steps=2, logging_steps=1, eval_strategy="steps", eval_steps=2)
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("llama"),
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=decoder_tokenizer,
+    )
+    trainer.train()
+    logged = {key for entry in trainer.state.log_history for key in entry}
+    for name in ("accuracy", "margin", "min_reward", "mean_reward", "max_reward"):
+        assert name in logged and f"eval_{name}" in logged
+    first = next(entry for entry in trainer.state.log_history if "accuracy" in entry)
+    assert 0 <= first["accuracy"] <= 1 and first["min_reward"] <= first["mean_reward"] <= first["max_reward"]
+
+
+def test_merged_lora_scores_equal_the_adapters(tmp_path, decoder_tokenizer, tiny_decoder):
+    from peft import LoraConfig
+
+    data = load_rankings(datasets.Dataset.from_list(rows(6)))
+    args = config(tmp_path, max_steps=2, learning_rate=1e-2, per_device_train_batch_size=3)
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("mistral"),
+        args=args,
+        train_dataset=data,
+        processing_class=decoder_tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    batch = trainer.data_collator(data.to_list()[:3])
+    with torch.no_grad():
+        adapted = score_batch(trainer.model.eval(), batch)
+        merged = score_batch(trainer.model.merge_and_unload().eval(), batch)
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=0)
+
+
+def test_lora_command_writes_adapters_or_a_merged_model(tmp_path, decoder_tokenizer, tiny_decoder, capsys):
+    base = tmp_path / "base"
+    tiny_decoder("qwen2").save_pretrained(base)
+    decoder_tokenizer.save_pretrained(base)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows(6)))
+    common = ["--data", str(data), "--model", str(base), "--steps", "2", "--batch-size", "3", "--report_to", "none"]
+    common += ["--precision", "fp32", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+    assert main(["train", *common, "--output", str(tmp_path / "adapter")]) == 0
+    assert main(["train", *common, "--merge_lora", "--output", str(tmp_path / "merged")]) == 0
+    assert re.search(r"model input +trl", capsys.readouterr().out)
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged", num_labels=1)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    scores = {}
+    for output in ("adapter", "merged"):
+        path = tmp_path / f"{output}.jsonl"
+        assert main(["score", "--model", str(tmp_path / output), "--data", str(data), "--output", str(path)]) == 0
+        scores[output] = np.concatenate([json.loads(line)["rewards"] for line in path.read_text().splitlines()])
+    np.testing.assert_allclose(scores["merged"], scores["adapter"], atol=1e-5)  # the same seeded run, two outputs
+    assert main(["train", *common[:-5], "--merge_lora", "--output", str(tmp_path / "x")]) == 2
+    assert "--merge_lora needs LoRA training" in capsys.readouterr().err
