@@ -36,6 +36,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     final = Path(path)
+    if final.is_symlink():  # write through a link to its target, as an in-place write would; keep the link
+        final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{final.suffix}", dir=final.parent)
     os.close(handle)

@@ -46,6 +46,8 @@ def _solve(args: argparse.Namespace) -> int:
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, option)
+    if args.plot:
+        _check_figure_format(args.plot, "--plot")
     u = utility(args.utility, eps=args.eps)
     started = time.perf_counter()
     result = optimal_rewards(_parse_ranking(args), u, tol=args.tol)
@@ -111,10 +113,23 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_figure_format(path: str | Path, option: str) -> None:
+    """Refuse a figure path whose suffix matplotlib cannot write, before any work."""
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise InputValueError(
+            f"{option} {str(path)!r}: the figure format comes from the suffix; use one of "
+            f"{', '.join('.' + name for name in sorted(formats))}"
+        )
+
+
 def _save_figure(fig, path: str | Path) -> None:
-    """Save a matplotlib figure whole (atomically) at ``path``; its format follows the suffix."""
+    """Save a matplotlib figure whole (atomically) at ``path``, in the format of its suffix."""
     with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=120)
+        fig.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".").lower() or None)
 
 
 def _print_table(rows: Sequence[tuple[str, object]]) -> None:
@@ -594,12 +609,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(command, args) -> int:
-    """Run a subcommand: the library's input errors become one line and exit status 2; anything else is a bug."""
+    """Run a subcommand: the library's input errors become one line and exit status 2; anything else is a bug.
+
+    Ctrl-C ends with exit status 130 and one line: every output is written whole or not at all, so nothing is
+    half-written at a final path.
+    """
     try:
         return command(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the outputs at their final paths are the previous ones or complete new ones; run the "
+            "command again to redo the rest (train: add --resume to continue from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -214,7 +214,10 @@ def collapse_index(rewards, groups, targets, *, rescale: bool = True) -> float:
             between += wasserstein_1(pooled[g], pooled[h])
             target_between += wasserstein_1(targets[g], targets[h])
     if target_between == 0:
-        raise InputValueError("the targets of the groups are all the same law, so no separation is expected")
+        raise InputValueError(
+            "the targets of the groups are all the same law, so no separation is expected (with 2 or 3 answers "
+            "per prompt the open and closed optima coincide: give prompts with at least 4 ranked answers)"
+        )
     return round(between / target_between, 12)
 
 

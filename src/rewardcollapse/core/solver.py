@@ -43,7 +43,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import linalg, optimize
@@ -696,6 +696,8 @@ def optimal_rewards(
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise InputValueError(f"`max_iter` must be a positive int, got {max_iter!r}")
     u = utility(utility_spec)
+    if isinstance(ranking, int | np.integer) and not isinstance(ranking, bool) and ranking > 0:
+        _check_memory(u, int(ranking))
     parsed = parse_ranking(ranking)
     _check_memory(u, parsed)
     solve = _solve_tiers if parsed.tiers is not None else _solve_edges
@@ -739,22 +741,33 @@ def available_memory() -> int | None:
         return None
 
 
-def _check_memory(u: Utility, ranking: Ranking) -> None:
-    """Refuse, before allocating, a problem whose dense matrices would not fit in the memory available now."""
-    if ranking.tiers is not None:
-        size = 0 if u.is_linear else len(ranking.tiers)  # U = x on a chain is solved in closed form
+_BYTES_PER_LISTED_ANSWER = 200  # a parsed total order: a one-answer tier tuple and its int per answer
+
+
+def _check_memory(u: Utility, ranking: Any) -> None:
+    """Refuse, before allocating, a problem that would not fit in the memory available now.
+
+    ``ranking`` is checked before it is parsed when it is a count ``n`` (a total order of ``n`` one-answer tiers
+    takes memory of its own), and after, for the solver's arrays: dense ``size x size`` matrices for the Newton
+    solvers, row chunks of the pair matrix for ``U = x`` on a chain (solved in closed form, objective in chunks).
+    """
+    if isinstance(ranking, Ranking):
+        if ranking.tiers is not None and u.is_linear:
+            size, needed = len(ranking.tiers), 8 * 8 * _ROWS_PER_CHUNK * len(ranking.tiers) + _BYTES_FIXED
+        else:
+            size = ranking.n if ranking.tiers is None else len(ranking.tiers)
+            needed = solver_memory(size)
+        what = "answers" if size == ranking.n else "tiers"
     else:
-        size = ranking.n
+        size, needed, what = ranking, _BYTES_PER_LISTED_ANSWER * ranking + _BYTES_FIXED, "answers"
     available = available_memory()
-    needed = solver_memory(size)
     if available is None or needed <= available:
         return
     largest = math.isqrt(max(available - _BYTES_FIXED, 0) // _BYTES_PER_SQUARED_SIZE)
     raise InputValueError(
-        f"`ranking`: {size} {'answers' if size == ranking.n else 'tiers'} need about "
-        f"{needed / 2**30:.1f} GiB for the solver's dense matrices, and this machine has {available / 2**30:.1f} GiB "
-        f"available; the largest problem that fits now is about {largest} (the limit law of a large n is "
-        "`limit_distribution`)"
+        f"`ranking`: {size} {what} need about {needed / 2**30:.1f} GiB for the solver, and this machine has "
+        f"{available / 2**30:.1f} GiB available; the largest problem of a barrier or soft utility that fits now is "
+        f"about {largest} answers (the limit law of a large n is `limit_distribution`)"
     )
 
 

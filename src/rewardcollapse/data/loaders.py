@@ -290,9 +290,18 @@ def _merge_batch(
             pairs.append(pair)
         if not kept:
             continue
+        rows = [group["_row"][k] for k in kept]
+        disagreeing = [name for name in extra_columns if len({repr(group[name][k]) for k in kept}) > 1]
+        if disagreeing:
+            where = f"rows {', '.join(map(str, rows))}"
+            message = (
+                f"{where}: the pairs of one prompt disagree on `{disagreeing[0]}` "
+                f"({sorted({repr(group[disagreeing[0]][k]) for k in kept})}); give every row of a prompt the same value"
+            )
+            converted.append((None, RowError(f"conflicting {disagreeing[0]}", message)))
+            continue
         extras = _extras({name: group[name][kept[0]] for name in extra_columns})
         margins = [group["_margin"][k] for k in kept] if has_margin else None
-        rows = [group["_row"][k] for k in kept]
         converted.append(
             merge_pairs(prompt, pairs, rows, extras, margins=margins, transitive_closure=transitive_closure)
         )
@@ -467,6 +476,12 @@ def _load(
         missing = {"chosen", "rejected"} - set(table.column_names)
         if missing:
             raise InputValueError(f"pairwise data needs columns 'chosen' and 'rejected'; {sorted(missing)} missing")
+        ignored = sorted({"ranks", "pairs", "scores"} & set(table.column_names))
+        if ignored:
+            raise InputValueError(
+                f"pairwise rows (`chosen`/`rejected`) with {ignored} columns: each row is one pair, so those would "
+                "be ignored; drop them, or give each prompt as one ranking row (`responses` with `ranks` or `pairs`)"
+            )
         converted = _group_pairs(table, num_proc, transitive_closure)
     else:
         required = {"prompt", "responses"} | ({"scores"} if input_format == "scored" else set())

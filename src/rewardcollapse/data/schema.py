@@ -155,7 +155,7 @@ def _check_ranks(ranks: Any, n: int, where: str) -> tuple[list[int] | None, RowE
     for position, rank in enumerate(ranks):
         # JSON readers may turn integers into floats when another row has one; integral floats are fine.
         integral = isinstance(rank, int | np.integer) or (isinstance(rank, float) and rank.is_integer())
-        if isinstance(rank, bool) or not integral:
+        if isinstance(rank, bool) or not integral or not -(2**62) < rank < 2**62:
             return None, RowError(
                 "bad ranks",
                 f"{where}: `ranks[{position}]` must be an integer (lower is better, equal ranks tied), got {rank!r}",
@@ -275,7 +275,12 @@ def ranking_row(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any] | No
 
     ``where`` names the row in messages, e.g. ``"row 12"``.
     """
-    prompt, responses = _maybe_json(row.get("prompt")), _maybe_json(row.get("responses"))
+    responses = row.get("responses")
+    # A CSV cell holds the whole answer list as JSON text, and then the prompt may be a JSON chat too; elsewhere a
+    # prompt that merely looks like JSON ("[3, 1, 2]") is text and stays text.
+    csv_cells = isinstance(responses, str)
+    responses = _maybe_json(responses)
+    prompt = _maybe_json(row.get("prompt")) if csv_cells else row.get("prompt")
     error = _check_prompt(prompt, where) or _check_responses(responses, where)
     if error:
         return None, error

@@ -355,6 +355,8 @@ def build_longform(
         raise InputValueError(
             f"`test_prompts` must be >= 1 and `train_prompts` >= 0, got {test_prompts}, {train_prompts}"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputValueError(f"`seed` must be a non-negative integer, got {seed!r}")
     designs = _designs(levels, length_scale)
     longest = max(max(d.lengths) for d in designs)
     if min_words < longest:

@@ -127,6 +127,13 @@ class ExperimentConfig:
             raise InputValueError(f"`utilities` must be a non-empty list of utility specs, got {self.utilities!r}")
         if not isinstance(self.training, dict):
             raise InputValueError(f"`training` must be a mapping of RankingRewardConfig fields, got {self.training!r}")
+        levels = self.openness_levels
+        if levels is not None and (
+            not isinstance(levels, list)
+            or len(levels) < 2
+            or not all(isinstance(o, int | float) and not isinstance(o, bool) and 0 <= o <= 1 for o in levels)
+        ):
+            raise InputValueError(f"`openness_levels` must be a list of at least 2 numbers in [0, 1], got {levels!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
@@ -150,9 +157,12 @@ class ExperimentConfig:
             raise InputValueError(f"{path} is not UTF-8 text: {error}") from error
         if not isinstance(values, dict):
             raise InputValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
-        training = values.pop("training", None) or PAPER_TRAINING
+        training = values.pop("training", None)
+        training = PAPER_TRAINING if training is None else training
         if not isinstance(training, dict):
-            raise InputValueError(f"{path}: `training` must be a mapping of RankingRewardConfig fields")
+            raise InputValueError(
+                f"{path}: `training` must be a mapping of RankingRewardConfig fields, got {training!r}"
+            )
         training = dict(training)
         moved = {}
         if "bf16" in values:
@@ -390,12 +400,16 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str
     from rewardcollapse.training.precision import choose_precision
     from rewardcollapse.training.trainer import quiet_transformers
 
+    config.__post_init__()  # again: a caller (the command line) may have changed fields since
     levels = config.openness_levels
     if levels is not None and len({level_label(o) for o in levels}) != len(levels):
         raise InputValueError(f"`openness_levels` {levels} must differ in their first 3 significant digits")
     for spec in config.utilities:
         if spec not in _PER_PROMPT:
-            utility(spec)  # fail before any training on a bad spec
+            try:
+                utility(spec)  # fail before any training on a bad spec
+            except ValueError as error:
+                raise InputValueError(f"`utilities`: {error}") from error
     args = config.training_arguments()  # every training setting checked before any work
     if config.model is not None:
         check_model_source(config.model)

@@ -151,9 +151,23 @@ def train_reward_model(
     output_dir = args.output_dir
     if args.should_save:
         check_output_folder(output_dir, "output_dir")
+    if model is not None and Path(model).exists() and Path(model).resolve() == Path(output_dir).resolve():
+        raise InputValueError(
+            f"`output_dir` {str(output_dir)!r} is the model folder itself: training would overwrite the backbone; "
+            "give another output folder"
+        )
     checkpoint = resume_checkpoint(resume, output_dir, needs_optimizer=not args.save_only_model)
+    start_step = _checkpoint_step(checkpoint)
+    if checkpoint is not None and args.max_steps > 0 and start_step >= args.max_steps:
+        raise InputValueError(
+            f"{checkpoint} is at step {start_step}, at or past `max_steps` {args.max_steps}: nothing left to train; "
+            "raise --steps, or start without --resume"
+        )
     train = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     evaluation = None if eval_data is None else load_rankings(eval_data, skip_invalid=skip_invalid)
+    for name, dataset in (("data", train), ("eval_data", evaluation)):
+        if dataset is not None and len(dataset) == 0:
+            raise InputValueError(f"`{name}` has no usable prompt left (every row was invalid); nothing to train on")
     set_seed(args.seed)  # the new score head's initial weights too
     network, tokenizer = load_reward_model(model or default_backbone())
     if merge_lora and peft_config is None:
@@ -173,8 +187,9 @@ def train_reward_model(
         trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     _save_final_model(trainer, Path(output_dir))
     truncated, sequences = trainer.truncation_counts()
-    prompts = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    prompts *= args.world_size
+    # Prompts this run trained on: its own steps (not those before a resume), each at most the whole dataset.
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    prompts = (result.global_step - start_step) * min(per_step, len(train))
     summary = {
         "model": str(output_dir),
         "backbone": model or default_backbone(),
@@ -199,6 +214,13 @@ def train_reward_model(
         recorded = {key: value for key, value in summary.items() if key != "model"}
         write_text_atomic(Path(output_dir) / SUMMARY_FILE, json.dumps(recorded, indent=2) + "\n")
     return summary
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a (complete) checkpoint was saved at; 0 without one."""
+    if checkpoint is None:
+        return 0
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("global_step", 0))
 
 
 def _save_final_model(trainer: Any, output_dir: Path) -> None:
@@ -263,6 +285,10 @@ def score_file(
     _check_positive(batch_size=batch_size, max_length=max_length, forward_batch_size=forward_batch_size)
     output = check_output_file(output, "output")
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
+    if len(dataset) == 0:
+        raise InputValueError(
+            f"`data` {str(data)!r} has no usable prompt left (every row was invalid); nothing to score"
+        )
     network, tokenizer = load_reward_model(str(model))
     max_length = fit_max_length(network, max_length)
     fmt = resolve_sequence_format(sequence_format, network)
