@@ -62,7 +62,7 @@ def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
         torch.distributed.all_reduce(loss)
         loss /= torch.distributed.get_world_size()
     if args.process_index == 0:
-        result = {"loss": float(loss), "world_size": args.world_size}
+        result = {"loss": float(loss), "world_size": args.world_size, "shared_prompt": trainer.shared is not None}
         with open(f"{output}/result.json", "w") as handle:
             json.dump(result, handle)
 

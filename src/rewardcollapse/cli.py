@@ -212,11 +212,13 @@ def _train(argv: Sequence[str]) -> int:
         ("utility", summary["utility"]),
         ("precision", f"{summary['precision']} ({summary['precision_reason']})"),
         ("model input", summary["sequence_format"]),
+        ("layout", summary["layout"]),
         ("train prompts", summary["train_prompts"]),
         ("steps", summary["steps"]),
         ("train loss", summary["train_loss"]),
         ("time (s)", summary["seconds"]),
         ("prompts/s", summary["prompts_per_second"]),
+        *([("tokens saved", f"{summary['tokens_saved']:.1%}")] if summary["tokens_saved"] is not None else []),
         (
             "truncated",
             f"{summary['truncated_sequences']} of {summary['sequences']} sequences (max_length {config.max_length})",
@@ -246,6 +248,7 @@ def _score(args: argparse.Namespace) -> int:
         input_format=args.input_format,
         skip_invalid=args.skip_invalid,
         sequence_format=args.sequence_format,
+        shared_prompt=args.shared_prompt,
     )
     print()
     _print_table([(name.replace("_", " "), value) for name, value in summary.items() if name != "output"])
@@ -503,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "trl", "pair"],
         help="model input: auto (as the model was trained, else pair for encoders, trl for decoders), trl "
         "(prompt + answer + EOS, TRL's), pair (the tokenizer's text pair)",
+    )
+    score.add_argument(
+        "--shared-prompt",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="encode each prompt once for its answers: auto (causal models), on (refuse a model that cannot), off",
     )
     score.set_defaults(run=_score)
 

@@ -68,6 +68,22 @@ class RankingRewardConfig(TrainingArguments):
             "encoder models (BERT, RoBERTa, DeBERTa, ...), 'trl' for the others (decoders). Saved with the model."
         },
     )
+    shared_prompt: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | on | off. Encode each prompt once for all its answers: one row [prompt][answer 1]..."
+            "[answer K] with a block mask and restarted positions, exact for causal (decoder) models. auto: for "
+            "them, in every batch where it costs fewer multiply-adds than separate sequences (long prompts); "
+            "encoders keep separate sequences. on: in every batch; a model that cannot take it is refused."
+        },
+    )
+    shared_prompt_row_tokens: int = field(
+        default=4096,
+        metadata={
+            "help": "Longest row of the shared-prompt layout; a prompt whose answers do not fit is split over "
+            "rows that each carry it once."
+        },
+    )
     pair_weighting: str = field(
         default="prompt",
         metadata={
@@ -140,6 +156,10 @@ class RankingRewardConfig(TrainingArguments):
             raise InputValueError(f"`normalize` must be 'sigmoid' or 'none' (None), got {self.normalize!r}")
         if self.sequence_format not in ("auto", *SEQUENCE_FORMATS):
             raise InputValueError(f"`sequence_format` must be 'auto', 'trl' or 'pair', got {self.sequence_format!r}")
+        if self.shared_prompt not in ("auto", "on", "off"):
+            raise InputValueError(f"`shared_prompt` must be 'auto', 'on' or 'off', got {self.shared_prompt!r}")
+        if self.shared_prompt_row_tokens < 2:
+            raise InputValueError(f"`shared_prompt_row_tokens` must be at least 2, got {self.shared_prompt_row_tokens}")
         if self.pair_weighting not in PAIR_WEIGHTINGS:
             raise InputValueError(f"`pair_weighting` must be 'prompt' or 'pair', got {self.pair_weighting!r}")
         if self.center_rewards_coefficient is not None and not self.center_rewards_coefficient >= 0:

@@ -197,6 +197,8 @@ def train_reward_model(
         "precision": args.precision,
         "precision_reason": args.precision_reason,
         "sequence_format": trainer.sequence_format,
+        "layout": trainer.layout,
+        "tokens_saved": None if trainer.shared is None else round(trainer.shared.stats.saved, 4),
         "lora": None if peft_config is None else {"r": peft_config.r, "merged": merge_lora},
         "train_prompts": len(train),
         "steps": result.global_step,
@@ -267,6 +269,8 @@ def score_file(
     progress: bool = True,
     description: str = "scoring",
     sequence_format: str = "auto",
+    shared_prompt: str = "auto",
+    shared_prompt_row_tokens: int = 4096,
 ) -> dict[str, Any]:
     """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
 
@@ -274,12 +278,15 @@ def score_file(
     [0, 1], the scale the paper's loss works on). Returns the number of prompts and answers and the ranking
     metrics of :func:`rewardcollapse.diagnostics.ranking_metrics` on the normalised rewards.
     ``sequence_format="auto"`` reads the model the way it was trained (its saved settings), or else as suits its
-    architecture (:func:`~rewardcollapse.training.backbone.resolve_sequence_format`).
+    architecture (:func:`~rewardcollapse.training.backbone.resolve_sequence_format`). ``shared_prompt`` as in
+    :class:`~rewardcollapse.training.RankingRewardConfig`: ``auto`` encodes each prompt once for its answers on
+    causal models.
     """
     from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
     from rewardcollapse.diagnostics import ranking_metrics
     from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
-    from rewardcollapse.training.scoring import score_rankings
+    from rewardcollapse.training.scoring import SharedLayout, score_rankings
+    from rewardcollapse.training.shared_prompt import resolve_shared_prompt
     from rewardcollapse.training.trainer import fit_max_length, load_reward_model
 
     _check_positive(batch_size=batch_size, max_length=max_length, forward_batch_size=forward_batch_size)
@@ -297,6 +304,9 @@ def score_file(
     widest = max(2, max_responses(dataset))
     normalized = np.full((len(dataset), widest), np.nan)
     pairs = np.zeros((len(dataset), widest, widest), dtype=bool)
+    use_shared, layout = resolve_shared_prompt(shared_prompt, network)
+    row_tokens = max(shared_prompt_row_tokens, max_length)
+    shared = SharedLayout(row_tokens, when_cheaper=shared_prompt == "auto") if use_shared else None
     scored = score_rankings(
         network,
         collator,
@@ -306,6 +316,7 @@ def score_file(
         bf16=bf16,
         progress=progress,
         description=description,
+        shared=shared,
     )
     with atomic_write(output) as handle:  # the previous file stays whole until this one is
         for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):
@@ -318,6 +329,8 @@ def score_file(
     return {
         "output": str(output),
         "sequence_format": fmt,
+        "layout": layout,
+        **({} if shared is None else {"tokens_saved": round(shared.stats.saved, 4)}),
         "prompts": len(dataset),
         "answers": int(np.isfinite(normalized).sum()),
         **metrics,

@@ -4,22 +4,51 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["MODEL_INPUTS", "score_batch", "score_rankings"]
+from rewardcollapse.training.shared_prompt import SharedPromptStats, score_shared
+
+__all__ = ["MODEL_INPUTS", "SharedLayout", "score_batch", "score_rankings"]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def score_batch(model: torch.nn.Module, batch: Mapping[str, Any], *, forward_batch_size: int | None = None):
+@dataclass(frozen=True)
+class SharedLayout:
+    """Use the shared-prompt layout: rows of at most ``row_tokens`` tokens, counting tokens into ``stats``.
+
+    ``when_cheaper``: only for batches where it costs fewer multiply-adds than separate sequences (``auto``);
+    otherwise for every batch (``on``).
+    """
+
+    row_tokens: int = 4096
+    stats: SharedPromptStats = field(default_factory=SharedPromptStats)
+    when_cheaper: bool = False
+
+
+def score_batch(
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    *,
+    forward_batch_size: int | None = None,
+    shared: SharedLayout | None = None,
+):
     """Score every sequence of a :class:`RankingCollator` batch once and return the ``(B, K)`` reward matrix.
 
     Sequences are sorted by length and run in chunks of ``forward_batch_size`` (all at once when None), each
     chunk cut to its own longest sequence, so short answers do not pay for the padding of long ones. Padding
-    answers of the matrix are 0; use ``batch["answer_mask"]``.
+    answers of the matrix are 0; use ``batch["answer_mask"]``. With ``shared``, each prompt's shared prefix is
+    encoded once for all its answers instead (:mod:`~rewardcollapse.training.shared_prompt`; causal models only).
     """
+    if shared is not None:
+        rewards = score_shared(
+            model, batch, row_tokens=shared.row_tokens, stats=shared.stats, when_cheaper=shared.when_cheaper
+        )
+        if rewards is not None:
+            return rewards  # else the layout would cost more than separate sequences here: run those
     mask = batch["answer_mask"]
     attention = batch["attention_mask"]
     order = torch.argsort(attention.sum(dim=1), descending=True)
@@ -48,6 +77,7 @@ def score_rankings(
     bf16: bool = False,
     progress: bool = True,
     description: str = "scoring",
+    shared: SharedLayout | None = None,
 ) -> Iterator[list[float]]:
     """Yield each row's raw rewards (one per response, in the row's order), scoring in batches of prompts.
 
@@ -71,6 +101,8 @@ def score_rankings(
         Show a progress bar.
     description : str
         The progress bar's label.
+    shared : SharedLayout, optional
+        Encode each prompt's shared prefix once for its answers (causal models; see :func:`score_batch`).
     """
     from tqdm.auto import tqdm
 
@@ -89,7 +121,8 @@ def score_rankings(
             batch = collator(rows)
             tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             with torch.no_grad(), autocast:
-                rewards = score_batch(model, tensors, forward_batch_size=forward_batch_size).float().cpu()
+                rewards = score_batch(model, tensors, forward_batch_size=forward_batch_size, shared=shared)
+            rewards = rewards.float().cpu()
             for b, row in enumerate(rows):
                 yield rewards[b, : len(row["responses"])].tolist()
             bar.update(len(rows))

@@ -30,13 +30,15 @@ from rewardcollapse.loss import centering_penalty, ranking_loss
 from rewardcollapse.training.backbone import (
     MODEL_SETTINGS_FILE,
     backbone_label,
+    is_encoder,
     loading_model,
     resolve_sequence_format,
 )
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.precision import score_head_in_float32
-from rewardcollapse.training.scoring import score_batch
+from rewardcollapse.training.scoring import SharedLayout, score_batch
+from rewardcollapse.training.shared_prompt import resolve_shared_prompt
 
 __all__ = [
     "RankingProgressCallback",
@@ -327,6 +329,13 @@ class RankingRewardTrainer(Trainer):
             disable_dropout(model)
         if peft_config is not None:
             model = wrap_with_peft(model, peft_config, gradient_checkpointing=args.gradient_checkpointing)
+        use_shared, self.layout = resolve_shared_prompt(args.shared_prompt, model)
+        cheaper = args.shared_prompt == "auto"
+        self.shared = (
+            SharedLayout(row_tokens=args.shared_prompt_row_tokens, when_cheaper=cheaper) if use_shared else None
+        )
+        if args.shared_prompt == "auto" and not use_shared and not is_encoder(model):
+            _log.info("shared prompt: %s", self.layout)  # a causal model that falls back: said once
         max_length = fit_max_length(model, args.max_length)
         prepare = functools.partial(
             _prepare_dataset, args=args, tokenizer=processing_class, max_length=max_length, fmt=self.sequence_format
@@ -383,7 +392,10 @@ class RankingRewardTrainer(Trainer):
         truncated = inputs.pop("num_truncated", None)
         if model.training and truncated is not None:
             self._truncated += torch.tensor([int(truncated), len(inputs["answer_slot"])])
-        rewards = score_batch(model, inputs, forward_batch_size=self.args.forward_batch_size)
+        shared = self.shared
+        if shared is not None and not model.training:  # evaluation's tokens are not the training's
+            shared = SharedLayout(shared.row_tokens, when_cheaper=shared.when_cheaper)
+        rewards = score_batch(model, inputs, forward_batch_size=self.args.forward_batch_size, shared=shared)
         loss = ranking_loss(
             rewards,
             utility=inputs["utility"],

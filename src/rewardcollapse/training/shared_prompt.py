@@ -1,0 +1,243 @@
+r"""Each prompt encoded once for all its K answers: the shared-prompt layout of causal reward models.
+
+A prompt of :math:`P` tokens with :math:`K` answers of :math:`A` tokens costs :math:`K(P + A)` tokens as separate
+sequences. In a causal (decoder-only) model a token's hidden state depends only on the tokens before it, so the
+tokens every answer's sequence starts with can be computed once: one row holds the shared prefix and then each
+answer's own tokens, ``[prefix][rest 1]...[rest K]``, with
+
+* a block attention mask: causal inside the prefix and inside each answer's rest, every rest sees the whole prefix,
+  no rest sees another (an additive float mask, which both the eager and the SDPA attention take);
+* position ids that restart at the prefix's length for every rest, so each answer is positioned exactly as in its
+  own sequence;
+* each answer's score read from the hidden state where its own sequence would be read (the last token that is not
+  the padding token, as transformers' sequence classifiers read decoders), through the model's own score head.
+
+The shared prefix is the longest common prefix of the K token sequences themselves, so the layout is exact whatever
+the tokenizer does at the prompt's boundary (a BPE merge across it just shortens the prefix), and answers that begin
+with the same tokens share those too. A row longer than ``row_tokens`` is split: its answers are spread over several
+rows that each carry the prefix once. The cost is :math:`P + K A` tokens instead of :math:`K (P + A)`.
+
+Exactness (tested): scores equal separate forwards to 1e-5 in float32, and so do the loss's gradients, for Llama,
+Qwen2, Mistral and GPT-2. Bidirectional encoders (BERT, DeBERTa) would see the other answers, so they never use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rewardcollapse.core.errors import InputValueError
+from rewardcollapse.training.backbone import is_encoder
+
+__all__ = ["SHARED_PROMPT_SETTINGS", "SharedPromptStats", "resolve_shared_prompt", "score_shared", "shared_support"]
+
+SHARED_PROMPT_SETTINGS = ("auto", "on", "off")
+"""``shared_prompt``: ``auto`` uses the layout where it is exact and available (causal models), ``on`` requires it."""
+
+_ATTENTION = ("eager", "sdpa")  # implementations that take an arbitrary additive 4D mask
+
+
+def _unwrapped(model: Any) -> Any:
+    """The transformers model under data-parallel and peft wrappers (adapters are injected in place: they still run).
+
+    Only read from: the layout still calls the model through its wrappers, so that DDP synchronises gradients.
+    """
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+        model = model.module
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def shared_support(model: Any) -> str | None:
+    """Why ``model`` cannot use the shared-prompt layout, or None when it can."""
+    inner = _unwrapped(model)
+    config = getattr(inner, "config", None)
+    kind = getattr(config, "model_type", type(inner).__name__)
+    if is_encoder(inner) or getattr(config, "is_encoder_decoder", False):
+        return f"{kind} is not a causal model: each token attends to every other, so answers would see each other"
+    if not isinstance(getattr(inner, "score", None), torch.nn.Module):
+        return f"{type(inner).__name__} has no `score` head (the layout reads each answer's score from it)"
+    attention = getattr(config, "_attn_implementation", None)
+    if attention not in _ATTENTION:
+        return f"{kind} runs attention implementation {attention!r}, which takes no custom mask (use sdpa or eager)"
+    return None
+
+
+def resolve_shared_prompt(setting: str, model: Any) -> tuple[bool, str]:
+    """Whether to use the layout for ``setting`` (``auto``/``on``/``off``) and ``model``, and why, in words."""
+    if setting not in SHARED_PROMPT_SETTINGS:
+        raise InputValueError(f"`shared_prompt` must be one of {SHARED_PROMPT_SETTINGS}, got {setting!r}")
+    if setting == "off":
+        return False, "off, as set"
+    problem = shared_support(model)
+    if problem is None:
+        return True, "each prompt encoded once for its answers (causal model)"
+    if setting == "on":
+        raise InputValueError(f"`shared_prompt` 'on': {problem}; use shared_prompt 'auto' or 'off'")
+    return False, f"separate sequences: {problem}"
+
+
+@dataclass
+class SharedPromptStats:
+    """Tokens run through the model with the layout, and what the same answers cost as separate sequences."""
+
+    tokens: int = 0
+    separate_tokens: int = 0
+
+    def add(self, tokens: int, separate: int) -> None:
+        """Count one batch: ``tokens`` in the layout's rows, ``separate`` in the answers' own sequences."""
+        self.tokens += tokens
+        self.separate_tokens += separate
+
+    @property
+    def saved(self) -> float:
+        """Share of the separate sequences' tokens that the layout did not need (0 before any batch)."""
+        return 1 - self.tokens / self.separate_tokens if self.separate_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One row of the layout: token ids, position ids, segment of each token (0 prefix, k + 1 answer k), reads."""
+
+    ids: list[int]
+    positions: list[int]
+    segments: list[int]
+    reads: list[tuple[int, int]]  # (flat slot of the answer's score, index in the row to read it from)
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    first = sequences[0]
+    length = min(len(s) for s in sequences)
+    for i in range(length):
+        if any(s[i] != first[i] for s in sequences[1:]):
+            return i
+    return length
+
+
+def _read_index(sequence: list[int], pad_id: int | None) -> int:
+    """Where transformers' decoder classifiers read a sequence alone: its last token that is not padding."""
+    for i in range(len(sequence) - 1, -1, -1):
+        if sequence[i] != pad_id:
+            return i
+    return len(sequence) - 1
+
+
+def _rows(answers: list[tuple[int, list[int]]], pad_id: int | None, row_tokens: int) -> list[_Row]:
+    """The rows of one prompt's answers ``(slot, token ids)``: the shared prefix once per row, answers after it."""
+    sequences = [ids for _, ids in answers]
+    # Every answer keeps at least its last token of its own, so each has a segment to read from.
+    p = min(_common_prefix(sequences), min(len(s) for s in sequences) - 1)
+    prefix = sequences[0][:p]
+    rows, current = [], None
+    for slot, ids in answers:
+        rest = ids[p:]
+        if current is None or (len(current["ids"]) + len(rest) > row_tokens and current["reads"]):
+            current = {"ids": list(prefix), "positions": list(range(p)), "segments": [0] * p, "reads": []}
+            rows.append(current)
+        start = len(current["ids"])
+        current["ids"] += rest
+        current["positions"] += range(p, p + len(rest))
+        current["segments"] += [len(current["reads"]) + 1] * len(rest)
+        read = _read_index(ids, pad_id)
+        current["reads"].append((slot, read if read < p else start + read - p))
+    return [_Row(r["ids"], r["positions"], r["segments"], r["reads"]) for r in rows]
+
+
+def _row_batch(rows: list[_Row], pad_id: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded ids and positions, and the additive block mask ``(R, 1, L, L)`` of a list of rows."""
+    width = max(len(r.ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    for n, row in enumerate(rows):
+        ids[n, : len(row.ids)] = torch.tensor(row.ids)
+        positions[n, : len(row.ids)] = torch.tensor(row.positions)
+        segments[n, : len(row.ids)] = torch.tensor(row.segments)
+    index = torch.arange(width)
+    causal = index[:, None] >= index[None, :]
+    same = segments[:, :, None] == segments[:, None, :]
+    sees_prefix = (segments[:, None, :] == 0) & (segments[:, :, None] >= 0)
+    allowed = causal[None] & (same | sees_prefix) & (segments[:, None, :] >= 0)
+    allowed |= torch.eye(width, dtype=torch.bool)[None]  # padding attends to itself only: no empty softmax row
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {
+        "input_ids": ids.to(device),
+        "position_ids": positions.to(device),
+        "attention_mask": mask[:, None].to(device),
+    }
+
+
+def _cost(config: Any, lengths: list[int]) -> float:
+    """Multiply-adds per layer of running sequences of ``lengths`` padded to the longest, as one forward pass does.
+
+    Per token the projections and the MLP (4 h^2 + 3 h m); per pair of positions the attention scores and their use
+    on the values (2 h), dense over the padded width, as SDPA computes a masked attention.
+    """
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    width = max(lengths)
+    return len(lengths) * width * (4 * hidden * hidden + 3 * hidden * inner) + len(lengths) * width * width * 2 * hidden
+
+
+def score_shared(
+    model: Any,
+    batch: dict[str, Any],
+    *,
+    row_tokens: int,
+    rows_per_pass: int | None = None,
+    stats: SharedPromptStats | None = None,
+    when_cheaper: bool = False,
+) -> torch.Tensor | None:
+    """The ``(B, K)`` reward matrix of a :class:`RankingCollator` batch, each prompt's shared prefix encoded once.
+
+    Equals :func:`~rewardcollapse.training.scoring.score_batch` on causal models (module docstring). ``row_tokens``
+    bounds a row's length (a prompt whose answers do not fit is split over several rows); ``rows_per_pass`` bounds
+    the rows of one forward pass (None: all). With ``when_cheaper`` it returns None, without running the model,
+    when the layout would cost more than separate sequences (short prompts: the rows' attention outgrows the tokens
+    saved), estimated from the multiply-adds of both; the caller then runs the separate sequences, which give the
+    same scores.
+    """
+    inner = _unwrapped(model)
+    pad_id = inner.config.pad_token_id
+    mask = batch["answer_mask"]
+    k = mask.shape[1]
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    ids = batch["input_ids"].tolist()
+    slots = batch["answer_slot"].tolist()
+    prompts: dict[int, list[tuple[int, list[int]]]] = {}
+    for sequence, length, slot in zip(ids, lengths, slots, strict=True):
+        prompts.setdefault(slot // k, []).append((slot, sequence[:length]))
+    rows = [row for answers in prompts.values() for row in _rows(answers, pad_id, row_tokens)]
+    if when_cheaper and _cost(inner.config, [len(r.ids) for r in rows]) >= _cost(inner.config, lengths):
+        # Short prompts: the long rows' attention costs more than the prompt tokens they save. Both are exact.
+        if stats is not None:
+            stats.add(sum(lengths), sum(lengths))
+        return None
+    if stats is not None:
+        stats.add(sum(len(r.ids) for r in rows), sum(lengths))
+    dtype = next(p for p in inner.parameters()).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    device = batch["input_ids"].device
+    flat = None
+    size = rows_per_pass or len(rows)
+    # The classifier scores every position and keeps one per row; the answers' positions are taken from the score
+    # head's own output. The model is called whole (not its backbone), so DDP, peft and autocast wrappers all run.
+    captured: list[torch.Tensor] = []
+    hook = inner.score.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            captured.clear()
+            model(**_row_batch(chunk, pad_id if pad_id is not None else 0, dtype, device), use_cache=False)
+            logits = captured[-1]  # (rows, width, 1)
+            where = [(n, index) for n, row in enumerate(chunk) for _, index in row.reads]
+            scores = logits[torch.tensor([n for n, _ in where]), torch.tensor([i for _, i in where]), 0]
+            if flat is None:
+                flat = scores.new_zeros(mask.numel())
+            targets = torch.tensor([slot for row in chunk for slot, _ in row.reads], device=device)
+            flat = flat.index_put((targets,), scores)
+    finally:
+        hook.remove()
+    return flat.view(mask.shape)

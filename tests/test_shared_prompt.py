@@ -1,0 +1,241 @@
+"""Each prompt encoded once for its K answers: exact against separate sequences, chosen automatically, wired in."""
+
+import json
+import logging
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from rewardcollapse.cli import main
+from rewardcollapse.data import load_rankings
+from rewardcollapse.loss import ranking_loss
+from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
+from rewardcollapse.training.collator import RankingCollator
+from rewardcollapse.training.scoring import SharedLayout, score_batch
+from rewardcollapse.training.shared_prompt import resolve_shared_prompt, score_shared, shared_support
+from rewardcollapse.training.trainer import disable_dropout, set_padding_token
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+DECODERS = ("llama", "qwen2", "mistral", "gpt2")
+LONG = " The answer is yes because of reason 3, and reason 4, explained in a long and careful way"
+
+
+def ranking(k, prompt="Question 1: explain topic 1."):
+    answers = [LONG, " no", " maybe", " a long and careful one", " short", " The answer is no", " yes", " 7"]
+    return {"prompt": prompt, "responses": answers[:k]}
+
+
+CASES = {
+    "K=2": [ranking(2), ranking(2, "Q")],
+    "K=8, lengths 2 to 20 tokens": [ranking(8), ranking(8, "Question 2: why?")],
+    "one-token prompt": [ranking(4, "Q")],
+    "chat prompt": [
+        {"prompt": [{"role": "user", "content": "Question 3: explain."}], "responses": [" yes", LONG, " no"]}
+    ],
+    "merge across the prompt's end": [{"prompt": "Question 1", "responses": [": yes", ":", " 1: no"]}],
+}
+
+
+@pytest.fixture
+def decoder(decoder_tokenizer, tiny_decoder):
+    def build(arch, seed=0):
+        model = tiny_decoder(arch, seed=seed)
+        set_padding_token(decoder_tokenizer, model)
+        return model
+
+    return build
+
+
+@pytest.mark.parametrize("arch", DECODERS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_scores_equal_separate_sequences(arch, case, decoder, decoder_tokenizer):
+    model = decoder(arch).eval()
+    batch = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")(CASES[case])
+    layout = SharedLayout()
+    with torch.no_grad():
+        separate = score_batch(model, batch)
+        shared = score_batch(model, batch, shared=layout)
+    torch.testing.assert_close(shared, separate, atol=1e-5, rtol=0)
+    assert layout.stats.tokens < layout.stats.separate_tokens or case == "merge across the prompt's end"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_loss_gradients_equal_separate_sequences(arch, decoder, decoder_tokenizer):
+    batch = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")(
+        CASES["K=8, lengths 2 to 20 tokens"]
+    )
+    grads = []
+    for shared in (None, SharedLayout()):
+        model = decoder(arch).train()
+        disable_dropout(model)  # GPT-2's dropout would draw differently in the two layouts
+        rewards = score_batch(model, batch, shared=shared)
+        loss = ranking_loss(rewards, utility="log", pairs=batch["pairs"], mask=batch["answer_mask"])
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss_a, a), (loss_b, b) = grads
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-6, rtol=0)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+
+
+def test_long_rows_are_split_and_each_carries_the_prompt(decoder, decoder_tokenizer):
+    model = decoder("qwen2").eval()
+    batch = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")([ranking(8)])
+    layout = SharedLayout(row_tokens=24)
+    with torch.no_grad():
+        separate = score_batch(model, batch)
+        torch.testing.assert_close(
+            score_shared(model, batch, row_tokens=24, stats=layout.stats), separate, atol=1e-5, rtol=0
+        )
+        one_row = SharedLayout()
+        score_batch(model, batch, shared=one_row)
+    assert one_row.stats.tokens < layout.stats.tokens < layout.stats.separate_tokens
+
+
+def test_chosen_automatically_and_refused_where_it_cannot_be_exact(decoder, tiny_model, caplog):
+    assert resolve_shared_prompt("auto", decoder("llama"))[0] is True
+    assert resolve_shared_prompt("off", decoder("llama"))[0] is False
+    use, why = resolve_shared_prompt("auto", tiny_model())
+    assert use is False and "bert is not a causal model" in why
+    with pytest.raises(ValueError, match=r"`shared_prompt` 'on': bert is not a causal model.*'auto' or 'off'"):
+        resolve_shared_prompt("on", tiny_model())
+    model = decoder("mistral")
+    model.config._attn_implementation = "flash_attention_2"
+    assert "takes no custom mask" in shared_support(model)
+    with pytest.raises(ValueError, match="mistral runs attention implementation 'flash_attention_2'"):
+        resolve_shared_prompt("on", model)
+
+
+def config(tmp_path, **settings):
+    base = {"output_dir": str(tmp_path / "out"), "report_to": "none", "use_cpu": True, "precision": "fp32"}
+    return RankingRewardConfig(**{**base, **settings})
+
+
+def test_trainer_uses_it_with_lora_checkpointing_and_accumulation(tmp_path, decoder_tokenizer, tiny_decoder, caplog):
+    from peft import LoraConfig
+
+    data = load_rankings(datasets.Dataset.from_list([ranking(4), ranking(3, "Q"), ranking(5, "Question 2: why?")] * 2))
+    losses = {}
+    for shared in ("off", "on"):
+        args = config(
+            tmp_path,
+            shared_prompt=shared,
+            max_steps=2,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=3,
+            gradient_checkpointing=True,
+            learning_rate=1e-2,
+        )
+        trainer = RankingRewardTrainer(
+            model=tiny_decoder("llama"),
+            args=args,
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+            peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+        )
+        assert (trainer.shared is not None) == (shared == "on")
+        losses[shared] = trainer.train().training_loss
+    assert losses["on"] == pytest.approx(losses["off"], abs=1e-5)
+    assert trainer.shared.stats.saved > 0.2
+
+
+def test_an_unsupported_causal_model_falls_back_once_with_a_message(tmp_path, decoder_tokenizer, tiny_decoder, caplog):
+    model = tiny_decoder("gpt2")
+    model.config._attn_implementation = "flex_attention"
+    data = load_rankings(datasets.Dataset.from_list([ranking(3)]))
+    with caplog.at_level(logging.INFO, logger="rewardcollapse"):
+        trainer = RankingRewardTrainer(
+            model=model, args=config(tmp_path), train_dataset=data, processing_class=decoder_tokenizer
+        )
+    assert trainer.shared is None
+    assert "shared prompt: separate sequences: gpt2 runs attention implementation 'flex_attention'" in caplog.text
+
+
+def test_score_and_train_commands(tmp_path, decoder_tokenizer, tiny_decoder, capsys):
+    base = tmp_path / "base"
+    tiny_decoder("llama").save_pretrained(base)
+    decoder_tokenizer.save_pretrained(base)
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps(row) + "\n" for row in [ranking(8), ranking(4, "Q"), ranking(6, "Question 5: how?")])
+    )
+    scores = {}
+    for setting in ("on", "off"):
+        output = tmp_path / f"{setting}.jsonl"
+        args = ["score", "--model", str(base), "--data", str(data), "--output", str(output), "--shared-prompt", setting]
+        assert main(args) == 0
+        scores[setting] = np.concatenate([json.loads(line)["rewards"] for line in output.read_text().splitlines()])
+        printed = capsys.readouterr().out
+        assert ("tokens saved" in printed) == (setting == "on")
+    np.testing.assert_allclose(scores["on"], scores["off"], atol=1e-5)
+    train = ["train", "--model", str(base), "--data", str(data), "--output", str(tmp_path / "m"), "--steps", "1"]
+    assert main([*train, "--report_to", "none", "--shared_prompt", "on"]) == 0
+    printed = capsys.readouterr().out
+    assert "each prompt encoded once" in printed and "tokens saved" in printed
+    assert json.loads((tmp_path / "m" / "training_summary.json").read_text())["tokens_saved"] > 0.2
+
+
+def test_two_process_data_parallel_with_the_layout_matches_one_process(tmp_path, decoder_tokenizer, tiny_decoder):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    model_dir = tmp_path / "base"
+    tiny_decoder("llama").save_pretrained(model_dir)
+    decoder_tokenizer.save_pretrained(model_dir)
+    rows = [{**ranking(2 + p % 5, f"Question {p}: explain."), "openness": p % 2} for p in range(8)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    common = [str(worker), str(model_dir), str(tmp_path / "data.jsonl")]
+    single = subprocess.run(
+        [sys.executable, *common, str(tmp_path / "one"), "4"], env=env, capture_output=True, text=True
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29523"]
+    double = subprocess.run([*launcher, *common, str(tmp_path / "two"), "2"], env=env, capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "result.json").read_text())
+    two = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert one["shared_prompt"] and two["shared_prompt"] and two["world_size"] == 2
+    assert abs(one["loss"] - two["loss"]) < 1e-5
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+
+
+def test_auto_uses_the_layout_only_where_it_costs_less(decoder_tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=len(decoder_tokenizer),
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        num_labels=1,
+        pad_token_id=0,
+    )
+    model = LlamaForSequenceClassification(config).eval()
+    for prompt_tokens, expect_shared in ((512, True), (16, False)):
+        prompt = [1 + i % 200 for i in range(prompt_tokens)]
+        answers = [[300 + a] * 128 for a in range(8)]
+        sequences = [prompt + a for a in answers]
+        batch = {
+            "input_ids": torch.tensor(sequences),
+            "attention_mask": torch.ones(8, prompt_tokens + 128, dtype=torch.long),
+            "answer_slot": torch.arange(8),
+            "answer_mask": torch.ones(1, 8, dtype=torch.bool),
+        }
+        layout = SharedLayout(when_cheaper=True)
+        with torch.no_grad():
+            rewards = score_batch(model, batch, shared=layout)
+            torch.testing.assert_close(rewards, score_batch(model, batch), atol=1e-5, rtol=0)
+        assert (layout.stats.saved > 0) == expect_shared
