@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_training.py --trl --prompts-per-step 4 --steps 3
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_shared_prompt.py
 	$(BIN)/python benchmarks/bench_openness.py
 	$(BIN)/python benchmarks/bench_demo.py --precision fp32 auto
 

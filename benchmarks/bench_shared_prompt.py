@@ -6,10 +6,11 @@ A random-initialised Llama-architecture decoder classifier (4 layers, hidden 256
 on prompts of P random tokens with K answers of A random tokens each, float32, one AdamW step per batch of
 --prompts-per-step prompts, with the same ranking loss (U = log sigmoid on raw scores, the Bradley-Terry loss):
 
-* shared: ``score_batch(..., shared=SharedLayout())`` (``shared_prompt: on``): one row [prompt][answer 1]...
-  [answer K] per prompt with the block mask, P + K A tokens per prompt;
-* auto: ``SharedLayout(when_cheaper=True)`` (``shared_prompt: auto``, the default): the layout only for batches
-  where its multiply-adds estimate is below separate sequences', else separate sequences;
+* cached: ``SharedLayout(method="cache")``, what ``shared_prompt: auto`` runs in one process: each prompt run once
+  with its keys and values kept, its K answers as one batch on that cache, P + K A tokens per prompt and no masked
+  attention blocks;
+* rows: ``SharedLayout(method="rows")``, what runs under DDP or gradient checkpointing: one row [prompt][answer 1]
+  ...[answer K] per prompt with the block mask, P + K A tokens, dense (masked) attention over the row;
 * separate: ``score_batch``: one sequence per answer, K (P + A) tokens per prompt (this project's default path);
 * pairwise: each ranked pair's two sequences, K (K - 1) (P + A) tokens per prompt (TRL's and the paper's way),
   --pairwise-chunk sequences per forward with a backward per chunk.
@@ -29,7 +30,7 @@ import time
 import psutil
 import torch
 
-METHODS = ("shared", "auto", "separate", "pairwise")
+METHODS = ("cached", "rows", "separate", "pairwise")
 
 
 class PeakMemory:
@@ -124,7 +125,7 @@ def worker(args) -> dict:
                 tokens += int(batch["attention_mask"].sum())
         else:
             batch = batch_of(prompts, answers)
-            layout = {"shared": SharedLayout(), "auto": SharedLayout(when_cheaper=True)}.get(args.worker)
+            layout = {"cached": SharedLayout(method="cache"), "rows": SharedLayout(method="rows")}.get(args.worker)
             rewards = score_batch(net, batch, shared=layout)
             ranking_loss(rewards, utility="logsigmoid", normalize=None, pair_weighting="pair").backward()
             tokens += layout.stats.tokens if layout else int(batch["attention_mask"].sum())

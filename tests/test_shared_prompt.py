@@ -49,12 +49,13 @@ def decoder(decoder_tokenizer, tiny_decoder):
     return build
 
 
+@pytest.mark.parametrize("method", ["rows", "cache"])
 @pytest.mark.parametrize("arch", DECODERS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_scores_equal_separate_sequences(arch, case, decoder, decoder_tokenizer):
+def test_scores_equal_separate_sequences(arch, case, method, decoder, decoder_tokenizer):
     model = decoder(arch).eval()
     batch = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")(CASES[case])
-    layout = SharedLayout()
+    layout = SharedLayout(method=method)
     with torch.no_grad():
         separate = score_batch(model, batch)
         shared = score_batch(model, batch, shared=layout)
@@ -62,13 +63,14 @@ def test_scores_equal_separate_sequences(arch, case, decoder, decoder_tokenizer)
     assert layout.stats.tokens < layout.stats.separate_tokens or case == "merge across the prompt's end"
 
 
+@pytest.mark.parametrize("method", ["rows", "cache"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_loss_gradients_equal_separate_sequences(arch, decoder, decoder_tokenizer):
+def test_loss_gradients_equal_separate_sequences(arch, method, decoder, decoder_tokenizer):
     batch = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")(
         CASES["K=8, lengths 2 to 20 tokens"]
     )
     grads = []
-    for shared in (None, SharedLayout()):
+    for shared in (None, SharedLayout(method=method)):
         model = decoder(arch).train()
         disable_dropout(model)  # GPT-2's dropout would draw differently in the two layouts
         rewards = score_batch(model, batch, shared=shared)
@@ -89,9 +91,9 @@ def test_long_rows_are_split_and_each_carries_the_prompt(decoder, decoder_tokeni
     with torch.no_grad():
         separate = score_batch(model, batch)
         torch.testing.assert_close(
-            score_shared(model, batch, row_tokens=24, stats=layout.stats), separate, atol=1e-5, rtol=0
+            score_shared(model, batch, row_tokens=24, stats=layout.stats, method="rows"), separate, atol=1e-5, rtol=0
         )
-        one_row = SharedLayout()
+        one_row = SharedLayout(method="rows")
         score_batch(model, batch, shared=one_row)
     assert one_row.stats.tokens < layout.stats.tokens < layout.stats.separate_tokens
 
@@ -210,7 +212,8 @@ def test_two_process_data_parallel_with_the_layout_matches_one_process(tmp_path,
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
 
 
-def test_auto_uses_the_layout_only_where_it_costs_less(decoder_tokenizer):
+@pytest.mark.parametrize(("method", "short_prompt_shared"), [("rows", False), ("cache", True)])
+def test_auto_uses_the_layout_only_where_it_costs_less(decoder_tokenizer, method, short_prompt_shared):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     config = LlamaConfig(
@@ -224,7 +227,9 @@ def test_auto_uses_the_layout_only_where_it_costs_less(decoder_tokenizer):
         pad_token_id=0,
     )
     model = LlamaForSequenceClassification(config).eval()
-    for prompt_tokens, expect_shared in ((512, True), (16, False)):
+    # One row per prompt computes every masked attention block, so short prompts stay separate; the cached path
+    # computes none, so it is cheaper wherever anything is shared.
+    for prompt_tokens, expect_shared in ((512, True), (16, short_prompt_shared)):
         prompt = [1 + i % 200 for i in range(prompt_tokens)]
         answers = [[300 + a] * 128 for a in range(8)]
         sequences = [prompt + a for a in answers]
@@ -234,7 +239,7 @@ def test_auto_uses_the_layout_only_where_it_costs_less(decoder_tokenizer):
             "answer_slot": torch.arange(8),
             "answer_mask": torch.ones(1, 8, dtype=torch.bool),
         }
-        layout = SharedLayout(when_cheaper=True)
+        layout = SharedLayout(when_cheaper=True, method=method)
         with torch.no_grad():
             rewards = score_batch(model, batch, shared=layout)
             torch.testing.assert_close(rewards, score_batch(model, batch), atol=1e-5, rtol=0)

@@ -21,12 +21,14 @@ class SharedLayout:
     """Use the shared-prompt layout: rows of at most ``row_tokens`` tokens, counting tokens into ``stats``.
 
     ``when_cheaper``: only for batches where it costs fewer multiply-adds than separate sequences (``auto``);
-    otherwise for every batch (``on``).
+    otherwise for every batch (``on``). ``method``: ``"auto"``, ``"cache"`` or ``"rows"``
+    (:func:`~rewardcollapse.training.shared_prompt.score_shared`).
     """
 
     row_tokens: int = 4096
     stats: SharedPromptStats = field(default_factory=SharedPromptStats)
     when_cheaper: bool = False
+    method: str = "auto"
 
 
 def score_batch(
@@ -45,7 +47,12 @@ def score_batch(
     """
     if shared is not None:
         rewards = score_shared(
-            model, batch, row_tokens=shared.row_tokens, stats=shared.stats, when_cheaper=shared.when_cheaper
+            model,
+            batch,
+            row_tokens=shared.row_tokens,
+            stats=shared.stats,
+            when_cheaper=shared.when_cheaper,
+            method=shared.method,
         )
         if rewards is not None:
             return rewards  # else the layout would cost more than separate sequences here: run those

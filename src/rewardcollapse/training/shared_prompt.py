@@ -23,6 +23,7 @@ Qwen2, Mistral and GPT-2. Bidirectional encoders (BERT, DeBERTa) would see the o
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,14 @@ import torch
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.training.backbone import is_encoder
 
-__all__ = ["SHARED_PROMPT_SETTINGS", "SharedPromptStats", "resolve_shared_prompt", "score_shared", "shared_support"]
+__all__ = [
+    "SHARED_PROMPT_SETTINGS",
+    "SharedPromptStats",
+    "cache_eligible",
+    "resolve_shared_prompt",
+    "score_shared",
+    "shared_support",
+]
 
 SHARED_PROMPT_SETTINGS = ("auto", "on", "off")
 """``shared_prompt``: ``auto`` uses the layout where it is exact and available (causal models), ``on`` requires it."""
@@ -116,6 +124,11 @@ def _common_prefix(sequences: list[list[int]]) -> int:
     return length
 
 
+def _prefix_len(answers: list[tuple[int, list[int]]]) -> int:
+    sequences = [ids for _, ids in answers]
+    return min(_common_prefix(sequences), min(len(s) for s in sequences) - 1)
+
+
 def _read_index(sequence: list[int], pad_id: int | None) -> int:
     """Where transformers' decoder classifiers read a sequence alone: its last token that is not padding."""
     for i in range(len(sequence) - 1, -1, -1):
@@ -181,6 +194,88 @@ def _cost(config: Any, lengths: list[int]) -> float:
     return len(lengths) * width * (4 * hidden * hidden + 3 * hidden * inner) + len(lengths) * width * width * 2 * hidden
 
 
+def _cache_keyword(model: Any) -> str | None:
+    """The keyword a model's forward takes its key/value cache by (``cache`` in transformers 5, else the old name)."""
+    parameters = inspect.signature(type(_unwrapped(model)).forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def cache_eligible(model: Any) -> bool:
+    """Whether a prompt's keys and values can be computed once and reused by its answers in a second call.
+
+    Not under DDP (two forward calls before one backward would break its gradient synchronisation), not with
+    gradient checkpointing in training (transformers switches the cache off there), and only where the forward
+    takes a cache; the one-row layout serves those cases.
+    """
+    inner = _unwrapped(model)
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return False
+    if inner.training and getattr(inner, "is_gradient_checkpointing", False):
+        return False
+    return _cache_keyword(inner) is not None
+
+
+def _score_cached(model: Any, prompts: dict[int, list[tuple[int, list[int]]]], pad_id: int, device, flat_size: int):
+    """Each prompt's prefix run once, its keys and values kept; then its answers' rests as one batch on that cache.
+
+    The cache is repeated per answer, so attention covers the prefix and each answer's own tokens: no masked blocks
+    are computed.
+    """
+    inner = _unwrapped(model)
+    keyword = _cache_keyword(inner)
+    captured: list[torch.Tensor] = []
+    hook = inner.score.register_forward_hook(lambda module, args, output: captured.append(output))
+    flat, slots, scores = None, [], []
+    try:
+        for answers in prompts.values():
+            sequences = [ids for _, ids in answers]
+            p = min(_common_prefix(sequences), min(len(s) for s in sequences) - 1)
+            reads = [_read_index(ids, pad_id) for ids in sequences]
+            prefix_logits, cache = None, None
+            if p > 0:
+                captured.clear()
+                out = model(input_ids=torch.tensor([sequences[0][:p]], device=device), use_cache=True)
+                prefix_logits = captured[-1][0, :, 0]
+                cache = getattr(out, "cache", None) if keyword == "cache" else out.past_key_values
+                cache.batch_repeat_interleave(len(answers))
+            width = max(len(s) - p for s in sequences)
+            ids = torch.full((len(answers), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(answers), p + width), dtype=torch.long)
+            for k, sequence in enumerate(sequences):
+                ids[k, : len(sequence) - p] = torch.tensor(sequence[p:])
+                attention[k, : len(sequence)] = 1
+            positions = (p + torch.arange(width))[None].expand(len(answers), width)
+            captured.clear()
+            inputs = {
+                "input_ids": ids.to(device),
+                "attention_mask": attention.to(device),
+                "position_ids": positions.to(device),
+            }
+            if cache is not None:
+                inputs[keyword] = cache
+            model(**inputs, use_cache=cache is not None)
+            rest_logits = captured[-1][:, :, 0]
+            for k, ((slot, _), read) in enumerate(zip(answers, reads, strict=True)):
+                slots.append(slot)
+                scores.append(prefix_logits[read] if read < p else rest_logits[k, read - p])
+    finally:
+        hook.remove()
+    values = torch.stack(scores)
+    flat = values.new_zeros(flat_size)
+    return flat.index_put((torch.tensor(slots, device=device),), values)
+
+
+def _cost_cached(config: Any, answers: list[list[int]], p: int) -> float:
+    """Multiply-adds per layer of the cached path for one prompt: the prefix once, then the padded rests on it."""
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    width = max(len(a) for a in answers) - p
+    tokens = p + len(answers) * width
+    return (
+        tokens * (4 * hidden * hidden + 3 * hidden * inner) + (p * p + len(answers) * width * (p + width)) * 2 * hidden
+    )
+
+
 def score_shared(
     model: Any,
     batch: dict[str, Any],
@@ -189,6 +284,7 @@ def score_shared(
     rows_per_pass: int | None = None,
     stats: SharedPromptStats | None = None,
     when_cheaper: bool = False,
+    method: str = "auto",
 ) -> torch.Tensor | None:
     """The ``(B, K)`` reward matrix of a :class:`RankingCollator` batch, each prompt's shared prefix encoded once.
 
@@ -197,7 +293,9 @@ def score_shared(
     the rows of one forward pass (None: all). With ``when_cheaper`` it returns None, without running the model,
     when the layout would cost more than separate sequences (short prompts: the rows' attention outgrows the tokens
     saved), estimated from the multiply-adds of both; the caller then runs the separate sequences, which give the
-    same scores.
+    same scores. ``method``: ``"rows"`` (one call over the rows, DDP-safe), ``"cache"`` (each prefix run once with
+    its keys and values kept, its answers on them: no masked attention blocks, the faster), or ``"auto"``: the cache
+    where :func:`cache_eligible`, else rows.
     """
     inner = _unwrapped(model)
     pad_id = inner.config.pad_token_id
@@ -209,6 +307,23 @@ def score_shared(
     prompts: dict[int, list[tuple[int, list[int]]]] = {}
     for sequence, length, slot in zip(ids, lengths, slots, strict=True):
         prompts.setdefault(slot // k, []).append((slot, sequence[:length]))
+    if method not in ("auto", "cache", "rows"):
+        raise InputValueError(f"`method` must be 'auto', 'cache' or 'rows', got {method!r}")
+    if method == "cache" and not cache_eligible(model):
+        raise InputValueError("`method` 'cache' needs a single process, no gradient checkpointing and a model cache")
+    if method != "rows" and cache_eligible(model):
+        prefixes = {b: _prefix_len(a) for b, a in prompts.items()}
+        cost = sum(_cost_cached(inner.config, [s for _, s in a], prefixes[b]) for b, a in prompts.items())
+        if not (when_cheaper and cost >= _cost(inner.config, lengths)):
+            if stats is not None:
+                rests = sum(len(s) - prefixes[b] for b, a in prompts.items() for _, s in a)
+                stats.add(sum(prefixes.values()) + rests, sum(lengths))
+            device = batch["input_ids"].device
+            flat = _score_cached(model, prompts, pad_id if pad_id is not None else 0, device, mask.numel())
+            return flat.view(mask.shape)
+        if stats is not None:
+            stats.add(sum(lengths), sum(lengths))
+        return None
     rows = [row for answers in prompts.values() for row in _rows(answers, pad_id, row_tokens)]
     if when_cheaper and _cost(inner.config, [len(r.ids) for r in rows]) >= _cost(inner.config, lengths):
         # Short prompts: the long rows' attention costs more than the prompt tokens they save. Both are exact.
