@@ -117,7 +117,10 @@ def config(tmp_path, **settings):
     return RankingRewardConfig(**{**base, **settings})
 
 
-def test_trainer_uses_it_with_lora_checkpointing_and_accumulation(tmp_path, decoder_tokenizer, tiny_decoder, caplog):
+@pytest.mark.parametrize("checkpointing", [True, False], ids=["rows (checkpointing)", "cached"])
+def test_trainer_uses_it_with_lora_checkpointing_and_accumulation(
+    tmp_path, decoder_tokenizer, tiny_decoder, checkpointing
+):
     from peft import LoraConfig
 
     data = load_rankings(datasets.Dataset.from_list([ranking(4), ranking(3, "Q"), ranking(5, "Question 2: why?")] * 2))
@@ -129,7 +132,7 @@ def test_trainer_uses_it_with_lora_checkpointing_and_accumulation(tmp_path, deco
             max_steps=2,
             per_device_train_batch_size=1,
             gradient_accumulation_steps=3,
-            gradient_checkpointing=True,
+            gradient_checkpointing=checkpointing,
             learning_rate=1e-2,
         )
         trainer = RankingRewardTrainer(
@@ -140,6 +143,8 @@ def test_trainer_uses_it_with_lora_checkpointing_and_accumulation(tmp_path, deco
             peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
         )
         assert (trainer.shared is not None) == (shared == "on")
+        if shared == "on":
+            assert trainer.layout.endswith("block mask" if checkpointing else "batched on it")
         losses[shared] = trainer.train().training_loss
     assert losses["on"] == pytest.approx(losses["off"], abs=1e-5)
     assert trainer.shared.stats.saved > 0.2

@@ -330,6 +330,10 @@ class RankingRewardTrainer(Trainer):
         if peft_config is not None:
             model = wrap_with_peft(model, peft_config, gradient_checkpointing=args.gradient_checkpointing)
         use_shared, self.layout = resolve_shared_prompt(args.shared_prompt, model)
+        if use_shared:
+            rows = args.world_size > 1 or args.gradient_checkpointing  # one forward per backward, or no cache
+            how = "one row per prompt with a block mask" if rows else "the prompt cached, its answers batched on it"
+            self.layout = f"{self.layout}: {how}"
         cheaper = args.shared_prompt == "auto"
         self.shared = (
             SharedLayout(row_tokens=args.shared_prompt_row_tokens, when_cheaper=cheaper) if use_shared else None
