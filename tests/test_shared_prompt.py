@@ -249,3 +249,25 @@ def test_auto_uses_the_layout_only_where_it_costs_less(decoder_tokenizer, method
             rewards = score_batch(model, batch, shared=layout)
             torch.testing.assert_close(rewards, score_batch(model, batch), atol=1e-5, rtol=0)
         assert (layout.stats.saved > 0) == expect_shared
+
+
+def test_sliding_windows_and_caches_that_cannot_be_repeated_fall_back_exactly(decoder, decoder_tokenizer, monkeypatch):
+    model = decoder("mistral").eval()
+    batch = RankingCollator(decoder_tokenizer, max_length=64, sequence_format="trl")(
+        CASES["K=8, lengths 2 to 20 tokens"]
+    )
+    with torch.no_grad():
+        separate = score_batch(model, batch)
+        model.config.sliding_window = 8  # shorter than the sequences: only the separate sequences are windowed
+        layout = SharedLayout()
+        torch.testing.assert_close(
+            score_batch(model, batch, shared=layout), score_batch(model, batch), atol=1e-5, rtol=0
+        )
+        assert layout.stats.saved == 0
+        model.config.sliding_window = None
+        from transformers.cache_utils import Cache
+
+        monkeypatch.delattr(Cache, "batch_repeat_interleave")
+        layout = SharedLayout(method="auto")
+        torch.testing.assert_close(score_batch(model, batch, shared=layout), separate, atol=1e-5, rtol=0)
+        assert layout.stats.saved > 0  # the rows served

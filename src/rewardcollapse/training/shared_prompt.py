@@ -194,6 +194,10 @@ def _cost(config: Any, lengths: list[int]) -> float:
     return len(lengths) * width * (4 * hidden * hidden + 3 * hidden * inner) + len(lengths) * width * width * 2 * hidden
 
 
+class _NoReusableCache(Exception):
+    """The model's key/value cache cannot be repeated per answer (no ``batch_repeat_interleave``)."""
+
+
 def _cache_keyword(model: Any) -> str | None:
     """The keyword a model's forward takes its key/value cache by (``cache`` in transformers 5, else the old name)."""
     parameters = inspect.signature(type(_unwrapped(model)).forward).parameters
@@ -237,6 +241,8 @@ def _score_cached(model: Any, prompts: dict[int, list[tuple[int, list[int]]]], p
                 out = model(input_ids=torch.tensor([sequences[0][:p]], device=device), use_cache=True)
                 prefix_logits = captured[-1][0, :, 0]
                 cache = getattr(out, "cache", None) if keyword == "cache" else out.past_key_values
+                if not hasattr(cache, "batch_repeat_interleave"):
+                    raise _NoReusableCache(type(cache).__name__)
                 cache.batch_repeat_interleave(len(answers))
             width = max(len(s) - p for s in sequences)
             ids = torch.full((len(answers), width), pad_id, dtype=torch.long)
@@ -311,19 +317,31 @@ def score_shared(
         raise InputValueError(f"`method` must be 'auto', 'cache' or 'rows', got {method!r}")
     if method == "cache" and not cache_eligible(model):
         raise InputValueError("`method` 'cache' needs a single process, no gradient checkpointing and a model cache")
-    if method != "rows" and cache_eligible(model):
-        prefixes = {b: _prefix_len(a) for b, a in prompts.items()}
-        cost = sum(_cost_cached(inner.config, [s for _, s in a], prefixes[b]) for b, a in prompts.items())
-        if not (when_cheaper and cost >= _cost(inner.config, lengths)):
-            if stats is not None:
-                rests = sum(len(s) - prefixes[b] for b, a in prompts.items() for _, s in a)
-                stats.add(sum(prefixes.values()) + rests, sum(lengths))
-            device = batch["input_ids"].device
-            flat = _score_cached(model, prompts, pad_id if pad_id is not None else 0, device, mask.numel())
-            return flat.view(mask.shape)
+    window = getattr(inner.config, "sliding_window", None)
+    if isinstance(window, int) and max(lengths) > window:
+        # Sequences longer than a sliding attention window: the layouts' masks do not model the window; run the
+        # separate sequences, which the model windows itself.
         if stats is not None:
             stats.add(sum(lengths), sum(lengths))
         return None
+    if method != "rows" and cache_eligible(model):
+        prefixes = {b: _prefix_len(a) for b, a in prompts.items()}
+        cost = sum(_cost_cached(inner.config, [s for _, s in a], prefixes[b]) for b, a in prompts.items())
+        if when_cheaper and cost >= _cost(inner.config, lengths):
+            if stats is not None:
+                stats.add(sum(lengths), sum(lengths))
+            return None
+        try:
+            flat = _score_cached(
+                model, prompts, pad_id if pad_id is not None else 0, batch["input_ids"].device, mask.numel()
+            )
+        except _NoReusableCache:  # a cache that cannot be repeated per answer: the rows below serve
+            flat = None
+        if flat is not None:
+            if stats is not None:
+                rests = sum(len(s) - prefixes[b] for b, a in prompts.items() for _, s in a)
+                stats.add(sum(prefixes.values()) + rests, sum(lengths))
+            return flat.view(mask.shape)
     rows = [row for answers in prompts.values() for row in _rows(answers, pad_id, row_tokens)]
     if when_cheaper and _cost(inner.config, [len(r.ids) for r in rows]) >= _cost(inner.config, lengths):
         # Short prompts: the long rows' attention costs more than the prompt tokens they save. Both are exact.
