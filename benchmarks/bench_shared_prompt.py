@@ -24,34 +24,13 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
-import psutil
 import torch
 
+from bench_training import PeakMemory  # the script's folder is on sys.path
+
 METHODS = ("cached", "rows", "separate", "pairwise")
-
-
-class PeakMemory:
-    """Samples this process's resident set size every few milliseconds while active."""
-
-    def __init__(self):
-        self.process, self.peak, self._stop = psutil.Process(), 0, threading.Event()
-
-    def __enter__(self):
-        self.peak = self.process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def model(seed: int = 0):

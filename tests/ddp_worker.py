@@ -9,28 +9,17 @@ import os
 import sys
 
 
-def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
-    import datasets
+def one_step_config(output: str, batch_size: int):
+    """One exact SGD step (learning rate 1, float32, data in order): the setting both parallel tests compare.
+
+    Shared with ``fsdp_worker.py``. Processes talk over gloo when they have no GPU.
+    """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rewardcollapse.data import load_rankings
-    from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
+    from rewardcollapse.training import RankingRewardConfig
 
-    datasets.disable_progress_bars()
-
-    class Recording(RankingRewardTrainer):
-        """Keeps this process's first training loss (the Trainer logs the main process's only)."""
-
-        first_loss = None
-
-        def compute_loss(self, model, inputs, **kwargs):
-            loss = super().compute_loss(model, inputs, **kwargs)
-            if self.first_loss is None:
-                self.first_loss = loss.detach().clone()
-            return loss
-
-    args = RankingRewardConfig(
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return RankingRewardConfig(
         output_dir=output,
         per_device_train_batch_size=batch_size,
         max_steps=1,
@@ -46,8 +35,32 @@ def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
         utility="prompt-aware",
         precision="fp32",  # the comparison is exact to 1e-5: no autocast
         dataloader_pin_memory=False,
-        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
     )
+
+
+def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
+    import datasets
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rewardcollapse.data import load_rankings
+    from rewardcollapse.training import RankingRewardTrainer
+
+    datasets.disable_progress_bars()
+
+    class Recording(RankingRewardTrainer):
+        """Keeps this process's first training loss (the Trainer logs the main process's only)."""
+
+        first_loss = None
+
+        def compute_loss(self, model, inputs, **kwargs):
+            loss = super().compute_loss(model, inputs, **kwargs)
+            if self.first_loss is None:
+                self.first_loss = loss.detach().clone()
+            return loss
+
+    args = one_step_config(output, batch_size)
     trainer = Recording(
         model=AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1),
         args=args,

@@ -33,8 +33,9 @@ def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from ddp_worker import one_step_config  # run as a script: its folder is on sys.path
     from rewardcollapse.data import load_rankings
-    from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
+    from rewardcollapse.training import RankingRewardTrainer
 
     datasets.disable_progress_bars()
 
@@ -51,25 +52,7 @@ def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
                 self.stepped_model = model
             return loss
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    args = RankingRewardConfig(
-        output_dir=output,
-        per_device_train_batch_size=batch_size,
-        max_steps=1,
-        optim="sgd",
-        learning_rate=1.0,
-        lr_scheduler_type="constant",
-        train_sampling_strategy="sequential",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        max_length=64,
-        utility="prompt-aware",
-        precision="fp32",  # the comparison is exact to 1e-5: no autocast
-        dataloader_pin_memory=False,
-        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
-    )
+    args = one_step_config(output, batch_size)
     from rewardcollapse.core.errors import InputValueError
 
     try:

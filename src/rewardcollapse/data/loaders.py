@@ -91,10 +91,10 @@ def read_table(source: Any, *, split: str = "train"):
 def _file_problem(path: Path, error: Exception) -> str:
     """What is wrong with a data file that ``datasets`` failed to read: its first bad line where one can be found."""
     name = str(path)
-    if path.stat().st_size == 0 or not path.read_bytes().strip():
+    raw = path.read_bytes()
+    if not raw.strip():
         return f"{name} is empty: no rows to read"
     if path.suffix.lower() in (".jsonl", ".json"):
-        raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as bad:

@@ -125,6 +125,10 @@ def _common_prefix(sequences: list[list[int]]) -> int:
 
 
 def _prefix_len(answers: list[tuple[int, list[int]]]) -> int:
+    """The shared prefix of a prompt's answers ``(slot, token ids)``, leaving every answer at least one token.
+
+    That last token of its own gives each answer a place of its own to read its score from.
+    """
     sequences = [ids for _, ids in answers]
     return min(_common_prefix(sequences), min(len(s) for s in sequences) - 1)
 
@@ -139,10 +143,8 @@ def _read_index(sequence: list[int], pad_id: int | None) -> int:
 
 def _rows(answers: list[tuple[int, list[int]]], pad_id: int | None, row_tokens: int) -> list[_Row]:
     """The rows of one prompt's answers ``(slot, token ids)``: the shared prefix once per row, answers after it."""
-    sequences = [ids for _, ids in answers]
-    # Every answer keeps at least its last token of its own, so each has a segment to read from.
-    p = min(_common_prefix(sequences), min(len(s) for s in sequences) - 1)
-    prefix = sequences[0][:p]
+    p = _prefix_len(answers)
+    prefix = answers[0][1][:p]
     rows, current = [], None
     for slot, ids in answers:
         rest = ids[p:]
@@ -182,16 +184,22 @@ def _row_batch(rows: list[_Row], pad_id: int, dtype: torch.dtype, device: torch.
     }
 
 
+def _unit_costs(config: Any) -> tuple[int, int]:
+    """Multiply-adds per layer of one token (projections and MLP, 4 h^2 + 3 h m) and of one attended pair (2 h)."""
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
+    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    return 4 * hidden * hidden + 3 * hidden * inner, 2 * hidden
+
+
 def _cost(config: Any, lengths: list[int]) -> float:
     """Multiply-adds per layer of running sequences of ``lengths`` padded to the longest, as one forward pass does.
 
     Per token the projections and the MLP (4 h^2 + 3 h m); per pair of positions the attention scores and their use
     on the values (2 h), dense over the padded width, as SDPA computes a masked attention.
     """
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
-    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    per_token, per_pair = _unit_costs(config)
     width = max(lengths)
-    return len(lengths) * width * (4 * hidden * hidden + 3 * hidden * inner) + len(lengths) * width * width * 2 * hidden
+    return len(lengths) * width * per_token + len(lengths) * width * width * per_pair
 
 
 class _NoReusableCache(Exception):
@@ -229,11 +237,11 @@ def _score_cached(model: Any, prompts: dict[int, list[tuple[int, list[int]]]], p
     keyword = _cache_keyword(inner)
     captured: list[torch.Tensor] = []
     hook = inner.score.register_forward_hook(lambda module, args, output: captured.append(output))
-    flat, slots, scores = None, [], []
+    slots, scores = [], []
     try:
         for answers in prompts.values():
             sequences = [ids for _, ids in answers]
-            p = min(_common_prefix(sequences), min(len(s) for s in sequences) - 1)
+            p = _prefix_len(answers)
             reads = [_read_index(ids, pad_id) for ids in sequences]
             prefix_logits, cache = None, None
             if p > 0:
@@ -273,13 +281,9 @@ def _score_cached(model: Any, prompts: dict[int, list[tuple[int, list[int]]]], p
 
 def _cost_cached(config: Any, answers: list[list[int]], p: int) -> float:
     """Multiply-adds per layer of the cached path for one prompt: the prefix once, then the padded rests on it."""
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 1)
-    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    per_token, per_pair = _unit_costs(config)
     width = max(len(a) for a in answers) - p
-    tokens = p + len(answers) * width
-    return (
-        tokens * (4 * hidden * hidden + 3 * hidden * inner) + (p * p + len(answers) * width * (p + width)) * 2 * hidden
-    )
+    return (p + len(answers) * width) * per_token + (p * p + len(answers) * width * (p + width)) * per_pair
 
 
 def score_shared(
