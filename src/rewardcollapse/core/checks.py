@@ -1,0 +1,66 @@
+"""Shared checks of the values that several inputs carry: an openness, a positive count.
+
+Each check names the argument (or the data row, through ``name``), what it got and the fix, and raises
+:class:`~rewardcollapse.core.errors.InputValueError` or :class:`~rewardcollapse.core.errors.InputTypeError`. Callers
+that collect problems instead of raising (row validation) use the ``*_problem`` twins, which return the message.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from rewardcollapse.core.errors import InputTypeError, InputValueError
+
+__all__ = ["check_openness", "check_positive_int", "openness_problem"]
+
+
+def _is_number(value: object) -> bool:
+    """A real number that is not a bool (``True`` is an int in Python, never an openness or a count here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def openness_problem(value: object, name: str = "`openness`") -> str | None:
+    """Why ``value`` is no openness (a number in [0, 1]), or None when it is one.
+
+    Examples
+    --------
+    >>> openness_problem(0.5) is None
+    True
+    >>> openness_problem(1.5)
+    '`openness` must be a number in [0, 1] (0 closed, 1 open-ended), got 1.5'
+    """
+    if not _is_number(value) or not 0 <= value <= 1:  # NaN fails the range too
+        return f"{name} must be a number in [0, 1] (0 closed, 1 open-ended), got {value!r}"
+    return None
+
+
+def check_openness(value: object, name: str = "`openness`") -> float:
+    """``value`` as a float openness in [0, 1]; a bad type raises ``InputTypeError``, a bad value ``InputValueError``.
+
+    Examples
+    --------
+    >>> check_openness(1)
+    1.0
+    """
+    problem = openness_problem(value, name)
+    if problem is not None:
+        raise (InputValueError if _is_number(value) else InputTypeError)(problem)
+    return float(value)
+
+
+def check_positive_int(value: object, name: str, *, optional: bool = False) -> int | None:
+    """``value`` when it is an integer >= 1 (or None with ``optional``), else an error naming ``name``.
+
+    Examples
+    --------
+    >>> check_positive_int(3, "batch_size")
+    3
+    >>> check_positive_int(None, "forward_batch_size", optional=True) is None
+    True
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        allowed = "a positive integer or None" if optional else "a positive integer"
+        raise InputValueError(f"`{name.strip('`')}` must be {allowed}, got {value!r}")
+    return int(value)
