@@ -1,115 +1,168 @@
-"""The package's layout: dependencies flow one way, old import paths still work (with a warning), plots leave a
+"""The package's layout: its import graph has no cycle and no edge from a lower layer to a higher one, plots leave a
 user's matplotlib backend alone, and the CLI turns only the library's input errors into one-line messages."""
+
+from __future__ import annotations
 
 import ast
 import graphlib
-import importlib
 import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "rewardcollapse"
-DEPRECATED_ALIASES = {"rewardcollapse.experiment", "rewardcollapse.data.longform", "rewardcollapse.prompt_openness"}
-# Lower layers never import higher ones: core <- loss, data, diagnostics, plots <- training <- experiments,
-# estimators <- cli.
-LAYERS = {
-    "core": 0,
-    "_files": 0,
-    "loss": 1,
-    "data": 1,
-    "diagnostics": 1,
-    "plots": 1,
-    "training": 2,
-    "experiments": 3,
-    "estimators": 3,
-    "cli": 4,
-}
+
+# Each part of the package and its layer: a module imports only from its own layer or lower ones, never higher
+# (and the graph has no cycle, so two parts of one layer never import each other both ways).
+#   core <- _files, loss, data <- diagnostics <- plots <- training <- experiments, estimators <- cli
+# `_files` (atomic writes, output checks) needs only core.errors and serves training, experiments, estimators and
+# the CLI, so it sits beside loss and data. `plots` draws what `diagnostics` computes, so it sits above it.
+# `estimators` loads its sentence encoder through training.models, so it sits above training, beside experiments.
+# The package's own __init__ (the public API) gathers core and plots, so it sits with plots.
+LAYERS = [
+    ("core",),
+    ("_files", "loss", "data"),
+    ("diagnostics",),
+    ("plots",),
+    ("training",),
+    ("experiments", "estimators"),
+    ("cli",),
+]
+LAYER = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, package: Path) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every rewardcollapse module a file imports, at the top or inside functions.
+def _imported(node: ast.ImportFrom | ast.Import, module: str, is_package: bool) -> list[tuple[str, str | None]]:
+    """``(module, name)`` of each import in ``node`` (``name`` None for ``import x.y``), relative ones made absolute."""
+    if isinstance(node, ast.Import):
+        return [(alias.name, None) for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        anchor = module.split(".")
+        anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+        base = ".".join([*anchor, base] if base else anchor)
+    return [(base, alias.name) for alias in node.names]
 
-    A module-level ``__getattr__`` only serves deprecated aliases (a name that moved), so its imports are left out.
-    """
-    tree = ast.parse(path.read_text())
-    aliases = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
-    skipped = {id(node) for alias in aliases for node in ast.walk(alias)}
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rewardcollapse"):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("rewardcollapse"))
+
+def _statements(path: Path, module: str) -> list[tuple[str, str | None]]:
+    """Every import of a file, at the top or inside functions and classes (a function-level import is an edge too)."""
+    is_package = path.name == "__init__.py"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found += _imported(node, module, is_package)
     return found
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports.
+
+    ``from pkg import name`` points at the module ``pkg.name`` when there is one, else at the submodule whose
+    ``name`` ``pkg/__init__.py`` re-exports (followed through chains of re-exports), else at ``pkg`` itself. So an
+    __init__ that gathers its submodules' names adds no edge of its own between them. Importing a submodule runs its
+    parents' __init__ first; those implicit edges are left out, as every module has them.
+    """
+    files = {module_name(p, package): p for p in package.rglob("*.py")}
+    statements = {m: _statements(p, m) for m, p in files.items()}
+    inits = {m for m, p in files.items() if p.name == "__init__.py"}
+    exports = {m: {name: source for source, name in statements[m] if name is not None} for m in inits}
+
+    def target(source: str, name: str | None) -> str | None:
+        seen = set()
+        while name is not None and f"{source}.{name}" not in files and name in exports.get(source, {}):
+            if source in seen:
+                break
+            seen.add(source)
+            source = exports[source][name]
+        if name is not None and f"{source}.{name}" in files:
+            return f"{source}.{name}"
+        return source if source in files else None
+
+    graph = {}
+    for module, found in statements.items():
+        targets = {target(source, name) for source, name in found}
+        graph[module] = {t for t in targets if t is not None and t != module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (its modules in order, the first repeated at the end), or None."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        return list(reversed(error.args[1]))
+    return None
 
 
 def layer(module: str) -> int | None:
     parts = module.split(".")
-    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+    return LAYER.get(parts[1]) if len(parts) > 1 else LAYER["plots"]
 
 
-def graph() -> dict[str, set[str]]:
-    modules = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
-    return {m: deps for m, deps in modules.items() if m not in DEPRECATED_ALIASES}
+def back_edges(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a higher layer by a lower one."""
+    wrong = []
+    for module, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            here, there = layer(module), layer(dep)
+            if here is not None and there is not None and there > here:
+                wrong.append(f"{module} (layer {here}) imports {dep} (layer {there})")
+    return wrong
 
 
-def test_no_import_cycle_inside_core_and_none_between_modules():
-    edges = graph()
-    core = {m: {d for d in deps if d.startswith("rewardcollapse.core.")} for m, deps in edges.items()}
-    core = {m: deps - {m} for m, deps in core.items() if m.startswith("rewardcollapse.core.")}
-    graphlib.TopologicalSorter(core).prepare()  # raises CycleError naming the cycle
-    # Beyond core: a package's __init__ gathers its modules, so compare modules, not packages.
-    modules = {m: {d for d in deps if d in edges and not d.endswith(m)} - {m} for m, deps in edges.items()}
-    inits = {m for m in edges if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
-    plain = {m: deps - inits for m, deps in modules.items() if m not in inits}
-    graphlib.TopologicalSorter(plain).prepare()
+def test_the_scanner_sees_function_level_imports_and_follows_reexports():
+    edges = import_graph()
+    assert "rewardcollapse.loss" in edges["rewardcollapse.training.trainer"]
+    assert "rewardcollapse.core.solver" in edges["rewardcollapse.core.limits"]  # a function-level import
+    # plots imports `from rewardcollapse.core import optimal_rewards, utility`: the modules that define them
+    assert {"rewardcollapse.core.solver", "rewardcollapse.core.utilities"} <= edges["rewardcollapse.plots"]
+    assert "rewardcollapse.core" not in edges["rewardcollapse.plots"]
+    assert "rewardcollapse.core.utilities" in edges["rewardcollapse.core"]  # an __init__ imports its modules
+
+
+def test_the_checkers_report_a_cycle_and_a_back_edge():
+    cycle = find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})
+    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"a", "b", "c"}
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+    wrong = back_edges(
+        {"rewardcollapse.core.x": {"rewardcollapse.loss"}, "rewardcollapse.loss": {"rewardcollapse.core.x"}}
+    )
+    assert wrong == ["rewardcollapse.core.x (layer 0) imports rewardcollapse.loss (layer 1)"]
+    assert back_edges({"rewardcollapse.plots": {"rewardcollapse.diagnostics"}}) == []
+    assert back_edges({"rewardcollapse.diagnostics": {"rewardcollapse.plots"}}) != []
+    assert back_edges({"rewardcollapse.core.ranking": {"rewardcollapse"}}) != []  # the public API is not core's
+    assert back_edges({"rewardcollapse.cli": {"rewardcollapse"}}) == []
+
+
+def test_a_cycle_through_a_function_level_import_and_a_reexport_is_found(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from pkg.sub.inner import helper\n")
+    (package / "sub" / "inner.py").write_text("from pkg.outer import value\n\ndef helper():\n    return value\n")
+    (package / "outer.py").write_text(
+        "value = 1\n\ndef use():\n    from pkg.sub import helper\n\n    return helper()\n"
+    )
+    graph = import_graph(package)
+    assert graph["pkg.outer"] == {"pkg.sub.inner"}  # through the re-export, from inside a function
+    assert set(find_cycle(graph)) == {"pkg.outer", "pkg.sub.inner"}
+
+
+def test_the_package_has_no_import_cycle():
+    assert find_cycle(import_graph()) is None
+
+
+def test_every_part_of_the_package_has_a_layer():
+    parts = {module.split(".")[1] for module in import_graph() if "." in module}
+    assert parts == set(LAYER)
 
 
 def test_dependencies_flow_one_way():
-    edges = graph()
-    assert "rewardcollapse.loss" in edges["rewardcollapse.training.trainer"]  # the scanner sees imports
-    assert "rewardcollapse.core.solver" in edges["rewardcollapse.core.limits"]  # function-level ones too
-    wrong = []
-    for module, deps in graph().items():
-        here = layer(module)
-        for dep in deps:
-            there = layer(dep)
-            if here is not None and there is not None and there > here:
-                wrong.append(f"{module} imports {dep}")
-    assert wrong == []
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "name"),
-    [
-        ("rewardcollapse.experiment", "rewardcollapse.experiments", "run_experiment"),
-        ("rewardcollapse.data.longform", "rewardcollapse.experiments.longform", "build_longform"),
-        ("rewardcollapse.prompt_openness", "rewardcollapse.estimators", "fit_openness_classifier"),
-    ],
-)
-def test_old_import_paths_work_for_one_release_with_a_warning(old, new, name):
-    sys.modules.pop(old, None)
-    with pytest.warns(FutureWarning, match=f"{old} moved to"):
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
-
-
-def test_plot_group_rewards_moved_to_plots_with_an_alias():
-    import rewardcollapse.diagnostics as diagnostics
-    from rewardcollapse.plots import plot_group_rewards
-
-    with pytest.warns(FutureWarning, match="moved to rewardcollapse.plots.plot_group_rewards"):
-        assert diagnostics.plot_group_rewards is plot_group_rewards
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        diagnostics.nothing  # noqa: B018
+    assert back_edges(import_graph()) == []
 
 
 def test_plotting_never_switches_a_chosen_backend(monkeypatch):
@@ -123,7 +176,7 @@ def test_plotting_never_switches_a_chosen_backend(monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setenv("DISPLAY", ":0")
-    plots._pyplot()  # pyplot is imported already in this session: its backend is in use
+    plots.pyplot()  # pyplot is imported already in this session: its backend is in use
     assert calls == []
     monkeypatch.delitem(sys.modules, "matplotlib.pyplot")  # as in a fresh process
     assert not plots._needs_file_backend()  # a screen: matplotlib picks its own backend

@@ -253,18 +253,3 @@ def group_diagnostics(
             entry["ks_limit"] = ks_distance(values, limits[group])
         out[group] = entry
     return out
-
-
-def __getattr__(name: str) -> Any:
-    if name == "plot_group_rewards":  # moved beside the other figures; this alias goes in the next release
-        import warnings
-
-        from rewardcollapse.plots import plot_group_rewards
-
-        warnings.warn(
-            "rewardcollapse.diagnostics.plot_group_rewards moved to rewardcollapse.plots.plot_group_rewards",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return plot_group_rewards
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import numpy as np
 from rewardcollapse.core import limit_distribution, optimal_rewards, utility
 from rewardcollapse.diagnostics import pooled_groups
 
-__all__ = ["DEFAULT_PLOT_UTILITIES", "plot_group_rewards", "plot_limit_laws", "plot_optimal_rewards"]
+__all__ = ["DEFAULT_PLOT_UTILITIES", "plot_group_rewards", "plot_limit_laws", "plot_optimal_rewards", "pyplot"]
 
 DEFAULT_PLOT_UTILITIES = ("x", "x^0.5", "log", "-x^-0.5", "-1/x", "logsigmoid")
 
@@ -24,7 +24,7 @@ def _needs_file_backend() -> bool:
     return not chosen and not screen
 
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot, with the file backend Agg chosen only where :func:`_needs_file_backend`.
 
     A user's backend (interactive, inline in a notebook, or set with ``MPLBACKEND``) is never switched.
@@ -79,7 +79,7 @@ def plot_optimal_rewards(
     -------
     (matplotlib.figure.Figure, numpy.ndarray of Axes)
     """
-    plt = _pyplot()
+    plt = pyplot()
     specs = [utility(s) for s in utilities]
     if axes is None:
         cols = min(3, len(specs))
@@ -112,7 +112,7 @@ def plot_limit_laws(utilities: Sequence[str] = DEFAULT_PLOT_UTILITIES, *, ax: An
     -------
     (matplotlib.figure.Figure, matplotlib.axes.Axes)
     """
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4))
     else:
@@ -135,7 +135,7 @@ def plot_group_rewards(rewards, groups, targets=None, *, rescale: bool = True, b
     The picture of the paper's experiment (Song et al., 2023, Figure 5): with a fixed utility the groups' histograms
     look alike; with a prompt-aware one each follows its own target.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
     pooled = pooled_groups(rewards, groups, rescale=rescale)
     edges = np.linspace(0.0, 1.0, bins + 1) if rescale else bins

@@ -20,9 +20,9 @@ def plot_experiment(
     results: dict[str, dict[str, Any]], targets: dict[str, np.ndarray], levels: Sequence[float] | None, path: Path
 ) -> None:
     """Write the experiment's figure: a row per utility, a panel per group, its rescaled rewards against its target."""
-    from rewardcollapse.plots import _pyplot, plot_group_rewards
+    from rewardcollapse.plots import plot_group_rewards, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = len(results), len(targets)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 2.8 * rows), squeeze=False, sharex=True)
     for row, (spec, result) in enumerate(results.items()):
