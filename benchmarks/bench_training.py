@@ -360,7 +360,7 @@ def run_worker(method, args, *, steps, answers):
 
 def compare_with_trl(args):
     """Ours against TRL's RewardTrainer at each K of --answers-list: one table of steps, one of ratios."""
-    from rewardcollapse.training.backbone import backbone_label
+    from rewardcollapse.training.models import backbone_label
 
     results = {}
     for k in args.answers_list:

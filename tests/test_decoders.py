@@ -43,7 +43,7 @@ def config(tmp_path, **settings):
 
 @pytest.mark.parametrize("arch", DECODERS)
 def test_padded_scores_equal_unpadded_whatever_the_tokenizer_side(arch, decoder_tokenizer, tiny_decoder):
-    from rewardcollapse.training.trainer import set_padding_token
+    from rewardcollapse.training.models import set_padding_token
 
     model = tiny_decoder(arch).eval()
     set_padding_token(decoder_tokenizer, model)

@@ -13,9 +13,9 @@ from rewardcollapse.data import load_rankings
 from rewardcollapse.loss import ranking_loss
 from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
 from rewardcollapse.training.collator import RankingCollator
+from rewardcollapse.training.models import disable_dropout, set_padding_token
 from rewardcollapse.training.scoring import SharedLayout, score_batch
 from rewardcollapse.training.shared_prompt import resolve_shared_prompt, score_shared, shared_support
-from rewardcollapse.training.trainer import disable_dropout, set_padding_token
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -360,7 +360,7 @@ def test_loading_says_once_that_the_head_is_new_and_hides_the_load_report(caplog
     import logging
 
     from rewardcollapse.training import load_reward_model
-    from rewardcollapse.training.trainer import _announce_new_head
+    from rewardcollapse.training.models import _announce_new_head
 
     _announce_new_head.cache_clear()
     with caplog.at_level(logging.INFO, logger="rewardcollapse"):

@@ -107,7 +107,7 @@ def embed_prompts(
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from rewardcollapse.training.backbone import default_backbone, loading_model
+    from rewardcollapse.training.models import default_backbone, loading_model
 
     if batch_size < 1 or max_length < 2:
         raise InputValueError(f"`batch_size` must be >= 1 and `max_length` >= 2, got {batch_size} and {max_length}")

@@ -284,10 +284,14 @@ def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precisi
     """Seconds of one training step's forward and backward passes here: the fastest of three after a warm-up."""
     import torch
 
-    from rewardcollapse.training.backbone import default_backbone, resolve_sequence_format
     from rewardcollapse.training.collator import RankingCollator
+    from rewardcollapse.training.models import (
+        default_backbone,
+        fit_max_length,
+        load_reward_model,
+        resolve_sequence_format,
+    )
     from rewardcollapse.training.scoring import score_batch
-    from rewardcollapse.training.trainer import fit_max_length, load_reward_model
 
     with train_path.open() as handle:
         rows = [json.loads(next(handle)) for _ in range(args.per_device_train_batch_size)]
@@ -361,7 +365,7 @@ def _train_and_score(
 
 
 def _header(config: ExperimentConfig, args: Any, precision: Any) -> str:
-    from rewardcollapse.training.backbone import backbone_label
+    from rewardcollapse.training.models import backbone_label
 
     what = "openness levels " + ", ".join(map(str, config.openness_levels)) if config.openness_levels else "the paper's"
     prompts = args.per_device_train_batch_size * args.gradient_accumulation_steps
@@ -396,9 +400,8 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str
     """
     from rewardcollapse.core import utility
     from rewardcollapse.diagnostics import collapse_verdict
-    from rewardcollapse.training.backbone import check_model_source
+    from rewardcollapse.training.models import check_model_source, quiet_transformers
     from rewardcollapse.training.precision import choose_precision
-    from rewardcollapse.training.trainer import quiet_transformers
 
     config.__post_init__()  # again: a caller (the command line) may have changed fields since
     levels = config.openness_levels

@@ -16,8 +16,8 @@ from scipy import special
 
 from rewardcollapse._files import atomic_write, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.training.backbone import default_backbone, resolve_sequence_format
 from rewardcollapse.training.checkpoints import resume_checkpoint
+from rewardcollapse.training.models import default_backbone, resolve_sequence_format
 
 __all__ = ["SUMMARY_FILE", "TrainJob", "default_backbone", "score_file", "train_reward_model"]
 
@@ -142,7 +142,8 @@ def train_reward_model(
 
     from rewardcollapse.data import load_rankings
     from rewardcollapse.training.config import RankingRewardConfig
-    from rewardcollapse.training.trainer import RankingRewardTrainer, load_reward_model
+    from rewardcollapse.training.models import load_reward_model
+    from rewardcollapse.training.trainer import RankingRewardTrainer
 
     if args is None:
         args = RankingRewardConfig(output_dir=str(output_dir), **config)
@@ -232,7 +233,7 @@ def _save_final_model(trainer: Any, output_dir: Path) -> None:
     atomic, so a kill leaves each model file either the previous complete one or the new one, and the summary
     (written after them) is there only when all are.
     """
-    from rewardcollapse.training.trainer import quiet_transformers
+    from rewardcollapse.training.models import quiet_transformers
 
     if trainer.args.should_save:
         (output_dir / SUMMARY_FILE).unlink(missing_ok=True)
@@ -278,16 +279,16 @@ def score_file(
     [0, 1], the scale the paper's loss works on). Returns the number of prompts and answers and the ranking
     metrics of :func:`rewardcollapse.diagnostics.ranking_metrics` on the normalised rewards.
     ``sequence_format="auto"`` reads the model the way it was trained (its saved settings), or else as suits its
-    architecture (:func:`~rewardcollapse.training.backbone.resolve_sequence_format`). ``shared_prompt`` as in
+    architecture (:func:`~rewardcollapse.training.models.resolve_sequence_format`). ``shared_prompt`` as in
     :class:`~rewardcollapse.training.RankingRewardConfig`: ``auto`` encodes each prompt once for its answers on
     causal models.
     """
     from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
     from rewardcollapse.diagnostics import ranking_metrics
     from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
+    from rewardcollapse.training.models import fit_max_length, load_reward_model
     from rewardcollapse.training.scoring import SharedLayout, score_rankings
     from rewardcollapse.training.shared_prompt import resolve_shared_prompt
-    from rewardcollapse.training.trainer import fit_max_length, load_reward_model
 
     _check_positive(batch_size=batch_size, max_length=max_length, forward_batch_size=forward_batch_size)
     output = check_output_file(output, "output")

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.training.backbone import is_encoder
+from rewardcollapse.training.models import is_encoder
 
 __all__ = [
     "SHARED_PROMPT_SETTINGS",

