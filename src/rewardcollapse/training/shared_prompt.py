@@ -23,7 +23,9 @@ Qwen2, Mistral and GPT-2. Bidirectional encoders (BERT, DeBERTa) would see the o
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,8 @@ SHARED_PROMPT_SETTINGS = ("auto", "on", "off")
 """``shared_prompt``: ``auto`` uses the layout where it is exact and available (causal models), ``on`` requires it."""
 
 _ATTENTION = ("eager", "sdpa")  # implementations that take an arbitrary additive 4D mask
+_METHODS = ("auto", "cache", "rows")
+_Answers = list[tuple[int, list[int]]]  # one prompt's answers: (flat slot of its score, its token ids, no padding)
 
 
 def _unwrapped(model: Any) -> Any:
@@ -124,7 +128,7 @@ def _common_prefix(sequences: list[list[int]]) -> int:
     return length
 
 
-def _prefix_len(answers: list[tuple[int, list[int]]]) -> int:
+def _prefix_len(answers: _Answers) -> int:
     """The shared prefix of a prompt's answers ``(slot, token ids)``, leaving every answer at least one token.
 
     That last token of its own gives each answer a place of its own to read its score from.
@@ -141,7 +145,7 @@ def _read_index(sequence: list[int], pad_id: int | None) -> int:
     return len(sequence) - 1
 
 
-def _rows(answers: list[tuple[int, list[int]]], pad_id: int | None, row_tokens: int) -> list[_Row]:
+def _rows(answers: _Answers, pad_id: int | None, row_tokens: int) -> list[_Row]:
     """The rows of one prompt's answers ``(slot, token ids)``: the shared prefix once per row, answers after it."""
     p = _prefix_len(answers)
     prefix = answers[0][1][:p]
@@ -227,18 +231,31 @@ def cache_eligible(model: Any) -> bool:
     return _cache_keyword(inner) is not None
 
 
-def _score_cached(model: Any, prompts: dict[int, list[tuple[int, list[int]]]], pad_id: int, device, flat_size: int):
+@contextlib.contextmanager
+def _score_head_outputs(inner: Any) -> Iterator[list[torch.Tensor]]:
+    """The outputs of the score head in each forward call inside the block: ``(rows, width, 1)`` logits.
+
+    The classifier scores every position and keeps one per row; the answers' positions are taken from the score
+    head's own output. The model is called whole (not its backbone), so DDP, peft and autocast wrappers all run.
+    """
+    captured: list[torch.Tensor] = []
+    hook = inner.score.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        yield captured
+    finally:
+        hook.remove()
+
+
+def _score_cached(model: Any, prompts: dict[int, _Answers], pad_id: int, device, flat_size: int) -> torch.Tensor:
     """Each prompt's prefix run once, its keys and values kept; then its answers' rests as one batch on that cache.
 
     The cache is repeated per answer, so attention covers the prefix and each answer's own tokens: no masked blocks
-    are computed.
+    are computed. Returns the flat ``(B * K,)`` scores.
     """
     inner = _unwrapped(model)
     keyword = _cache_keyword(inner)
-    captured: list[torch.Tensor] = []
-    hook = inner.score.register_forward_hook(lambda module, args, output: captured.append(output))
     slots, scores = [], []
-    try:
+    with _score_head_outputs(inner) as captured:
         for answers in prompts.values():
             sequences = [ids for _, ids in answers]
             p = _prefix_len(answers)
@@ -272,11 +289,23 @@ def _score_cached(model: Any, prompts: dict[int, list[tuple[int, list[int]]]], p
             for k, ((slot, _), read) in enumerate(zip(answers, reads, strict=True)):
                 slots.append(slot)
                 scores.append(prefix_logits[read] if read < p else rest_logits[k, read - p])
-    finally:
-        hook.remove()
     values = torch.stack(scores)
     flat = values.new_zeros(flat_size)
     return flat.index_put((torch.tensor(slots, device=device),), values)
+
+
+def _score_rows(model: Any, rows: list[_Row], pad_id: int, device, flat_size: int) -> torch.Tensor:
+    """All the rows in one forward call with their block masks (DDP-safe); returns the flat ``(B * K,)`` scores."""
+    inner = _unwrapped(model)
+    dtype = next(p for p in inner.parameters()).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    with _score_head_outputs(inner) as captured:
+        model(**_row_batch(rows, pad_id, dtype, device), use_cache=False)
+    logits = captured[-1]  # (rows, width, 1)
+    where = [(n, index) for n, row in enumerate(rows) for _, index in row.reads]
+    scores = logits[torch.tensor([n for n, _ in where]), torch.tensor([i for _, i in where]), 0]
+    targets = torch.tensor([slot for row in rows for slot, _ in row.reads], device=device)
+    return scores.new_zeros(flat_size).index_put((targets,), scores)
 
 
 def _cost_cached(config: Any, answers: list[list[int]], p: int) -> float:
@@ -286,12 +315,27 @@ def _cost_cached(config: Any, answers: list[list[int]], p: int) -> float:
     return (p + len(answers) * width) * per_token + (p * p + len(answers) * width * (p + width)) * per_pair
 
 
+def _answers_by_prompt(batch: dict[str, Any]) -> tuple[dict[int, _Answers], list[int]]:
+    """The batch's answers grouped by prompt (each sequence cut to its real tokens), and every sequence's length."""
+    k = batch["answer_mask"].shape[1]
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    prompts: dict[int, _Answers] = {}
+    for sequence, length, slot in zip(batch["input_ids"].tolist(), lengths, batch["answer_slot"].tolist(), strict=True):
+        prompts.setdefault(slot // k, []).append((slot, sequence[:length]))
+    return prompts, lengths
+
+
+def _separate(stats: SharedPromptStats | None, lengths: list[int]) -> None:
+    """Leave the batch to separate sequences (the caller runs them, with the same scores); count their tokens."""
+    if stats is not None:
+        stats.add(sum(lengths), sum(lengths))
+
+
 def score_shared(
     model: Any,
     batch: dict[str, Any],
     *,
     row_tokens: int,
-    rows_per_pass: int | None = None,
     stats: SharedPromptStats | None = None,
     when_cheaper: bool = False,
     method: str = "auto",
@@ -299,82 +343,46 @@ def score_shared(
     """The ``(B, K)`` reward matrix of a :class:`RankingCollator` batch, each prompt's shared prefix encoded once.
 
     Equals :func:`~rewardcollapse.training.scoring.score_batch` on causal models (module docstring). ``row_tokens``
-    bounds a row's length (a prompt whose answers do not fit is split over several rows); ``rows_per_pass`` bounds
-    the rows of one forward pass (None: all). With ``when_cheaper`` it returns None, without running the model,
-    when the layout would cost more than separate sequences (short prompts: the rows' attention outgrows the tokens
-    saved), estimated from the multiply-adds of both; the caller then runs the separate sequences, which give the
-    same scores. ``method``: ``"rows"`` (one call over the rows, DDP-safe), ``"cache"`` (each prefix run once with
-    its keys and values kept, its answers on them: no masked attention blocks, the faster), or ``"auto"``: the cache
-    where :func:`cache_eligible`, else rows.
+    bounds a row's length (a prompt whose answers do not fit is split over several rows). With ``when_cheaper`` it
+    returns None, without running the model, when the layout would cost more than separate sequences (short
+    prompts: the rows' attention outgrows the tokens saved), estimated from the multiply-adds of both; the caller
+    then runs the separate sequences, which give the same scores. ``method``: ``"rows"`` (one call over the rows,
+    DDP-safe), ``"cache"`` (each prefix run once with its keys and values kept, its answers on them: no masked
+    attention blocks, the faster), or ``"auto"``: the cache where :func:`cache_eligible`, else rows.
+
+    It also returns None for sequences longer than the model's sliding attention window (the layouts' masks do not
+    model the window; the separate sequences are windowed by the model itself).
     """
-    inner = _unwrapped(model)
-    pad_id = inner.config.pad_token_id
-    mask = batch["answer_mask"]
-    k = mask.shape[1]
-    lengths = batch["attention_mask"].sum(dim=1).tolist()
-    ids = batch["input_ids"].tolist()
-    slots = batch["answer_slot"].tolist()
-    prompts: dict[int, list[tuple[int, list[int]]]] = {}
-    for sequence, length, slot in zip(ids, lengths, slots, strict=True):
-        prompts.setdefault(slot // k, []).append((slot, sequence[:length]))
-    if method not in ("auto", "cache", "rows"):
+    if method not in _METHODS:
         raise InputValueError(f"`method` must be 'auto', 'cache' or 'rows', got {method!r}")
     if method == "cache" and not cache_eligible(model):
         raise InputValueError("`method` 'cache' needs a single process, no gradient checkpointing and a model cache")
-    window = getattr(inner.config, "sliding_window", None)
+    inner = _unwrapped(model)
+    config, pad_id = inner.config, inner.config.pad_token_id
+    fill = pad_id if pad_id is not None else 0  # the id padding is written with
+    shape, device = batch["answer_mask"].shape, batch["input_ids"].device
+    prompts, lengths = _answers_by_prompt(batch)
+    window = getattr(config, "sliding_window", None)
     if isinstance(window, int) and max(lengths) > window:
-        # Sequences longer than a sliding attention window: the layouts' masks do not model the window; run the
-        # separate sequences, which the model windows itself.
-        if stats is not None:
-            stats.add(sum(lengths), sum(lengths))
-        return None
+        return _separate(stats, lengths)
     if method != "rows" and cache_eligible(model):
-        prefixes = {b: _prefix_len(a) for b, a in prompts.items()}
-        cost = sum(_cost_cached(inner.config, [s for _, s in a], prefixes[b]) for b, a in prompts.items())
-        if when_cheaper and cost >= _cost(inner.config, lengths):
-            if stats is not None:
-                stats.add(sum(lengths), sum(lengths))
-            return None
+        prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
+        cost = sum(_cost_cached(config, [s for _, s in answers], prefixes[b]) for b, answers in prompts.items())
+        if when_cheaper and cost >= _cost(config, lengths):
+            return _separate(stats, lengths)
         try:
-            flat = _score_cached(
-                model, prompts, pad_id if pad_id is not None else 0, batch["input_ids"].device, mask.numel()
-            )
+            flat = _score_cached(model, prompts, fill, device, shape.numel())
         except _NoReusableCache:  # a cache that cannot be repeated per answer: the rows below serve
-            flat = None
-        if flat is not None:
+            pass
+        else:
             if stats is not None:
-                rests = sum(len(s) - prefixes[b] for b, a in prompts.items() for _, s in a)
+                rests = sum(len(s) - prefixes[b] for b, answers in prompts.items() for _, s in answers)
                 stats.add(sum(prefixes.values()) + rests, sum(lengths))
-            return flat.view(mask.shape)
+            return flat.view(shape)
     rows = [row for answers in prompts.values() for row in _rows(answers, pad_id, row_tokens)]
-    if when_cheaper and _cost(inner.config, [len(r.ids) for r in rows]) >= _cost(inner.config, lengths):
+    if when_cheaper and _cost(config, [len(r.ids) for r in rows]) >= _cost(config, lengths):
         # Short prompts: the long rows' attention costs more than the prompt tokens they save. Both are exact.
-        if stats is not None:
-            stats.add(sum(lengths), sum(lengths))
-        return None
+        return _separate(stats, lengths)
     if stats is not None:
         stats.add(sum(len(r.ids) for r in rows), sum(lengths))
-    dtype = next(p for p in inner.parameters()).dtype
-    dtype = dtype if dtype.is_floating_point else torch.float32
-    device = batch["input_ids"].device
-    flat = None
-    size = rows_per_pass or len(rows)
-    # The classifier scores every position and keeps one per row; the answers' positions are taken from the score
-    # head's own output. The model is called whole (not its backbone), so DDP, peft and autocast wrappers all run.
-    captured: list[torch.Tensor] = []
-    hook = inner.score.register_forward_hook(lambda module, args, output: captured.append(output))
-    try:
-        for start in range(0, len(rows), size):
-            chunk = rows[start : start + size]
-            captured.clear()
-            model(**_row_batch(chunk, pad_id if pad_id is not None else 0, dtype, device), use_cache=False)
-            logits = captured[-1]  # (rows, width, 1)
-            where = [(n, index) for n, row in enumerate(chunk) for _, index in row.reads]
-            scores = logits[torch.tensor([n for n, _ in where]), torch.tensor([i for _, i in where]), 0]
-            if flat is None:
-                flat = scores.new_zeros(mask.numel())
-            targets = torch.tensor([slot for row in chunk for slot, _ in row.reads], device=device)
-            flat = flat.index_put((targets,), scores)
-    finally:
-        hook.remove()
-    return flat.view(mask.shape)
+    return _score_rows(model, rows, fill, device, shape.numel()).view(shape)
