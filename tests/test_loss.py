@@ -60,7 +60,7 @@ def test_per_prompt_specs_match_reference_and_separate_calls():
     rewards, ranks, mask = random_batch(rng, batch=8)
     specs = ["x", "-1/x", "log", "x", "-1/x", "x^0.5", "logsigmoid", "x"]
     args = {"ranks": torch.tensor(ranks), "mask": torch.tensor(mask)}
-    got = ranking_loss(torch.tensor(rewards), utility=specs, **args, reduction="none")
+    got = ranking_loss(torch.tensor(rewards), utilities=specs, **args, reduction="none")
     for b, spec in enumerate(specs):
         alone = ranking_loss(
             torch.tensor(rewards[b : b + 1]),
@@ -70,7 +70,7 @@ def test_per_prompt_specs_match_reference_and_separate_calls():
             reduction="none",
         )
         assert got[b].item() == pytest.approx(alone.item(), abs=1e-14)
-    mean = ranking_loss(torch.tensor(rewards), utility=specs, **args)
+    mean = ranking_loss(torch.tensor(rewards), utilities=specs, **args)
     assert mean.item() == pytest.approx(reference_loss(rewards, ranks, mask, specs), rel=1e-12)
 
 
@@ -81,7 +81,7 @@ def test_per_prompt_parameter_tensor(family, spec_of):
     values = [0.2, 0.5, 0.9, 0.7] if family != "logsigmoid" else [0.5, 1.0, 2.0, 4.0]
     got = ranking_loss(
         torch.tensor(rewards),
-        utility=torch.tensor(values, dtype=torch.float64),
+        utilities=torch.tensor(values, dtype=torch.float64),
         family=family,
         ranks=torch.tensor(ranks),
         mask=torch.tensor(mask),
@@ -115,8 +115,8 @@ def test_module_matches_function():
     assert "utility='-1/x'" in repr(module)
     assert module(r, k, m).item() == ranking_loss(r, utility="-1/x", ranks=k, mask=m, eps=0.05, reduction="sum").item()
     specs = ["x"] * 3 + ["log"] * 3
-    assert module(r, k, m, utility=specs).item() == pytest.approx(
-        ranking_loss(r, utility=specs, ranks=k, mask=m, eps=0.05, reduction="sum").item()
+    assert module(r, k, m, utilities=specs).item() == pytest.approx(
+        ranking_loss(r, utilities=specs, ranks=k, mask=m, eps=0.05, reduction="sum").item()
     )
 
 
@@ -228,14 +228,19 @@ def test_matches_the_optimal_rewards_of_the_solver():
         ({"utility": "log", "reduction": "max"}, ValueError, "`reduction` must be"),
         ({"utility": "log", "eps": 0.0}, ValueError, "`eps` must be > 0 for utility 'log'"),
         ({"utility": "cubic"}, ValueError, "unknown utility spec"),
-        ({"utility": ["x"]}, ValueError, "has 1 entries but the batch has 2"),
+        ({"utilities": ["x"]}, ValueError, "has 1 entries but the batch has 2"),
         ({"utility": 3}, TypeError, "`utility` must be a spec"),
-        ({"utility": ["x", 1]}, TypeError, "each utility must be"),
-        ({"utility": torch.tensor([0.5, 0.5])}, ValueError, "needs `family`"),
+        ({"utility": ["x", "log"]}, TypeError, "`utility` must be a spec.*give one per prompt as `utilities`"),
+        ({"utilities": "x"}, TypeError, "`utilities` must be a sequence.*give one utility for every prompt as"),
+        ({"utility": "x", "utilities": ["x", "x"]}, ValueError, "give `utility`.* or `utilities`.*got both"),
+        ({}, ValueError, "give `utility`.* or `utilities`.*got neither"),
+        ({"utilities": ["x", 1]}, TypeError, "each utility must be"),
+        ({"utilities": torch.tensor([0.5, 0.5])}, ValueError, "needs `family`"),
         ({"utility": "x", "family": "x^a"}, ValueError, "only used with a per-prompt tensor"),
-        ({"utility": torch.tensor([0.5, 0.5]), "family": "log"}, ValueError, "`family` must be one of"),
-        ({"utility": torch.tensor([0.5, 1.5]), "family": "x^a"}, ValueError, r"must lie in \(0, 1\), got 1.5"),
-        ({"utility": torch.tensor([0.5]), "family": "x^a"}, ValueError, r"shape \(2,\)"),
+        ({"utilities": ["x", "x"], "family": "x^a"}, ValueError, "only used with a per-prompt tensor"),
+        ({"utilities": torch.tensor([0.5, 0.5]), "family": "log"}, ValueError, "`family` must be one of"),
+        ({"utilities": torch.tensor([0.5, 1.5]), "family": "x^a"}, ValueError, r"must lie in \(0, 1\), got 1.5"),
+        ({"utilities": torch.tensor([0.5]), "family": "x^a"}, ValueError, r"shape \(2,\)"),
         ({"utility": "x", "ranks": torch.tensor([[0.0, 1.0], [0.0, 1.0]])}, ValueError, "`ranks` must be an integer"),
         ({"utility": "x", "mask": torch.ones(2, 3, dtype=torch.bool)}, ValueError, "`mask` must be a bool"),
         ({"utility": "x", "pairs": torch.ones(2, 2)}, ValueError, "`pairs` must be a bool"),

@@ -95,7 +95,7 @@ def test_loss_with_per_prompt_openness_is_the_named_loss_rescaled():
     torch.manual_seed(0)
     rewards = torch.randn(5, 8, dtype=torch.float64) * 2
     openness = torch.tensor([0.0, 0.2, 0.5, 0.8, 1.0], dtype=torch.float64)
-    got = ranking_loss(rewards, utility=openness, family="openness", reduction="none")
+    got = ranking_loss(rewards, utilities=openness, family="openness", reduction="none")
     for b, spec in enumerate(["x", "x^0.6", "log", "-x^-0.6", "-1/x"]):
         lam = 1 - 2 * openness[b].item()
         # U_o = U_named / |lambda| (after the eps shift), so the loss is the named loss over |lambda|.
@@ -106,12 +106,12 @@ def test_loss_with_per_prompt_openness_is_the_named_loss_rescaled():
 def test_loss_with_openness_has_finite_gradients_and_checks_its_input():
     rewards = torch.tensor([[40.0, 40.0, -40.0], [0.0, 0.0, 0.0], [1.0, -1.0, 0.5]], requires_grad=True)
     openness = torch.tensor([0.0, 0.5, 1.0])
-    ranking_loss(rewards, utility=openness, family="openness", eps=1e-6).backward()
+    ranking_loss(rewards, utilities=openness, family="openness", eps=1e-6).backward()
     assert torch.isfinite(rewards.grad).all()
     with pytest.raises(ValueError, match=r"values for 'openness' must lie in \[0, 1\], got 1.5"):
-        ranking_loss(rewards, utility=torch.tensor([0.0, 1.5, 1.0]), family="openness")
+        ranking_loss(rewards, utilities=torch.tensor([0.0, 1.5, 1.0]), family="openness")
     with pytest.raises(ValueError, match="`eps` must be > 0 for the openness family"):
-        ranking_loss(rewards, utility=openness, family="openness", eps=0.0)
+        ranking_loss(rewards, utilities=openness, family="openness", eps=0.0)
 
 
 def test_trainer_with_openness_utility(tmp_path, tokenizer, tiny_model):
@@ -137,11 +137,11 @@ def test_trainer_with_openness_utility(tmp_path, tokenizer, tiny_model):
     model = tiny_model()
     trainer = RankingRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     batch = trainer._prepare_inputs(trainer.data_collator(data.to_list()))
-    assert torch.equal(batch["utility"].cpu(), torch.tensor([p / 5 for p in range(6)], dtype=torch.float32))
+    assert torch.equal(batch["utilities"].cpu(), torch.tensor([p / 5 for p in range(6)], dtype=torch.float32))
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
         rewards = score_batch(model, batch)
-    want = ranking_loss(rewards, utility=batch["utility"], family="openness", pairs=batch["pairs"])
+    want = ranking_loss(rewards, utilities=batch["utilities"], family="openness", pairs=batch["pairs"])
     assert loss.item() == pytest.approx(want.item(), rel=1e-6)
     trainer.train()
     assert trainer.state.global_step == 3

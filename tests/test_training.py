@@ -114,7 +114,7 @@ def test_collator_one_sequence_per_answer(tokenizer):
     assert pairs[0].nonzero().tolist() == [[0, 1], [0, 2]]  # answers 1 and 2 tied
     assert pairs[1].nonzero().tolist() == [[0, 1]]  # list order
     assert pairs[2].nonzero().tolist() == [[0, 1], [2, 3]]
-    assert batch["utility"] == "log" and batch["num_truncated"].item() == 0
+    assert batch["utilities"] == ["log"] * len(rows) and batch["num_truncated"].item() == 0
     # The sequence is the (prompt, answer) pair: [CLS] p [SEP] a b [SEP].
     assert tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()]) == "[CLS] p [SEP] a b [SEP]"
 
@@ -144,7 +144,7 @@ def test_collator_prompt_aware_specs(tokenizer):
         {"prompt": "c", "responses": ["1", "2"], "openness": 0.2, "utility": "log"},
     ]
     batch = RankingCollator(tokenizer, utility="prompt-aware")(rows)
-    assert batch["utility"] == ["x", "-1/x", "log"]
+    assert batch["utilities"] == ["x", "-1/x", "log"]
     with pytest.raises(ValueError, match="needs `utility` or `openness` on every row"):
         RankingCollator(tokenizer, utility="prompt-aware")([{"prompt": "d", "responses": ["1", "2"]}])
     with pytest.raises(ValueError, match="raise `max_answers`"):
@@ -164,7 +164,7 @@ def test_compute_loss_is_the_ranking_loss_of_one_pass(tmp_path, tokenizer, tiny_
         loss = trainer.compute_loss(model, dict(batch))
         rewards = score_batch(model, batch)
     assert len(calls) == 2  # one forward pass each, over all 16 answers
-    want = ranking_loss(rewards, utility=["x", "-1/x"] * 2, pairs=batch["pairs"], mask=batch["answer_mask"], eps=0.1)
+    want = ranking_loss(rewards, utilities=["x", "-1/x"] * 2, pairs=batch["pairs"], mask=batch["answer_mask"], eps=0.1)
     assert loss.item() == pytest.approx(want.item(), abs=1e-7)
 
 
@@ -406,7 +406,7 @@ def test_datasets_are_tokenised_once_and_the_collator_only_pads(tmp_path, tokeni
     from_raw, from_tokens = collate(data.to_list()), collate(tokenized.to_list())
     for key in ("input_ids", "attention_mask", "token_type_ids", "answer_slot", "answer_mask", "pairs"):
         assert torch.equal(from_raw[key], from_tokens[key]), key
-    assert from_raw["utility"] == from_tokens["utility"] and int(from_tokens["num_truncated"]) == 1
+    assert from_raw["utilities"] == from_tokens["utilities"] and int(from_tokens["num_truncated"]) == 1
 
     trainer = RankingRewardTrainer(
         model=tiny_model(),

@@ -34,13 +34,12 @@ from torch import nn
 
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.openness import openness_family
-from rewardcollapse.core.utilities import Utility
-from rewardcollapse.core.utilities import utility as build_utility
+from rewardcollapse.core.utilities import Utility, utility
 
 __all__ = ["PAIR_WEIGHTINGS", "PARAMETER_FAMILIES", "RankingLoss", "centering_penalty", "pair_matrix", "ranking_loss"]
 
 PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale", "openness": "o"}
-"""Families whose parameter may vary per prompt: ``utility`` is then a ``(B,)`` tensor of that parameter.
+"""Families whose parameter may vary per prompt: ``utilities`` is then a ``(B,)`` tensor of that parameter.
 
 ``"openness"`` is the continuous prompt-aware family of :mod:`rewardcollapse.core.openness`: one openness o in
 [0, 1] per prompt, U_o(x) = (x^(1-2o) - 1) / (1-2o), from ``x`` (closed, o = 0) to ``-1/x`` (open, o = 1).
@@ -54,7 +53,7 @@ _WHOLE_LINE_FAMILIES = ("x", "logsigmoid")
 
 @functools.lru_cache(maxsize=256)
 def _utility_from_spec(spec: str, eps: float) -> Utility:
-    base = build_utility(spec)
+    base = utility(spec)
     if base.family in _WHOLE_LINE_FAMILIES:
         return base
     if eps <= 0:
@@ -62,7 +61,7 @@ def _utility_from_spec(spec: str, eps: float) -> Utility:
             f"`eps` must be > 0 for utility {spec!r} (it is -inf or infinitely steep at 0, so one misordered pair "
             f"would make the loss infinite), got {eps}; the paper uses eps=0.1"
         )
-    return build_utility(base, eps=eps)
+    return utility(base, eps=eps)
 
 
 def _resolve(spec: str | Utility, eps: float) -> Utility:
@@ -129,10 +128,10 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
     """The family's Utility with a placeholder parameter, and the validated per-prompt parameter tensor."""
     if family not in PARAMETER_FAMILIES:
         known = ", ".join(repr(f) for f in PARAMETER_FAMILIES)
-        raise InputValueError(f"`family` must be one of {known} when `utility` is a tensor, got {family!r}")
+        raise InputValueError(f"`family` must be one of {known} when `utilities` is a tensor, got {family!r}")
     if values.ndim != 1 or values.shape[0] != batch or not values.is_floating_point():
         raise InputValueError(
-            f"a tensor `utility` must be a float tensor of shape ({batch},), one {PARAMETER_FAMILIES[family]} per "
+            f"a tensor `utilities` must be a float tensor of shape ({batch},), one {PARAMETER_FAMILIES[family]} per "
             f"prompt, got {values.dtype} {tuple(values.shape)}"
         )
     inside = {
@@ -144,7 +143,7 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
     if not bool(inside.all()):
         bad = values[~inside][0].item()
         interval = {"x^a": "(0, 1)", "-x^-a": "(0, 1]", "logsigmoid": "(0, inf)", "openness": "[0, 1]"}[family]
-        raise InputValueError(f"per-prompt `utility` values for {family!r} must lie in {interval}, got {bad}")
+        raise InputValueError(f"per-prompt `utilities` values for {family!r} must lie in {interval}, got {bad}")
     if family == "openness":
         if eps <= 0:
             raise InputValueError(f"`eps` must be > 0 for the openness family (its open end is -1/x), got {eps}")
@@ -153,32 +152,38 @@ def _parameter_utility(family: str, values: torch.Tensor, batch: int, eps: float
     return _resolve(placeholder, eps), values
 
 
-def _pair_utilities(utility: Any, family: str | None, gaps: torch.Tensor, eps: float) -> torch.Tensor:
+def _one_utility(spec: Any, gaps: torch.Tensor, eps: float) -> torch.Tensor:
+    """``U(gap)`` on the ``(B, K, K)`` gap matrix, one utility (a spec or a Utility) for every prompt."""
+    if not isinstance(spec, str | Utility):
+        hint = "; give one per prompt as `utilities`" if isinstance(spec, Sequence | torch.Tensor) else ""
+        raise InputTypeError(f"`utility` must be a spec string or a Utility, got {type(spec).__name__}{hint}")
+    return _resolve(spec, eps)(gaps)
+
+
+def _per_prompt_utilities(utilities: Any, family: str | None, gaps: torch.Tensor, eps: float) -> torch.Tensor:
     """``U_b(gap)`` on the ``(B, K, K)`` gap matrix, each prompt's rows under its own utility."""
     batch = gaps.shape[0]
-    if isinstance(utility, torch.Tensor):
+    if isinstance(utilities, torch.Tensor):
         if family is None:
-            raise InputValueError("a tensor `utility` needs `family`, e.g. family='x^a' with one exponent per prompt")
-        base, values = _parameter_utility(family, utility, batch, eps)
+            raise InputValueError("a tensor `utilities` needs `family`, e.g. family='x^a' with one exponent per prompt")
+        base, values = _parameter_utility(family, utilities, batch, eps)
         per_prompt = values.to(device=gaps.device, dtype=gaps.dtype)[:, None, None]  # broadcasts over (K, K)
         return dataclasses.replace(base, params={PARAMETER_FAMILIES[family]: per_prompt})(gaps)
     if family is not None:
-        raise InputValueError("`family` is only used with a per-prompt tensor `utility`")
-    if isinstance(utility, str | Utility):
-        return _resolve(utility, eps)(gaps)
-    if not isinstance(utility, Sequence):
+        raise InputValueError("`family` is only used with a per-prompt tensor `utilities`")
+    if isinstance(utilities, str | Utility) or not isinstance(utilities, Sequence):
         raise InputTypeError(
-            f"`utility` must be a spec, a Utility, a sequence of one spec per prompt or a (batch,) tensor, "
-            f"got {type(utility).__name__}"
+            f"`utilities` must be a sequence of one spec or Utility per prompt or a (batch,) tensor, got "
+            f"{type(utilities).__name__}; give one utility for every prompt as `utility`"
         )
-    if len(utility) != batch:
+    if len(utilities) != batch:
         raise InputValueError(
-            f"`utility` has {len(utility)} entries but the batch has {batch} prompts; give one per prompt"
+            f"`utilities` has {len(utilities)} entries but the batch has {batch} prompts; give one per prompt"
         )
     # One evaluation per distinct utility over the whole (small) gap matrix, selected per prompt. Spec strings
     # resolve to cached Utility objects, so identity groups equal specs.
     distinct: dict[int, tuple[list[int], Utility]] = {}
-    for b, spec in enumerate(utility):
+    for b, spec in enumerate(utilities):
         u = _resolve(spec, eps)
         distinct.setdefault(id(u), ([], u))[0].append(b)
     values = None
@@ -195,7 +200,8 @@ def _pair_utilities(utility: Any, family: str | None, gaps: torch.Tensor, eps: f
 def ranking_loss(
     rewards: torch.Tensor,
     *,
-    utility: str | Utility | Sequence[str | Utility] | torch.Tensor,
+    utility: str | Utility | None = None,
+    utilities: Sequence[str | Utility] | torch.Tensor | None = None,
     ranks: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     pairs: torch.Tensor | None = None,
@@ -212,10 +218,12 @@ def ranking_loss(
     ----------
     rewards : torch.Tensor
         ``(B, K)`` raw reward-model scores, one per answer.
-    utility : str, Utility, sequence or torch.Tensor
-        One spec for every prompt (``"log"``, ``"x"``, ``"-1/x"``, ``"x^0.5"``, ``"logsigmoid"``, a
-        :class:`~rewardcollapse.Utility`); a sequence of ``B`` specs, one per prompt (prompt-aware training, e.g.
-        ``"x"`` for closed prompts and ``"-1/x"`` for open ones); or a ``(B,)`` float tensor of the parameter of
+    utility : str or Utility, optional
+        One utility for every prompt: a spec (``"log"``, ``"x"``, ``"-1/x"``, ``"x^0.5"``, ``"logsigmoid"``) or a
+        :class:`~rewardcollapse.Utility`. Give this or ``utilities``.
+    utilities : sequence or torch.Tensor, optional
+        One utility per prompt: a sequence of ``B`` specs or Utility objects (prompt-aware training, e.g. ``"x"``
+        for closed prompts and ``"-1/x"`` for open ones), or a ``(B,)`` float tensor of the parameter of
         ``family``, one per prompt.
     ranks : torch.Tensor, optional
         ``(B, K)`` integer ranks, lower is better, equal ranks tied (no pair between them). Default: column order,
@@ -225,7 +233,7 @@ def ranking_loss(
     pairs : torch.Tensor, optional
         ``(B, K, K)`` bool, True where answer ``i`` is ranked above ``j``: a partial order, instead of ``ranks``.
     family : str, optional
-        With a tensor ``utility``: ``"x^a"`` or ``"-x^-a"`` (per-prompt exponent ``a``), ``"logsigmoid"``
+        With a tensor ``utilities``: ``"x^a"`` or ``"-x^-a"`` (per-prompt exponent ``a``), ``"logsigmoid"``
         (per-prompt ``scale``), or ``"openness"`` (per-prompt openness in [0, 1], the continuous prompt-aware
         family, evaluated for all prompts at once with no grouping by value).
     normalize : {"sigmoid", None}, default "sigmoid"
@@ -253,10 +261,11 @@ def ranking_loss(
     Raises
     ------
     ValueError
-        For shapes that do not match, an unknown ``normalize`` or ``reduction``, a per-prompt list of the wrong
-        length, parameters out of range, or ``eps <= 0`` with a singular utility.
+        For shapes that do not match, an unknown ``normalize`` or ``reduction``, both or neither of ``utility``
+        and ``utilities``, a per-prompt list of the wrong length, parameters out of range, or ``eps <= 0`` with a
+        singular utility.
     TypeError
-        For a ``utility`` of the wrong type.
+        For a ``utility`` or ``utilities`` of the wrong type.
 
     Examples
     --------
@@ -264,7 +273,7 @@ def ranking_loss(
     >>> bt = ranking_loss(r, utility="logsigmoid", normalize=None)
     >>> torch.allclose(bt, -torch.nn.functional.logsigmoid(r[:, 0] - r[:, 1]).mean())
     True
-    >>> ranking_loss(r, utility=["x", "-1/x"], ranks=torch.tensor([[0, 1], [0, 0]]), reduction="none")
+    >>> ranking_loss(r, utilities=["x", "-1/x"], ranks=torch.tensor([[0, 1], [0, 0]]), reduction="none")
     tensor([-0.3808,  0.0000])
     """
     normalize = None if normalize == "none" else normalize
@@ -274,6 +283,11 @@ def ranking_loss(
         raise InputValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
     if pair_weighting not in PAIR_WEIGHTINGS:
         raise InputValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}")
+    if (utility is None) == (utilities is None):
+        given = "both" if utility is not None else "neither"
+        raise InputValueError(f"give `utility` (one for every prompt) or `utilities` (one per prompt), got {given}")
+    if family is not None and utilities is None:
+        raise InputValueError("`family` is only used with a per-prompt tensor `utilities`")
     rewards, above = _check_inputs(rewards, ranks, pairs, mask)
     if margins is not None and margins.shape != above.shape:
         raise InputValueError(f"`margins` must have shape {tuple(above.shape)} (B, K, K), got {tuple(margins.shape)}")
@@ -288,7 +302,11 @@ def ranking_loss(
     if margins is not None:
         gaps = gaps - margins.to(gaps.dtype)
     safe = torch.where(above, gaps, 1.0)
-    values = torch.where(above, _pair_utilities(utility, family, safe, eps), 0.0)
+    if utility is not None:
+        pair_utilities = _one_utility(utility, safe, eps)
+    else:
+        pair_utilities = _per_prompt_utilities(utilities, family, safe, eps)
+    values = torch.where(above, pair_utilities, 0.0)
     count = above.sum(dim=(1, 2))
     has_pairs = count > 0
     if pair_weighting == "pair":
@@ -327,8 +345,8 @@ class RankingLoss(nn.Module):
 
     Parameters
     ----------
-    utility : str, Utility, sequence or torch.Tensor, default "log"
-        Default utility, used when a call does not pass one (see :func:`ranking_loss`).
+    utility : str or Utility, default "log"
+        The utility of every prompt, used when a call gives no per-prompt ``utilities`` (see :func:`ranking_loss`).
     family, normalize, eps, reduction, pair_weighting
         As in :func:`ranking_loss`.
 
@@ -341,7 +359,7 @@ class RankingLoss(nn.Module):
 
     def __init__(
         self,
-        utility: str | Utility | Sequence[str | Utility] | torch.Tensor = "log",
+        utility: str | Utility = "log",
         *,
         family: str | None = None,
         normalize: str | None = "sigmoid",
@@ -363,13 +381,14 @@ class RankingLoss(nn.Module):
         ranks: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         pairs: torch.Tensor | None = None,
-        utility: str | Utility | Sequence[str | Utility] | torch.Tensor | None = None,
+        utilities: Sequence[str | Utility] | torch.Tensor | None = None,
         margins: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Return the loss of one batch; ``utility`` overrides the default (e.g. per-prompt specs)."""
+        """Return the loss of one batch; per-prompt ``utilities`` replace the module's ``utility`` for it."""
         return ranking_loss(
             rewards,
-            utility=self.utility if utility is None else utility,
+            utility=self.utility if utilities is None else None,
+            utilities=utilities,
             ranks=ranks,
             mask=mask,
             pairs=pairs,

@@ -47,14 +47,14 @@ def is_open(openness: float) -> bool:
 
 def prompt_utility(
     row: Mapping[str, Any],
-    utility: str,
+    setting: str,
     closed_utility: str = CLOSED_UTILITY,
     open_utility: str = OPEN_UTILITY,
 ) -> str:
-    """The utility spec for one prompt: ``utility``, or for prompt-aware training the row's own choice.
+    """The utility spec for one prompt under the training's ``utility`` setting (a spec, or :data:`PROMPT_AWARE`).
 
-    Prompt-aware: the row's ``utility`` field if set, else ``open_utility`` when the row's openness is at least
-    :data:`OPEN_AT` and ``closed_utility`` below.
+    A spec is every prompt's utility. Prompt-aware: the row's ``utility`` field if set, else ``open_utility`` when
+    the row's openness is at least :data:`OPEN_AT` and ``closed_utility`` below.
 
     Raises
     ------
@@ -69,8 +69,8 @@ def prompt_utility(
     >>> prompt_utility({"openness": 0.2}, "log")
     'log'
     """
-    if utility != PROMPT_AWARE:
-        return utility
+    if setting != PROMPT_AWARE:
+        return setting
     if row.get("utility") is not None:
         return row["utility"]
     openness = row.get("openness")

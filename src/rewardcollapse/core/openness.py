@@ -20,7 +20,7 @@ scale in one batch. Closed prompts (one right answer, :math:`o = 0`) get rewards
 
 :func:`openness_utility` returns the named member (``"x"``, ``"x^0.6"``, ``"log"``, ``"-x^-0.4"``, ``"-1/x"``), which
 the solver and :func:`~rewardcollapse.core.limits.limit_distribution` know; the training loss evaluates the Box-Cox
-form with one :math:`o` per prompt (``ranking_loss(..., utility=openness, family="openness")``).
+form with one :math:`o` per prompt (``ranking_loss(..., utilities=openness, family="openness")``).
 """
 
 from __future__ import annotations

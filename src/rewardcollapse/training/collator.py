@@ -171,11 +171,14 @@ def encode_rows(
     return columns
 
 
-def _loss_utilities(rows: Sequence[Mapping[str, Any]], utility: str, closed: str, open_: str) -> dict[str, list]:
-    """Each row's utility for the loss: ``loss_openness`` for the continuous family, ``loss_utility`` otherwise."""
-    if utility == OPENNESS:
+def _loss_utilities(rows: Sequence[Mapping[str, Any]], setting: str, closed: str, open_: str) -> dict[str, list]:
+    """Each row's utility for the loss under the ``utility`` setting: its openness, or else its spec.
+
+    ``loss_openness`` for the continuous family (setting ``"openness"``), ``loss_utility`` otherwise.
+    """
+    if setting == OPENNESS:
         return {"loss_openness": [openness_of(row) for row in rows]}
-    return {"loss_utility": [prompt_utility(row, utility, closed, open_) for row in rows]}
+    return {"loss_utility": [prompt_utility(row, setting, closed, open_) for row in rows]}
 
 
 def _tokenize_batch(batch: dict[str, list], indices: list[int], **settings: Any) -> dict[str, list]:
@@ -276,9 +279,9 @@ class RankingCollator:
         dict
             ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them), each
             ``(N, L)``; ``answer_slot`` ``(N,)``, the flat index ``b * K + k`` of each sequence's score;
-            ``answer_mask`` ``(B, K)``; ``pairs`` ``(B, K, K)`` bool, answer ``i`` above ``j``; ``utility``, one
-            spec, ``B`` specs, or (``utility="openness"``) a ``(B,)`` tensor of openness; ``num_truncated``, a 0-d
-            tensor.
+            ``answer_mask`` ``(B, K)``; ``pairs`` ``(B, K, K)`` bool, answer ``i`` above ``j``; ``utilities``,
+            the ``B`` prompts' utility specs or (``utility="openness"``) a ``(B,)`` tensor of their openness, as
+            :func:`~rewardcollapse.loss.ranking_loss` takes them; ``num_truncated``, a 0-d tensor.
         """
         counts = [len(row["responses"]) for row in rows]
         k = self.max_answers or max(counts)
@@ -288,9 +291,9 @@ class RankingCollator:
             encoded = encode_rows(
                 rows, self.tokenizer, max_length=self.max_length, sequence_format=self.sequence_format
             )
-            utilities = _loss_utilities(rows, self.utility, self.closed_utility, self.open_utility)
+            loss_columns = _loss_utilities(rows, self.utility, self.closed_utility, self.open_utility)
             rows = [
-                {**row, **{key: values[b] for key, values in {**encoded, **utilities}.items()}}
+                {**row, **{key: values[b] for key, values in {**encoded, **loss_columns}.items()}}
                 for b, row in enumerate(rows)
             ]
         keys = [key for key in TOKEN_COLUMNS if key in rows[0]]
@@ -305,15 +308,14 @@ class RankingCollator:
             mask[b, :n] = True
             pairs[b, :n, :n] = torch.from_numpy(ranked_pairs(row))
         if "loss_openness" in rows[0]:
-            utility = torch.tensor([row["loss_openness"] for row in rows], dtype=torch.float32)
+            utilities = torch.tensor([row["loss_openness"] for row in rows], dtype=torch.float32)
         else:
-            specs = [row["loss_utility"] for row in rows]
-            utility = specs[0] if len(set(specs)) == 1 else specs
+            utilities = [row["loss_utility"] for row in rows]
         batch.update(
             answer_slot=torch.tensor(slots),
             answer_mask=mask,
             pairs=pairs,
-            utility=utility,
+            utilities=utilities,
             num_truncated=torch.tensor(sum(row["num_truncated"] for row in rows)),
         )
         if any(row.get("margins") is not None for row in rows):  # TRL's `margin`, per ranked pair

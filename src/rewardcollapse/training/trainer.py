@@ -226,7 +226,7 @@ class RankingRewardTrainer(Trainer):
         rewards = score_batch(model, inputs, forward_batch_size=self.args.forward_batch_size, shared=shared)
         loss = ranking_loss(
             rewards,
-            utility=inputs["utility"],
+            utilities=inputs["utilities"],
             family="openness" if self.args.utility == OPENNESS else None,
             pairs=inputs["pairs"],
             mask=inputs["answer_mask"],
