@@ -3,7 +3,8 @@ import pytest
 from scipy import stats
 
 import rewardcollapse as rc
-from rewardcollapse.core.inverse import BASIS_OPENNESS, _mixture, _quantiles
+from rewardcollapse.core.inverse import BASIS_OPENNESS, _quantiles
+from rewardcollapse.core.openness import openness_mixture
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def test_numerical_design_recovers_a_combination():
     # A target no symmetric Beta law fits (KS 0.107 to the best one): the n = 1000 optimum of 0.9 x + 0.1 log,
     # written in the Box-Cox basis. The design must reach KS <= 0.02 at n = 1000 and find the weights.
     weights = np.array([0.9, 0.0, 0.1, 0.0, 0.0])
-    target = rc.optimal_rewards(1000, _mixture(weights, BASIS_OPENNESS)).rewards
+    target = rc.optimal_rewards(1000, openness_mixture(weights, BASIS_OPENNESS)).rewards
     alpha = rc.fit_beta_shape(_quantiles(target))
     assert stats.kstest(target, stats.beta(alpha, alpha).cdf).statistic > 0.1
     design = rc.utility_for(target)

@@ -79,7 +79,9 @@ def test_box_cox_on_torch_matches_numpy_and_broadcasts_per_prompt():
 
 
 def test_openness_errors():
-    with pytest.raises(ValueError, match=r"`openness` must be in \[0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"`openness` must be a number in \[0, 1\] \(0 closed, 1 open-ended\), got 1.5"
+    ):
         rc.openness_utility(1.5)
     with pytest.raises(TypeError, match="`openness` must be a number"):
         rc.openness_law("open")

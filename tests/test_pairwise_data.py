@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardcollapse.data import load_rankings, merge_pairs, pair_margins, split_implicit_prompt
-from rewardcollapse.data.schema import _check_margin, ranking_row
+from rewardcollapse.data.schema import check_margin, ranking_row
 
 
 def write_jsonl(path, rows):
@@ -307,7 +307,7 @@ def test_a_file_row_without_its_margin_is_refused(tmp_path):
 
 @pytest.mark.parametrize("margin", ["1.0", True, [1.0]])
 def test_a_margin_that_is_no_number_is_refused(margin):
-    _, error = _check_margin(margin, "row 1")
+    _, error = check_margin(margin, "row 1")
     assert error.reason == "bad margin" and re.search(MARGIN_MESSAGE.format(re.escape(repr(margin))), error.message)
 
 

@@ -72,7 +72,7 @@ def test_embeddings_are_unit_mean_pooled_and_order_free():
     # Length-sorted batches with padding give the same vectors as one prompt at a time.
     alone = np.vstack([embed_prompts([p]) for p in prompts])
     np.testing.assert_allclose(embeddings, alone, atol=1e-5)
-    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer, got 0"):
         embed_prompts(prompts, batch_size=0)
 
 
@@ -114,7 +114,7 @@ def test_classifier_input_errors():
     prompts, openness = labelled_prompts()
     with pytest.raises(ValueError, match="one value per prompt"):
         fit_openness_classifier(prompts, openness[:-1])
-    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"`openness\[\d+\]` must be a number in \[0, 1\] \(0 closed, 1 open-ended\)"):
         fit_openness_classifier(prompts, openness * 2)
     with pytest.raises(ValueError, match="`test_fraction` must be in"):
         fit_openness_classifier(prompts, openness, test_fraction=1.0)

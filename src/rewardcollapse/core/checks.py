@@ -1,4 +1,4 @@
-"""Shared checks of the values that several inputs carry: an openness, a positive count.
+"""Shared checks of the values that several inputs carry: an openness, a positive count, a utility's shift eps.
 
 Each check names the argument (or the data row, through ``name``), what it got and the fix, and raises
 :class:`~rewardcollapse.core.errors.InputValueError` or :class:`~rewardcollapse.core.errors.InputTypeError`. Callers
@@ -7,11 +7,12 @@ that collect problems instead of raising (row validation) use the ``*_problem`` 
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 
-__all__ = ["check_openness", "check_positive_int", "openness_problem"]
+__all__ = ["check_eps", "check_openness", "check_positive_int", "openness_problem"]
 
 
 def _is_number(value: object) -> bool:
@@ -64,3 +65,18 @@ def check_positive_int(value: object, name: str, *, optional: bool = False) -> i
         allowed = "a positive integer or None" if optional else "a positive integer"
         raise InputValueError(f"`{name.strip('`')}` must be {allowed}, got {value!r}")
     return int(value)
+
+
+def check_eps(eps: object) -> float:
+    """``eps`` (a utility's shift at 0, :func:`rewardcollapse.utility`) as a float >= 0, else an error naming it.
+
+    Examples
+    --------
+    >>> check_eps(0.1)
+    0.1
+    """
+    if not isinstance(eps, int | float) or isinstance(eps, bool):
+        raise InputTypeError(f"`eps` must be a float, got {type(eps).__name__}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise InputValueError(f"`eps` must be a finite number >= 0, got {eps}; use eps=0 for the paper's U or e.g. 0.1")
+    return float(eps)

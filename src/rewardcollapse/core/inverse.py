@@ -27,7 +27,6 @@ target gets no silent bad fit: the result says which condition fails and gives t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +36,13 @@ from scipy import optimize, stats
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.limits import ks_distance
 from rewardcollapse.core.openness import (
-    _LEVELS,
-    _boxcox,
-    _boxcox_d1,
-    _boxcox_d2,
+    QUANTILE_LEVELS,
     fit_beta_shape,
     openness_law,
+    openness_mixture,
     openness_utility,
 )
-from rewardcollapse.core.utilities import Utility, _Family, _from_family
+from rewardcollapse.core.utilities import Utility
 
 __all__ = ["BASIS_OPENNESS", "UtilityDesign", "utility_for"]
 
@@ -90,7 +87,7 @@ class UtilityDesign:
 
 def _quantiles(target: Any) -> np.ndarray:
     if hasattr(target, "ppf"):
-        return np.asarray(target.ppf(_LEVELS), dtype=float)
+        return np.asarray(target.ppf(QUANTILE_LEVELS), dtype=float)
     sample = np.asarray(target, dtype=float).ravel()
     if sample.size < 2 or not np.all(np.isfinite(sample)):
         raise InputValueError("a target sample needs at least 2 finite rewards")
@@ -98,7 +95,7 @@ def _quantiles(target: Any) -> np.ndarray:
         raise InputValueError(
             f"target rewards must lie in [0, 1], got values in [{sample.min():.3g}, {sample.max():.3g}]"
         )
-    return np.quantile(sample, _LEVELS, method="inverted_cdf")
+    return np.quantile(sample, QUANTILE_LEVELS, method="inverted_cdf")
 
 
 def _beta_shape(target: Any) -> float | None:
@@ -117,23 +114,6 @@ def _beta_shape(target: Any) -> float | None:
     if name == "bernoulli" and args == (0.5,):
         return 0.0
     return None
-
-
-def _mixture(weights: np.ndarray, levels: tuple[float, ...]) -> Utility:
-    """The Box-Cox combination sum_k w_k U_{o_k} as a Utility (a barrier: some weight sits on o > 0)."""
-    params = [{"o": o} for o in levels]
-
-    def value(x, ops, p):
-        return sum(w * _boxcox(x, ops, q) for w, q in zip(weights, params, strict=True))
-
-    def d1(x, ops, p):
-        return sum(w * _boxcox_d1(x, ops, q) for w, q in zip(weights, params, strict=True))
-
-    def d2(x, ops, p):
-        return sum(w * _boxcox_d2(x, ops, q) for w, q in zip(weights, params, strict=True))
-
-    name = " + ".join(f"{w:.3g} U_{o:g}" for w, o in zip(weights, levels, strict=True) if w > 0)
-    return _from_family(name, "openness-mixture", {}, 0.0, _Family(value, d1, d2, False, -math.inf, math.inf))
 
 
 def _optimum(u: Utility, n: int) -> np.ndarray:
@@ -197,8 +177,8 @@ def utility_for(target: Any, *, n: int = 1000, n_fit: int = 200, tol: float = 0.
     nearest = openness_law(nearest_alpha)
     if alpha is None and not problems:
         # A bell more peaked than uniform: the W1 fit of the Beta shape presses against alpha = 1.
-        uniform_gap = float(np.mean(np.abs(q - _LEVELS)))
-        bell = float(np.mean(np.abs(q - 0.5))) < float(np.mean(np.abs(_LEVELS - 0.5))) - tol
+        uniform_gap = float(np.mean(np.abs(q - QUANTILE_LEVELS)))
+        bell = float(np.mean(np.abs(q - 0.5))) < float(np.mean(np.abs(QUANTILE_LEVELS - 0.5))) - tol
         if nearest_alpha > 0.999 and bell and uniform_gap > tol:
             problems.append("more concentrated in the middle than the uniform law")
     if problems:
@@ -223,12 +203,12 @@ def _design(q: np.ndarray, alpha: float, nearest: Any, n: int, n_fit: int, tol: 
         return w / w.sum()
 
     def loss(theta: np.ndarray) -> float:
-        rewards = _optimum(_mixture(weights_of(theta), levels), n_fit)
-        return float(np.mean(np.abs(np.quantile(rewards, _LEVELS, method="inverted_cdf") - q)))
+        rewards = _optimum(openness_mixture(weights_of(theta), levels), n_fit)
+        return float(np.mean(np.abs(np.quantile(rewards, QUANTILE_LEVELS, method="inverted_cdf") - q)))
 
     fit = optimize.minimize(loss, start, method="Nelder-Mead", options={"maxiter": 300, "xatol": 1e-3, "fatol": 1e-5})
     weights = weights_of(fit.x)
-    u = _mixture(weights, levels)
+    u = openness_mixture(weights, levels)
     ks = ks_distance(_optimum(u, n), q)
     ok = ks <= tol
     message = (

@@ -31,34 +31,29 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from rewardcollapse.core.errors import InputTypeError, InputValueError
+from rewardcollapse.core.checks import check_eps, check_openness
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.laws import symmetric_law
-from rewardcollapse.core.utilities import Utility, _check_eps, _Family, _from_family, utility
+from rewardcollapse.core.utilities import Utility, UtilityFamily, utility, utility_from_family
 
 __all__ = [
+    "QUANTILE_LEVELS",
     "fit_beta_shape",
     "openness_exponent",
     "openness_family",
     "openness_from_rankings",
     "openness_from_scores",
     "openness_law",
+    "openness_mixture",
     "openness_utility",
 ]
 
 _SMALL = 1e-4  # below |lambda * log x| of this, (x^lambda - 1)/lambda uses its series (relative error < 1e-12)
 
 
-def _check_openness(openness: float) -> float:
-    if isinstance(openness, bool) or not isinstance(openness, int | float | np.floating | np.integer):
-        raise InputTypeError(f"`openness` must be a number in [0, 1], got {type(openness).__name__}")
-    if not 0 <= openness <= 1:
-        raise InputValueError(f"`openness` must be in [0, 1] (0 closed, 1 open-ended), got {openness}")
-    return float(openness)
-
-
 def openness_exponent(openness: float) -> float:
     r"""The Box-Cox exponent :math:`\lambda = 1 - 2o` of openness :math:`o` (1 closed ... -1 open)."""
-    return 1.0 - 2.0 * _check_openness(openness)
+    return 1.0 - 2.0 * check_openness(openness)
 
 
 def openness_utility(openness: float, *, eps: float = 0.0) -> Utility:
@@ -90,7 +85,7 @@ def openness_law(openness: float):
     >>> openness_law(0.3).args, openness_law(1.0).args
     ((0.3, 0.3), (1.0, 1.0))
     """
-    return symmetric_law(_check_openness(openness))
+    return symmetric_law(check_openness(openness))
 
 
 # The Box-Cox formulas with parameter p["o"] (a number, or a tensor of one openness per prompt that broadcasts).
@@ -140,18 +135,44 @@ def openness_family(openness: Any = 0.5, *, eps: float = 0.0) -> Utility:
     # U(0+) and U'(0+): -1/lambda and infinite slope for 0 < o < 1/2, -inf from o = 1/2 on, slope 1 at o = 0.
     value_at_zero, slope_at_zero = -math.inf, math.inf
     if np.ndim(openness) == 0 and type(openness).__module__.partition(".")[0] != "torch":
-        openness = _check_openness(openness)
+        openness = check_openness(openness)
         lam = 1.0 - 2.0 * openness
         value_at_zero = -1.0 / lam if lam > 0 else -math.inf
         slope_at_zero = 1.0 if openness == 0 else math.inf
-    eps = _check_eps(eps)
-    family = _Family(
+    eps = check_eps(eps)
+    family = UtilityFamily(
         _boxcox, _boxcox_d1, _boxcox_d2, False, value_at_zero, slope_at_zero, _openness_limit_law, _openness_is_linear
     )
-    return _from_family("openness" if eps == 0 else f"openness[eps={eps:g}]", "openness", {"o": openness}, eps, family)
+    return utility_from_family(
+        "openness" if eps == 0 else f"openness[eps={eps:g}]", "openness", {"o": openness}, eps, family
+    )
 
 
-_LEVELS = (np.arange(1000) + 0.5) / 1000
+def openness_mixture(weights: Any, levels: tuple[float, ...]) -> Utility:
+    r"""The positive combination :math:`\sum_k w_k U_{o_k}` of the openness family's members, as a Utility.
+
+    The basis of the numerical designs of :func:`~rewardcollapse.core.inverse.utility_for`. With some weight on an
+    openness above 0 it is a barrier (infinitely steep at 0).
+    """
+    params = [{"o": o} for o in levels]
+
+    def value(x, ops, p):
+        return sum(w * _boxcox(x, ops, q) for w, q in zip(weights, params, strict=True))
+
+    def d1(x, ops, p):
+        return sum(w * _boxcox_d1(x, ops, q) for w, q in zip(weights, params, strict=True))
+
+    def d2(x, ops, p):
+        return sum(w * _boxcox_d2(x, ops, q) for w, q in zip(weights, params, strict=True))
+
+    name = " + ".join(f"{w:.3g} U_{o:g}" for w, o in zip(weights, levels, strict=True) if w > 0)
+    return utility_from_family(
+        name, "openness-mixture", {}, 0.0, UtilityFamily(value, d1, d2, False, -math.inf, math.inf)
+    )
+
+
+QUANTILE_LEVELS = (np.arange(1000) + 0.5) / 1000
+"""The 1000 midpoint levels ``(k + 0.5) / 1000`` at which laws are compared by their quantiles."""
 
 
 def fit_beta_shape(quantiles_or_sample) -> float:
@@ -165,11 +186,11 @@ def fit_beta_shape(quantiles_or_sample) -> float:
     if values.size < 2 or not np.all(np.isfinite(values)):
         raise InputValueError("fitting a Beta shape needs at least 2 finite values")
     # For 1000 sorted quantiles at the midpoints, the inverted empirical CDF at those levels returns them as they are.
-    q = np.quantile(values, _LEVELS, method="inverted_cdf")
+    q = np.quantile(values, QUANTILE_LEVELS, method="inverted_cdf")
     symmetric = (q + 1.0 - q[::-1]) / 2.0
 
     def distance(alpha: float) -> float:
-        return float(np.mean(np.abs(stats.beta(alpha, alpha).ppf(_LEVELS) - symmetric)))
+        return float(np.mean(np.abs(stats.beta(alpha, alpha).ppf(QUANTILE_LEVELS) - symmetric)))
 
     from scipy import optimize
 

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import linalg, optimize
 
+from rewardcollapse.core.checks import check_positive_int
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.core.ranking import Ranking, parse_ranking
 from rewardcollapse.core.utilities import Utility, utility
@@ -693,8 +694,7 @@ def optimal_rewards(
     """
     if not (isinstance(tol, int | float) and 0 < tol < 1):
         raise InputValueError(f"`tol` must be in (0, 1), got {tol!r}; the default 1e-10 is near machine precision")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise InputValueError(f"`max_iter` must be a positive int, got {max_iter!r}")
+    check_positive_int(max_iter, "max_iter")
     u = utility(utility_spec)
     if isinstance(ranking, int | np.integer) and not isinstance(ranking, bool) and ranking > 0:
         _check_memory(u, int(ranking))

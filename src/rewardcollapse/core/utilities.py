@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from rewardcollapse.core.checks import check_eps
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.laws import symmetric_law, two_point_law
 
-__all__ = ["UTILITY_SPECS", "Utility", "utility"]
+__all__ = ["UTILITY_SPECS", "Utility", "UtilityFamily", "utility", "utility_from_family"]
 
 UTILITY_SPECS = ("x", "log", "-1/x", "x^a", "-x^-a", "logsigmoid")
 """The built-in utility families, as accepted by :func:`utility`."""
@@ -174,8 +175,12 @@ def _no_law(p) -> None:
 
 
 @dataclass(frozen=True)
-class _Family:
-    """A family's formulas and what it owns: its closed-form limit law (eps = 0) and whether it is linear."""
+class UtilityFamily:
+    """A family's formulas and what it owns: its closed-form limit law (eps = 0) and whether it is linear.
+
+    Each formula is ``f(x, ops, params)`` with ``ops`` numpy or torch; :func:`utility_from_family` makes the
+    :class:`Utility`. The built-in families, the openness family and custom callables are all made this way.
+    """
 
     value: _Formula
     d1: _Formula
@@ -187,11 +192,11 @@ class _Family:
     linear: Callable[[Mapping[str, Any]], bool] = _never  # params -> whether U is linear
 
 
-_FAMILIES: dict[str, _Family] = {
-    "x": _Family(_linear, _linear_d1, _linear_d2, True, 0.0, 1.0, lambda p: two_point_law(), lambda p: True),
-    "log": _Family(_log, _log_d1, _log_d2, False, -math.inf, math.inf, lambda p: symmetric_law(0.5)),
-    "x^a": _Family(_power, _power_d1, _power_d2, False, 0.0, math.inf, lambda p: symmetric_law((1 - p["a"]) / 2)),
-    "-x^-a": _Family(
+_FAMILIES: dict[str, UtilityFamily] = {
+    "x": UtilityFamily(_linear, _linear_d1, _linear_d2, True, 0.0, 1.0, lambda p: two_point_law(), lambda p: True),
+    "log": UtilityFamily(_log, _log_d1, _log_d2, False, -math.inf, math.inf, lambda p: symmetric_law(0.5)),
+    "x^a": UtilityFamily(_power, _power_d1, _power_d2, False, 0.0, math.inf, lambda p: symmetric_law((1 - p["a"]) / 2)),
+    "-x^-a": UtilityFamily(
         _inverse_power,
         _inverse_power_d1,
         _inverse_power_d2,
@@ -200,7 +205,7 @@ _FAMILIES: dict[str, _Family] = {
         math.inf,
         lambda p: symmetric_law((1 + p["a"]) / 2, uniform=True),
     ),
-    "logsigmoid": _Family(_logsigmoid, _logsigmoid_d1, _logsigmoid_d2, True, -math.log(2.0), math.nan),
+    "logsigmoid": UtilityFamily(_logsigmoid, _logsigmoid_d1, _logsigmoid_d2, True, -math.log(2.0), math.nan),
 }
 
 
@@ -319,14 +324,6 @@ class Utility:
         return ops.where(x >= 0, inside, ops.full_like(x, outside))
 
 
-def _check_eps(eps: float) -> float:
-    if not isinstance(eps, int | float) or isinstance(eps, bool):
-        raise InputTypeError(f"`eps` must be a float, got {type(eps).__name__}")
-    if not (math.isfinite(eps) and eps >= 0):
-        raise InputValueError(f"`eps` must be a finite number >= 0, got {eps}; use eps=0 for the paper's U or e.g. 0.1")
-    return float(eps)
-
-
 def _number(text: str, spec: str) -> float:
     try:
         return float(text)
@@ -378,11 +375,11 @@ def _builtin(family: str, params: dict[str, float], eps: float) -> Utility:
         name = family
     if eps > 0:
         name = f"{name}[eps={_format(eps)}]"
-    return _from_family(name, family, params, eps, f)
+    return utility_from_family(name, family, params, eps, f)
 
 
-def _from_family(name: str, family: str, params: Mapping[str, Any], eps: float, f: _Family) -> Utility:
-    """The Utility of a family's formulas: the one place the private fields are filled in."""
+def utility_from_family(name: str, family: str, params: Mapping[str, Any], eps: float, f: UtilityFamily) -> Utility:
+    """The Utility named ``name`` of a family's formulas: the one place its private fields are filled in."""
     return Utility(
         name=name,
         family=family,
@@ -453,7 +450,9 @@ def _custom(
     full_name = label if eps == 0 else f"{label}[eps={_format(eps)}]"
     at_zero = at_zero if not math.isnan(at_zero) else -math.inf
     slope_at_zero = slope_at_zero if not math.isnan(slope_at_zero) else math.inf
-    return _from_family(full_name, "custom", {}, eps, _Family(value, d1, d2, False, at_zero, slope_at_zero))
+    return utility_from_family(
+        full_name, "custom", {}, eps, UtilityFamily(value, d1, d2, False, at_zero, slope_at_zero)
+    )
 
 
 def utility(
@@ -507,7 +506,7 @@ def utility(
     >>> utility("log", eps=0.1)(-1.0)  # continued linearly below 0 with slope U'(eps) = 10
     array(-10.)
     """
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     if isinstance(spec, Utility):
         if eps == 0 or eps == spec.eps:
             return spec

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,13 @@ from rewardcollapse.data.schema import (
     RANKING_COLUMNS,
     SKIP_HINT,
     RowError,
-    _check_margin,
-    _group_prompts,
-    _split_pair,
-    _split_texts,
-    _text_key,
+    check_margin,
     merge_pairs,
     ranking_row,
     scored_row,
+    split_at_prompt,
+    split_pair,
+    text_key,
 )
 
 __all__ = ["INPUT_FORMATS", "detect_format", "load_rankings", "max_responses", "read_table"]
@@ -234,17 +233,17 @@ def _pair_batch(batch: Mapping[str, list], indices: list[int]):
         chosen, rejected = row["chosen"], row["rejected"]
         prompt = row.get("prompt")
         where = f"row {i}"
-        margin, error = _check_margin(row["margin"], where) if "margin" in row else (None, None)
+        margin, error = check_margin(row["margin"], where) if "margin" in row else (None, None)
         texts = "prompt" not in row and isinstance(chosen, str) and isinstance(rejected, str)
         if error is None and "prompt" not in row:
-            split, error = _split_pair(chosen, rejected, where, split_texts=False)
+            split, error = split_pair(chosen, rejected, where, split_texts=False)
             if split:
                 prompt, chosen, rejected = split
         if error is None:
             _, error = ranking_row({"prompt": prompt, "responses": [chosen, rejected]}, where)
             if error and error.reason == "duplicate response":
                 error = RowError(error.reason, f"{where}: `chosen` and `rejected` are identical; drop the pair")
-        out["_key"].append(_text_key(prompt) if error is None else f"\0invalid row {i}")
+        out["_key"].append(text_key(prompt) if error is None else f"\0invalid row {i}")
         out["prompt"].append(prompt if error is None else None)
         out["chosen"].append(chosen)
         out["rejected"].append(rejected)
@@ -281,7 +280,7 @@ def _merge_batch(
         for k, row in enumerate(group["_row"]):
             pair = (group["chosen"][k], group["rejected"][k])
             if group["_split"][k]:
-                split, error = _split_texts(prompt, *pair, f"row {row}")
+                split, error = split_at_prompt(prompt, *pair, f"row {row}")
                 if error:
                     converted.append((None, error))
                     continue
@@ -306,6 +305,27 @@ def _merge_batch(
             merge_pairs(prompt, pairs, rows, extras, margins=margins, transitive_closure=transitive_closure)
         )
     return _emit(converted)
+
+
+def _group_prompts(keys: Sequence[str]) -> list[str]:
+    """The prompt of each candidate prompt in ``keys``: the shortest key that it extends at a word boundary.
+
+    A key ``k`` extends ``s`` at a word boundary when ``k == s`` or ``k`` starts with ``s`` followed by whitespace.
+    In sorted order the keys that start with ``s`` follow ``s``, so a stack of the keys that start groups (each a
+    prefix of the next) finds every key's group in one pass.
+    """
+    prompts = [""] * len(keys)
+    starts: list[str] = []
+    for k in sorted(range(len(keys)), key=keys.__getitem__):
+        key = keys[k]
+        while starts and not key.startswith(starts[-1]):
+            starts.pop()
+        prompt = next((s for s in starts if len(key) == len(s) or key[len(s)].isspace()), None)
+        if prompt is None:
+            starts.append(key)
+            prompt = key
+        prompts[k] = prompt
+    return prompts
 
 
 def _group_implicit_prompts(keyed):

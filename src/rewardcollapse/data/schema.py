@@ -39,23 +39,30 @@ from typing import Any
 
 import numpy as np
 
+from rewardcollapse.core.checks import openness_problem
 from rewardcollapse.core.errors import InputValueError
 
 __all__ = [
     "RANKING_COLUMNS",
+    "SKIP_HINT",
     "RowError",
+    "check_margin",
     "merge_pairs",
     "pair_margins",
     "ranked_pairs",
     "ranking_row",
     "scored_row",
+    "split_at_prompt",
     "split_implicit_prompt",
+    "split_pair",
+    "text_key",
 ]
 
 RANKING_COLUMNS = ("prompt", "responses", "ranks", "pairs", "margins", "utility", "openness")
 """Columns of a loaded ranking dataset, in order."""
 
 SKIP_HINT = "fix the row, or load with skip_invalid=True to drop such rows and get a report"
+"""The fix that row errors end with."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ def _is_message_list(value: Any) -> bool:
     )
 
 
-def _text_key(value: Any) -> str:
+def text_key(value: Any) -> str:
     """A hashable, order-preserving key of a string or a message list (for duplicates and grouping)."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
@@ -135,7 +142,7 @@ def _check_responses(responses: Any, where: str) -> RowError | None:
                 f"{where}: response {position} must be a string or a list of chat messages; "
                 f"{_message_problem(response)}",
             )
-        key = _text_key(response)
+        key = text_key(response)
         if key in seen:
             return RowError(
                 "duplicate response",
@@ -232,7 +239,7 @@ def _check_margins(
     return [float(margin) for margin in margins], None
 
 
-def _check_margin(margin: Any, where: str) -> tuple[float | None, RowError | None]:
+def check_margin(margin: Any, where: str) -> tuple[float | None, RowError | None]:
     """Validate TRL's per-pair ``margin`` (a pairwise row's column); return it as a float or the reason it is bad."""
     if _is_finite_number(margin):
         return float(margin), None
@@ -261,11 +268,9 @@ def _check_extras(row: Mapping[str, Any], where: str) -> tuple[dict[str, Any], R
         if problem:
             return {}, RowError("unknown utility", f"{where}: `utility` {spec!r} is not a utility spec: {problem}")
     if openness is not None:
-        if isinstance(openness, bool) or not isinstance(openness, int | float) or not 0 <= openness <= 1:
-            return {}, RowError(
-                "openness out of range",
-                f"{where}: `openness` must be a number in [0, 1] (0 closed, 1 open-ended), got {openness!r}",
-            )
+        problem = openness_problem(openness, f"{where}: `openness`")
+        if problem is not None:
+            return {}, RowError("openness out of range", problem)
         openness = float(openness)
     return {"utility": spec, "openness": openness}, None
 
@@ -339,27 +344,6 @@ def _word_prefix(chosen: str, rejected: str) -> str:
     return common[:cut].rstrip()
 
 
-def _group_prompts(keys: Sequence[str]) -> list[str]:
-    """The prompt of each candidate prompt in ``keys``: the shortest key that it extends at a word boundary.
-
-    A key ``k`` extends ``s`` at a word boundary when ``k == s`` or ``k`` starts with ``s`` followed by whitespace.
-    In sorted order the keys that start with ``s`` follow ``s``, so a stack of the keys that start groups (each a
-    prefix of the next) finds every key's group in one pass.
-    """
-    prompts = [""] * len(keys)
-    starts: list[str] = []
-    for k in sorted(range(len(keys)), key=keys.__getitem__):
-        key = keys[k]
-        while starts and not key.startswith(starts[-1]):
-            starts.pop()
-        prompt = next((s for s in starts if len(key) == len(s) or key[len(s)].isspace()), None)
-        if prompt is None:
-            starts.append(key)
-            prompt = key
-        prompts[k] = prompt
-    return prompts
-
-
 def _no_words(text: str) -> bool:
     """True for a text with nothing but whitespace and punctuation (Unicode category P)."""
     return all(ch.isspace() or unicodedata.category(ch).startswith("P") for ch in text)
@@ -418,7 +402,7 @@ def _split_conversations(chosen: list, rejected: list, where: str) -> tuple[tupl
     return _answers(prompt, chosen[start:], rejected[start:], where)
 
 
-def _split_texts(prompt: str, chosen: str, rejected: str, where: str) -> tuple[tuple | None, RowError | None]:
+def split_at_prompt(prompt: str, chosen: str, rejected: str, where: str) -> tuple[tuple | None, RowError | None]:
     """Split two texts that start with ``prompt`` and whitespace; the whitespace belongs to neither part."""
     if not prompt:
         return None, _no_common_prompt(where, conversations=False)
@@ -430,7 +414,7 @@ def _answers(prompt: Any, chosen: Any, rejected: Any, where: str) -> tuple[tuple
     return (None, error) if error else ((prompt, chosen, rejected), None)
 
 
-def _split_pair(
+def split_pair(
     chosen: Any, rejected: Any, where: str, *, split_texts: bool = True
 ) -> tuple[tuple | None, RowError | None]:
     """Split one implicit-prompt pair on its own (texts: at the word prefix of the pair alone).
@@ -457,7 +441,7 @@ def _split_pair(
     prompt = _word_prefix(chosen, rejected)
     if not split_texts:
         return ((prompt, chosen, rejected), None) if prompt else (None, _no_common_prompt(where, conversations=False))
-    return _split_texts(prompt, chosen, rejected, where)
+    return split_at_prompt(prompt, chosen, rejected, where)
 
 
 def split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
@@ -505,7 +489,7 @@ def split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     >>> prompt, chosen
     ([{'role': 'user', 'content': '2+2?'}], [{'role': 'assistant', 'content': '4'}])
     """
-    split, error = _split_pair(chosen, rejected, "the pair")
+    split, error = split_pair(chosen, rejected, "the pair")
     if error:
         raise InputValueError(error.message)
     return split
@@ -569,17 +553,17 @@ def merge_pairs(
     responses: list[Any] = []
     for chosen, rejected in pairs:
         for answer in (chosen, rejected):
-            key = _text_key(answer)
+            key = text_key(answer)
             if key not in index:
                 index[key] = len(responses)
                 responses.append(answer)
     given: dict[tuple[int, int], float] = {}  # each distinct pair and its margin, in order of first appearance
     weights = [0.0] * len(pairs) if margins is None else margins
     for (chosen, rejected), row, margin in zip(pairs, rows, weights, strict=True):
-        margin, error = _check_margin(margin, f"row {row}")
+        margin, error = check_margin(margin, f"row {row}")
         if error:
             return None, error
-        pair = (index[_text_key(chosen)], index[_text_key(rejected)])
+        pair = (index[text_key(chosen)], index[text_key(rejected)])
         if given.setdefault(pair, margin) != margin:
             return None, RowError(
                 "conflicting margins",
@@ -640,5 +624,5 @@ def ranked_pairs(row: Mapping[str, Any]) -> np.ndarray:
 
 
 def _short(prompt: Any, width: int = 60) -> str:
-    text = _text_key(prompt)
+    text = text_key(prompt)
     return repr(text if len(text) <= width else text[: width - 3] + "...")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from rewardcollapse._files import check_output_folder, write_text_atomic
+from rewardcollapse.core.checks import check_openness, check_positive_int, openness_problem
 from rewardcollapse.core.conventions import OPEN_AT
 from rewardcollapse.core.errors import InputValueError
 
@@ -80,10 +81,9 @@ def prompts_and_openness(rows: Sequence[dict[str, Any]], *, source: str = "data"
     if labels is False or (labels is None and any(o is None for o in openness)):
         return prompts, None
     for row, o in enumerate(openness):
-        if o is None or isinstance(o, bool) or not isinstance(o, int | float) or not 0 <= o <= 1:
-            raise InputValueError(
-                f"{source}: row {row}, field 'openness' must be a number in [0, 1] (0 closed), got {o!r}"
-            )
+        problem = openness_problem(o, f"{source}: row {row}, field 'openness'")
+        if problem is not None:
+            raise InputValueError(problem)
     return prompts, np.asarray(openness, dtype=float)
 
 
@@ -109,8 +109,9 @@ def embed_prompts(
 
     from rewardcollapse.training.models import default_backbone, loading_model
 
-    if batch_size < 1 or max_length < 2:
-        raise InputValueError(f"`batch_size` must be >= 1 and `max_length` >= 2, got {batch_size} and {max_length}")
+    check_positive_int(batch_size, "batch_size")
+    if max_length < 2:
+        raise InputValueError(f"`max_length` must be >= 2, got {max_length}")
     name = encoder or default_backbone()
     with loading_model(name, "encoder"):
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -295,8 +296,8 @@ def fit_openness_classifier(
         raise InputValueError(
             f"`openness` must give one value per prompt ({len(prompts)}), got shape {labels_in.shape}"
         )
-    if not np.all((labels_in >= 0) & (labels_in <= 1)):
-        raise InputValueError("`openness` values must lie in [0, 1]")
+    for position, value in enumerate(labels_in):
+        check_openness(float(value), f"`openness[{position}]`")
     if not 0 <= test_fraction < 1:
         raise InputValueError(f"`test_fraction` must be in [0, 1), got {test_fraction}")
     if not c > 0:
