@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "rewardcollapse"
 DEPRECATED_ALIASES = {"rewardcollapse.experiment", "rewardcollapse.data.longform", "rewardcollapse.prompt_openness"}
-# Lower layers never import higher ones: core <- loss, data, diagnostics, plots <- training <- experiments,
+# Lower layers never import higher ones: core <- loss, data, diagnostics, plots <- training, settings <- experiments,
 # estimators <- cli.
 LAYERS = {
     "core": 0,
@@ -21,6 +21,7 @@ LAYERS = {
     "diagnostics": 1,
     "plots": 1,
     "training": 2,
+    "settings": 2,
     "experiments": 3,
     "estimators": 3,
     "cli": 4,

@@ -89,7 +89,7 @@ def test_loss_equals_trls_compute_loss(tmp_path, decoder_tokenizer, tiny_decoder
         output_dir=str(tmp_path / "ours"),
         report_to="none",
         utility="logsigmoid",
-        normalize=None,
+        normalize="none",
         pair_weighting="pair",
         center_rewards_coefficient=center,
         use_cpu=True,

@@ -6,8 +6,9 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from rewardcollapse.core.conventions import SequenceFormat
 from rewardcollapse.core.errors import InputValueError
 
 __all__ = [
@@ -112,7 +113,7 @@ def resolve_sequence_format(setting: str, model: Any) -> str:
     if setting != "auto":
         return setting
     saved = read_model_settings(getattr(getattr(model, "config", None), "_name_or_path", None))
-    if saved.get("sequence_format") in ("pair", "trl"):
+    if saved.get("sequence_format") in get_args(SequenceFormat):
         return saved["sequence_format"]
     return "pair" if is_encoder(model) else "trl"
 
