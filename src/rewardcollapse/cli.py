@@ -24,7 +24,6 @@ from typing import Any
 
 from rewardcollapse._files import atomic_path, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputError, InputValueError
-from rewardcollapse.experiments.longform import FileFormat
 
 __all__ = ["build_parser", "command_parser", "main"]
 
@@ -83,14 +82,6 @@ class DiagnoseOptions:
         default=None,
         metadata={"help": "Group the prompts by these openness levels instead of open (>= 0.5) and closed."},
     )
-
-
-@dataclass
-class LongformOutput:
-    """Where ``rewardcollapse data longform`` writes the dataset."""
-
-    output: str = field(metadata={"help": "Folder for the train and test files and the dataset card."})
-    format: FileFormat = field(default="jsonl", metadata={"help": "File format of the train and test files."})
 
 
 @dataclass(kw_only=True)
@@ -329,7 +320,7 @@ def _score(job: Any, model_input: Any) -> int:
     return 0
 
 
-def _data_longform(design: Any, where: LongformOutput) -> int:
+def _data_longform(design: Any, where: Any) -> int:
     from rewardcollapse.experiments.longform import write_longform
 
     data = design.build()
@@ -508,6 +499,8 @@ class _Command:
     settings: Callable[[], tuple[type, ...]]
     """The dataclasses, imported only when the command runs or shows its help."""
     run: Callable[..., int]
+    more: str = ""
+    """What ``--help`` says after the one-line help."""
 
 
 def _train_settings(*, every_option: bool) -> tuple[type, ...]:
@@ -540,7 +533,7 @@ def _reproduce_settings() -> tuple[type, ...]:
 
 
 def _longform_settings() -> tuple[type, ...]:
-    from rewardcollapse.experiments.longform import LongformDesign
+    from rewardcollapse.experiments.longform import LongformDesign, LongformOutput
 
     return LongformDesign, LongformOutput
 
@@ -564,7 +557,10 @@ def _commands() -> dict[tuple[str, ...], _Command]:
             "collapse index and per-group diagnostics of scored answers, plots", _diagnose_settings, _diagnose
         ),
         ("reproduce",): _Command(
-            "the paper's experiment: one reward model per utility, report", _reproduce_settings, _reproduce
+            "the paper's experiment: one reward model per utility, report",
+            _reproduce_settings,
+            _reproduce,
+            "The settings come from --config (default: the paper's); an option given here replaces the file's.",
         ),
         ("data", "longform"): _Command(
             "the paper's ranking data from LongForm or the built-in corpus", _longform_settings, _data_longform
@@ -612,7 +608,7 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
     prog = "rewardcollapse " + " ".join(words)
     usage = f"{prog} --data FILE --output DIR [options]" if words == ("train",) else None
     parser = HfArgumentParser(
-        settings, prog=prog, usage=usage, description=command.help[:1].upper() + command.help[1:] + "."
+        settings, prog=prog, usage=usage, description=f"{command.help[:1].upper()}{command.help[1:]}. {command.more}"
     )
     for action in parser._actions:  # argparse keeps no public list of its options
         negated = [name for name in action.option_strings if name.startswith("--no_")]

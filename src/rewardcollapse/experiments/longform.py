@@ -37,7 +37,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from rewardcollapse._files import atomic_path, check_output_folder, write_text_atomic
-from rewardcollapse.core.checks import check_openness, check_positive_int
+from rewardcollapse.core.checks import check_positive_int, openness_problem
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY
 from rewardcollapse.core.errors import InputValueError
 
@@ -51,6 +51,7 @@ __all__ = [
     "FileFormat",
     "LongFormData",
     "LongformDesign",
+    "LongformOutput",
     "build_longform",
     "builtin_corpus",
     "level_lengths",
@@ -365,13 +366,10 @@ class LongformDesign:
         if not self.length_scale > 0:
             raise InputValueError(f"`length_scale` must be > 0, got {self.length_scale!r}")
         levels = self.openness_levels
-        if levels is not None:
-            if not isinstance(levels, list) or len(levels) < 2:
-                raise InputValueError(
-                    f"`openness_levels` must be a list of at least 2 numbers in [0, 1], got {levels!r}"
-                )
-            for level in levels:
-                check_openness(level, "`openness_levels`: each level")
+        if levels is not None and (
+            not isinstance(levels, list) or len(levels) < 2 or any(openness_problem(o) for o in levels)
+        ):
+            raise InputValueError(f"`openness_levels` must be a list of at least 2 numbers in [0, 1], got {levels!r}")
 
     def build(self) -> LongFormData:
         """The dataset of this design (:func:`build_longform`)."""
@@ -383,6 +381,14 @@ class LongformDesign:
             levels=self.openness_levels,
             length_scale=self.length_scale,
         )
+
+
+@dataclass
+class LongformOutput:
+    """Where :func:`write_longform` writes a dataset (``rewardcollapse data longform --output --format``)."""
+
+    output: str = field(metadata={"help": "Folder for the train and test files and the dataset card."})
+    format: FileFormat = field(default="jsonl", metadata={"help": "File format of the train and test files."})
 
 
 def build_longform(
