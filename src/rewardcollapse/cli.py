@@ -604,7 +604,8 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
 
     words = tuple(words)
     command = _commands()[words]
-    settings = _train_settings(every_option=every_option) if words == ("train",) else command.settings()
+    short = words == ("train",) and not every_option
+    settings = _train_settings(every_option=False) if short else command.settings()
     prog = "rewardcollapse " + " ".join(words)
     usage = f"{prog} --data FILE --output DIR [options]" if words == ("train",) else None
     parser = HfArgumentParser(
@@ -614,7 +615,7 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
         negated = [name for name in action.option_strings if name.startswith("--no_")]
         if negated:  # HfArgumentParser gives --no_x the help of --x; say what it does instead
             action.help = f"Turn {negated[0].removeprefix('--no_')} off."
-    if words == ("train",) and not every_option:
+    if short:
         parser.add_argument("--help-all", action="store_true", help="Show every option, TrainingArguments' included.")
     return parser
 
