@@ -41,7 +41,7 @@ from rewardcollapse._files import atomic_directory, atomic_path, check_output_fo
 from rewardcollapse.core.checks import check_positive_int
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE, PrecisionSetting
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.experiments.diagnosis import Diagnosis, diagnose_file, level_label, optimum_accuracy, targets_for
+from rewardcollapse.experiments.diagnosis import Diagnosis, diagnose_file, level_label, optimum_accuracy
 from rewardcollapse.experiments.longform import LongformDesign, write_longform
 from rewardcollapse.experiments.report import markdown_report, plot_experiment
 from rewardcollapse.settings import MAX_LENGTH, ModelInput, RankingRewardOptions, field_help
@@ -487,7 +487,8 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Experime
         )
         results = _run_utilities(config, args, precision, paths, output / "runs")
     with atomic_path(output / "rewards.png") as figure:
-        plot_experiment(results, targets_for(8, config.openness_levels), config.openness_levels, figure)
+        targets = next(iter(results.values())).diagnosis.targets  # every run diagnoses the same test prompts
+        plot_experiment(results, targets, config.openness_levels, figure)
     result = ExperimentResult(
         utilities=results,
         figure=output / "rewards.png",
