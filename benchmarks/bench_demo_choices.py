@@ -9,7 +9,6 @@ scored on the demo's 100 test prompts; the table gives the collapse index and th
 
 import argparse
 import dataclasses
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -48,11 +47,9 @@ def main() -> None:
         for seed in args.seeds:
             config = dataclasses.replace(base, seed=seed, utilities=[args.utility], training=training)
             with tempfile.TemporaryDirectory() as folder:
-                report = run_experiment(config, folder)
-                run = Path(report["utilities"][args.utility]["rewards_path"]).parent / "run.json"
-                training = json.loads(run.read_text())["training"]
-            indices.append(report["utilities"][args.utility]["collapse_index"])
-            step_seconds.append(training["seconds"] / training["steps"])
+                result = run_experiment(config, folder).utilities[args.utility]
+            indices.append(result.collapse_index)
+            step_seconds.append(result.training.seconds / result.training.steps)
         cells = " | ".join(f"{value:.3f}" for value in indices)
         print(f"| {name} | {cells} | {sum(step_seconds) / len(step_seconds):.2f} |", flush=True)
 

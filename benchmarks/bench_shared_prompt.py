@@ -99,14 +99,14 @@ def worker(args) -> dict:
                     [prompts[b] for b, _, _ in chunk], [[answers[b][i], answers[b][j]] for b, i, j in chunk]
                 )
                 rewards = score_batch(net, batch)
-                loss = ranking_loss(rewards, utility="logsigmoid", normalize=None, reduction="sum") / len(pairs)
+                loss = ranking_loss(rewards, utility="logsigmoid", normalize="none", reduction="sum") / len(pairs)
                 loss.backward()
                 tokens += int(batch["attention_mask"].sum())
         else:
             batch = batch_of(prompts, answers)
             layout = {"cached": SharedLayout(method="cache"), "rows": SharedLayout(method="rows")}.get(args.worker)
             rewards = score_batch(net, batch, shared=layout)
-            ranking_loss(rewards, utility="logsigmoid", normalize=None, pair_weighting="pair").backward()
+            ranking_loss(rewards, utility="logsigmoid", normalize="none", pair_weighting="pair").backward()
             tokens += layout.stats.tokens if layout else int(batch["attention_mask"].sum())
         optimizer.step()
         if step >= 1:

@@ -28,7 +28,7 @@ K(K-1)/2 ranked pairs; ours merges each prompt's pairs back into its ranking (``
 answers once, TRL forwards each pair's chosen and rejected, K(K-1) sequences per prompt. Both are real
 ``trainer.train()`` runs timed from ``on_step_begin`` to ``on_step_end`` (median of --steps after one warm-up step,
 so batch collation is outside the clock for both), and both minimise the same Bradley-Terry loss, the mean over
-all ranked pairs of -log sigmoid(r_chosen - r_rejected): ours with ``utility="logsigmoid"``, ``normalize=None``,
+all ranked pairs of -log sigmoid(r_chosen - r_rejected): ours with ``utility="logsigmoid"``, ``normalize="none"``,
 ``pair_weighting="pair"``; the table's mean training loss shows that the two runs agree. Held equal:
 
 * one optimiser step covers the same --prompts-per-step prompts: TRL's ``per_device_train_batch_size`` is their
@@ -219,7 +219,7 @@ def run_ours_as_trl(rows, args, tokenizer, model):
         **trainer_arguments(args, "ours_as_trl"),
         **SAME_AS_TRL,
         utility="logsigmoid",
-        normalize=None,
+        normalize="none",
         pair_weighting="pair",
         sequence_format="trl",
         precision="bf16" if args.bf16 else "fp32",

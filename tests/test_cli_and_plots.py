@@ -1,10 +1,14 @@
 import json
+import resource
+import subprocess
+import sys
+from importlib import metadata
 
 import matplotlib.pyplot as plt
 import pytest
 
 from rewardcollapse import plot_limit_laws, plot_optimal_rewards
-from rewardcollapse.cli import main
+from rewardcollapse.cli import _commands, build_parser, command_parser, main
 
 
 def test_help_exits_zero(capsys):
@@ -12,6 +16,113 @@ def test_help_exits_zero(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "solve" in capsys.readouterr().out
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rewardcollapse {metadata.version('rewardcollapse')}"
+
+
+@pytest.mark.parametrize("words", sorted(_commands()), ids=" ".join)
+def test_every_command_has_help_for_every_option(words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*words, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: rewardcollapse {' '.join(words)}")
+    for parser in {command_parser(words), command_parser(words, every_option=False)}:
+        for action in parser._actions:
+            assert action.help, f"{' '.join(words)} {action.option_strings} has no help"
+    # A flag that defaults to on gets a --no_ twin, which says what it does rather than repeating the flag's help.
+    options = {name: action for action in command_parser(["train"])._actions for name in action.option_strings}
+    assert options["--no_disable_dropout"].help == "Turn disable_dropout off."
+    assert options["--no_disable_dropout"].help != options["--disable_dropout"].help
+
+
+def test_groups_list_their_commands(capsys):
+    for group, commands in (("data", ["longform"]), ("openness", ["fit", "predict", "scores", "rankings"])):
+        with pytest.raises(SystemExit):
+            main([group, "--help"])
+        out = capsys.readouterr().out
+        assert all(command in out for command in commands)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data"])
+    assert exit_info.value.code == 2
+    assert "required" in capsys.readouterr().err
+    assert "data" in build_parser().format_help()
+
+
+def test_unknown_options_are_refused_with_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["solve", "--bogus", "1"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --bogus 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["score", "--model", "m", "--data", "d", "--output", "o", "--shared-prompt", "maybe"])
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+def test_train_help_is_short_and_lists_the_project_options_first(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    short = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--help-all"])
+    full = capsys.readouterr().out
+    assert short.startswith("usage: rewardcollapse train --data FILE --output DIR [options]")
+    for option in ("--data", "--resume", "--lora_r", "--utility", "--normalize", "--output_dir", "--max_steps"):
+        assert option in short and option in full
+    for short_name in ("--steps", "--epochs", "--batch-size", "--gradient-accumulation", "--output"):
+        assert short_name in short
+    assert "--help-all" in short and "--lr_scheduler_type" not in short and "--lr_scheduler_type" in full
+    assert len(short.splitlines()) < 200 < len(full.splitlines())
+    assert short.index("--data") < short.index("--max_steps") < short.index("--utility") < short.index("--precision")
+
+
+def test_train_and_score_share_one_definition_of_each_model_input_setting():
+    import dataclasses
+
+    from rewardcollapse.settings import ModelInput
+    from rewardcollapse.training.collator import SEQUENCE_FORMATS
+    from rewardcollapse.training.precision import PRECISIONS
+    from rewardcollapse.training.shared_prompt import SHARED_PROMPT_SETTINGS
+
+    score = {action.dest: action for action in command_parser(["score"])._actions}
+    train = {action.dest: action for action in command_parser(["train"])._actions}
+    for setting in dataclasses.fields(ModelInput):
+        assert score[setting.name].default == train[setting.name].default == setting.default
+        assert score[setting.name].help == train[setting.name].help == setting.metadata["help"]
+    assert score["forward_batch_size"].default is None and score["max_length"].default == 512
+    assert tuple(score["sequence_format"].choices) == ("auto", *SEQUENCE_FORMATS)
+    assert tuple(score["shared_prompt"].choices) == SHARED_PROMPT_SETTINGS
+    assert tuple(score["precision"].choices) == tuple(train["precision"].choices) == PRECISIONS
+    assert "--max-length" in score["max_length"].option_strings and "bf16" not in score
+
+
+@pytest.mark.parametrize("words", [[], ["train"], ["score"], ["reproduce"], ["data", "longform"], ["openness", "fit"]])
+def test_help_imports_no_torch_and_is_quick(words):
+    """``--help`` of the top level and of each command, in a fresh interpreter: no torch, and under 3 s.
+
+    The time is the child's CPU time, which other processes on a busy machine do not inflate as they do its wall
+    time (on an idle one the two agree); importing torch alone takes longer.
+    """
+    script = (
+        "import sys\n"
+        "from rewardcollapse.cli import main\n"
+        "try:\n"
+        f"    main({[*words, '--help']!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: rewardcollapse")
+    assert seconds < 3
 
 
 def test_solve_prints_summary_and_writes_files(tmp_path, capsys):
@@ -55,13 +166,16 @@ def test_solve_refuses_what_does_not_fit_before_allocating(capsys, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
-def test_demo_writes_figures(tmp_path, capsys):
-    assert main(["demo", "-n", "40", "--output", str(tmp_path)]) == 0
+def test_limits_writes_figures(tmp_path, capsys):
+    assert main(["limits", "-n", "40", "--output", str(tmp_path)]) == 0
     for name in ("optimal_rewards.png", "limit_laws.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 100
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {row["utility"] for row in summary} >= {"x", "log", "-1/x", "logsigmoid"}
     assert "Uniform(0, 1)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["demo"])  # renamed to limits, no alias: `make demo` is the experiment
+    assert "invalid choice: 'demo'" in capsys.readouterr().err
 
 
 def test_plot_functions_return_fig_and_axes():

@@ -17,7 +17,10 @@ from rewardcollapse.diagnostics import (
     wasserstein_1,
 )
 from rewardcollapse.experiments import (
+    Diagnosis,
     ExperimentConfig,
+    ExperimentResult,
+    UtilityResult,
     diagnose_file,
     optimum_accuracy,
     read_scored,
@@ -203,13 +206,19 @@ def test_experiment_config_yaml(tmp_path):
         ExperimentConfig.from_yaml(tmp_path / "seeded.yaml").training_arguments()
 
 
-def test_old_flat_training_keys_still_load_with_a_warning(tmp_path):
+def test_flat_training_keys_are_refused_with_where_they_belong(tmp_path):
     (tmp_path / "old.yaml").write_text("steps: 3\nbatch_size: 2\nlearning_rate: 1.0e-4\nbf16: false\nseed: 4\n")
-    with pytest.warns(FutureWarning, match="put them under `training:` as precision: 'fp32', max_steps: 3, "):
-        old = ExperimentConfig.from_yaml(tmp_path / "old.yaml")
-    assert old.training["max_steps"] == 3 and old.training["per_device_train_batch_size"] == 2
-    assert old.training["precision"] == "fp32" and old.training["max_length"] == 512  # the default mapping kept
-    args = old.training_arguments()
+    with pytest.raises(ValueError) as refused:
+        ExperimentConfig.from_yaml(tmp_path / "old.yaml")
+    message = str(refused.value)
+    assert "unknown settings ['batch_size', 'bf16', 'learning_rate', 'steps']" in message
+    assert "go under `training:` as RankingRewardConfig fields (" in message
+    for moved in ("per_device_train_batch_size: 2", "bf16: False", "learning_rate: 0.0001", "max_steps: 3"):
+        assert moved in message
+    (tmp_path / "new.yaml").write_text(
+        "seed: 4\ntraining:\n  max_steps: 3\n  learning_rate: 1.0e-4\n  precision: fp32\n"
+    )
+    args = ExperimentConfig.from_yaml(tmp_path / "new.yaml").training_arguments()
     assert (args.max_steps, args.learning_rate, args.seed, args.precision) == (3, 1e-4, 4, "fp32")
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ValueError, match="must be a mapping"):
@@ -239,7 +248,7 @@ def test_data_and_diagnose_commands(tmp_path, tiny_dir, capsys):
     assert "collapse index 1.000" in printed and "| open | 3 |" in printed
     assert json.loads((tmp_path / "diag" / "diagnostics.json").read_text())["collapse_index"] == 1.0
     assert (tmp_path / "diag" / "rewards.png").stat().st_size > 0
-    assert diagnose_file(rewards)["groups"]["closed"]["wasserstein"] == 0.0
+    assert diagnose_file(rewards).by_group["closed"].wasserstein == 0.0
 
     # Scoring first, from a model and a data file.
     args = ["diagnose", "--model", str(tiny_dir), "--data", str(out / "test.jsonl"), "--output", str(tmp_path / "d2")]
@@ -269,7 +278,17 @@ def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
     printed = capsys.readouterr().out
     assert "| utility | collapse index |" in printed and "| prompt-aware |" in printed
     report = json.loads((out / "report.json").read_text())
+    assert list(report) == ["utilities", "figure", "report_md", "report_json", "config", "data", "precision", "seconds"]
     assert set(report["utilities"]) == {"x", "prompt-aware"}
+    assert list(report["utilities"]["x"]) == [
+        "collapse_index",
+        "groups",
+        "rewards_path",
+        "reused",
+        "verdict",
+        "pairwise_accuracy",
+        "optimum_pairwise_accuracy",
+    ]
     for spec in ("x", "prompt-aware"):
         entry = report["utilities"][spec]
         assert np.isfinite(entry["collapse_index"]) and set(entry["groups"]) == {"open", "closed"}
@@ -355,17 +374,19 @@ def test_level_diagnostics_and_errors(tmp_path, capsys):
             row = {"prompt": f"p{p}", "responses": list("abcdefgh"), "ranks": list(range(8)), "openness": o}
             handle.write(json.dumps({**row, "normalized_rewards": targets[f"o={o:g}"][::-1].tolist()}) + "\n")
     result = diagnose_file(rewards, levels)
-    assert list(result["groups"]) == ["o=0", "o=0.5", "o=1"] and result["collapse_index"] == pytest.approx(1.0)
-    for group in result["groups"].values():
-        assert group["ks"] == 0.0 and group["wasserstein"] == 0.0 and group["kendall_tau"] > 0
+    assert list(result.by_group) == ["o=0", "o=0.5", "o=1"] and result.collapse_index == pytest.approx(1.0)
+    assert result.groups == ["o=0", "o=0.5", "o=1"] * 2 and len(result.rows) == len(result.rewards) == 6
+    assert list(result.targets) == ["o=0", "o=0.5", "o=1"]
+    np.testing.assert_array_equal(result.targets["o=1"], targets["o=1"])
+    for group in result.by_group.values():
+        assert group.ks == 0.0 and group.wasserstein == 0.0 and group.kendall_tau > 0
     # The 4 + 4 answers tied at 0 and 1 score half for their 12 tied pairs.
-    accuracies = [g["pairwise_accuracy"] for g in result["groups"].values()]
+    accuracies = [g.pairwise_accuracy for g in result.by_group.values()]
     assert accuracies == [pytest.approx(22 / 28), 1.0, 1.0]
+    assert result.overall("pairwise_accuracy") == pytest.approx((22 / 28 + 2) / 3)
     # Against the limit laws: exact for the atoms of openness 0, the 8-point discreteness (1/16) for Beta(1, 1).
-    assert result["groups"]["o=0"]["ks_limit"] == 0.0
-    assert result["groups"]["o=1"]["ks_limit"] == pytest.approx(
-        stats.kstest(targets["o=1"], stats.uniform.cdf).statistic
-    )
+    assert result.by_group["o=0"].ks_limit == 0.0
+    assert result.by_group["o=1"].ks_limit == pytest.approx(stats.kstest(targets["o=1"], stats.uniform.cdf).statistic)
     with pytest.raises(ValueError, match=r"line 2 has openness 0.5, which is none of the levels \[0.0, 1.0\]"):
         read_scored(rewards, [0.0, 1.0])
     assert (
@@ -427,16 +448,28 @@ def test_optimum_accuracy_counts_the_ties_of_x_as_half():
 
 def _report(indices):
     utilities = {
-        spec: {
-            "collapse_index": value,
-            "verdict": collapse_verdict(value),
-            "pairwise_accuracy": 0.9,
-            "optimum_pairwise_accuracy": 0.89,
-            "reused": spec == "x",
-        }
+        spec: UtilityResult(
+            diagnosis=Diagnosis(
+                rows=[], rewards=[], groups=[], pairs=[], targets={}, collapse_index=value, by_group={}
+            ),
+            verdict=collapse_verdict(value),
+            pairwise_accuracy=0.9,
+            optimum_pairwise_accuracy=0.89,
+            rewards_path=Path("out/runs") / spec / "rewards.jsonl",
+            reused=spec == "x",
+        )
         for spec, value in indices.items()
     }
-    return {"utilities": utilities, "figure": "out/rewards.png", "report_md": "out/report.md", "report_json": "r.json"}
+    paths = {
+        "figure": "out/rewards.png",
+        "report_md": "out/report.md",
+        "report_json": "r.json",
+        "config": "c",
+        "data": "d",
+    }
+    return ExperimentResult(
+        utilities=utilities, **{k: Path(v) for k, v in paths.items()}, precision="fp32", seconds=1.0
+    )
 
 
 def test_summary_says_plainly_whether_the_finding_was_reproduced():

@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "rewardcollapse"
 #   core <- _files, loss, data <- diagnostics <- plots <- training <- experiments, estimators <- cli
 # `_files` (atomic writes, output checks) needs only core.errors and serves training, experiments, estimators and
 # the CLI, so it sits beside loss and data. `plots` draws what `diagnostics` computes, so it sits above it.
+# `settings` (the commands' torch-free option dataclasses) reads data's input formats and serves training and the CLI.
 # `estimators` loads its sentence encoder through training.models, so it sits above training, beside experiments.
 # The package's own __init__ (the public API) gathers core and plots, so it sits with plots.
 LAYERS = [
     ("core",),
     ("_files", "loss", "data"),
     ("diagnostics",),
-    ("plots",),
+    ("plots", "settings"),
     ("training",),
     ("experiments", "estimators"),
     ("cli",),

@@ -39,7 +39,7 @@ def random_batch(rng, batch=6, k=5):
 
 
 @pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("normalize", ["sigmoid", None])
+@pytest.mark.parametrize("normalize", ["sigmoid", "none"])
 def test_matches_numpy_reference_with_ties_and_masks(spec, normalize):
     rng = np.random.default_rng(0)
     rewards, ranks, mask = random_batch(rng)
@@ -102,7 +102,7 @@ def test_per_prompt_parameter_tensor(family, spec_of):
 def test_bradley_terry_equivalence_with_trl_loss():
     torch.manual_seed(0)
     chosen, rejected = torch.randn(64) * 3, torch.randn(64) * 3
-    ours = ranking_loss(torch.stack([chosen, rejected], dim=1), utility="logsigmoid", normalize=None)
+    ours = ranking_loss(torch.stack([chosen, rejected], dim=1), utility="logsigmoid", normalize="none")
     trl = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
     assert abs(ours.item() - trl.item()) < 1e-6
 
@@ -137,10 +137,10 @@ def test_pairs_give_partial_orders_and_match_ranks():
 
 def test_default_order_is_column_order_and_reductions():
     rewards = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
-    none = ranking_loss(rewards, utility="x", normalize=None, reduction="none")
+    none = ranking_loss(rewards, utility="x", normalize="none", reduction="none")
     assert none.tolist() == pytest.approx([-4 / 3, 0.0])
-    assert ranking_loss(rewards, utility="x", normalize=None, reduction="sum").item() == pytest.approx(-4 / 3)
-    assert ranking_loss(rewards, utility="x", normalize=None).item() == pytest.approx(-2 / 3)
+    assert ranking_loss(rewards, utility="x", normalize="none", reduction="sum").item() == pytest.approx(-4 / 3)
+    assert ranking_loss(rewards, utility="x", normalize="none").item() == pytest.approx(-2 / 3)
 
 
 def test_prompts_without_pairs_are_left_out_of_the_mean():
@@ -200,7 +200,7 @@ def test_descending_loss_moves_scores_into_order():
 
 
 def test_matches_the_optimal_rewards_of_the_solver():
-    # With free rewards in [0, 1] (normalize=None), minimising the loss with eps -> 0 gives the solver's optimum.
+    # With free rewards in [0, 1] (normalize="none"), minimising the loss with eps -> 0 gives the solver's optimum.
     from rewardcollapse import optimal_rewards
 
     logits = torch.zeros(1, 5, dtype=torch.float64, requires_grad=True)
@@ -208,7 +208,7 @@ def test_matches_the_optimal_rewards_of_the_solver():
 
     def closure():
         optimizer.zero_grad()
-        loss = ranking_loss(logits.sigmoid(), utility="-1/x", normalize=None, eps=1e-9)
+        loss = ranking_loss(logits.sigmoid(), utility="-1/x", normalize="none", eps=1e-9)
         loss.backward()
         return loss
 
@@ -225,6 +225,7 @@ def test_matches_the_optimal_rewards_of_the_solver():
     ("kwargs", "error", "match"),
     [
         ({"utility": "log", "normalize": "softmax"}, ValueError, "`normalize` must be"),
+        ({"utility": "log", "normalize": None}, ValueError, "got None; write 'none' for raw scores"),
         ({"utility": "log", "reduction": "max"}, ValueError, "`reduction` must be"),
         ({"utility": "log", "eps": 0.0}, ValueError, "`eps` must be > 0 for utility 'log'"),
         ({"utility": "cubic"}, ValueError, "unknown utility spec"),

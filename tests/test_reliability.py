@@ -152,8 +152,8 @@ def test_score_option_errors_leave_the_output_alone(tmp_path, tiny_dir, capsys):
     base = ["score", "--model", str(tiny_dir), "--data", str(data), "--output", str(output)]
     for option, value, message in [
         ("--batch-size", "0", "`batch_size` must be a positive integer, got 0"),
-        ("--max-length", "0", "`max_length` must be a positive integer, got 0"),
-        ("--forward-batch-size", "-1", "`forward_batch_size` must be a positive integer, got -1"),
+        ("--max-length", "0", "`max_length` must be at least 2 tokens, got 0"),
+        ("--forward-batch-size", "-1", "`forward_batch_size` must be a positive integer or None, got -1"),
     ]:
         assert main([*base, option, value]) == 2
         assert message in capsys.readouterr().err

@@ -129,7 +129,7 @@ def test_a_typo_fails_the_check(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTED_TYPES))
 def test_header_commands_launch_rewardcollapse_train(name, monkeypatch):
-    from rewardcollapse.cli import _train_argv, train_parser
+    from rewardcollapse.cli import command_parser
 
     commands = header_commands(CONFIG_DIR / name)
     assert len(commands) == (2 if name == "multinode.yaml" else 1)
@@ -139,7 +139,7 @@ def test_header_commands_launch_rewardcollapse_train(name, monkeypatch):
         assert args.config_file == f"configs/accelerate/{name}"
         assert args.module and args.training_script == "rewardcollapse.cli"
         assert args.training_script_args[0] == "train"
-        job, config = train_parser().parse_args_into_dataclasses(args=_train_argv(args.training_script_args[1:]))
+        job, config = command_parser(["train"]).parse_args_into_dataclasses(args=args.training_script_args[1:])
         assert job.data == "train.jsonl" and config.output_dir.startswith("runs/")
         assert env["ACCELERATE_MIXED_PRECISION"] == "no"
         launched.append((args.num_machines, args.machine_rank, args.num_processes, args.main_process_ip))

@@ -273,7 +273,33 @@ def test_config_validation(tmp_path):
         config(tmp_path, forward_batch_size=0)
     with pytest.raises(ValueError, match="`remove_unused_columns` must be False"):
         config(tmp_path, remove_unused_columns=True)
-    assert config(tmp_path, normalize="none").loss_normalize is None
+    assert config(tmp_path, normalize="none").normalize == "none"
+    with pytest.raises(ValueError, match="`normalize` must be 'sigmoid' or 'none', got None; write 'none' for off"):
+        config(tmp_path, normalize=None)
+
+
+def test_config_gains_the_torch_free_options_by_inheritance_and_keeps_its_signature(tmp_path):
+    import dataclasses
+    import inspect
+
+    from transformers import TrainingArguments
+
+    from rewardcollapse.settings import ModelInput, RankingRewardOptions
+
+    theirs = {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.init}
+    ours = {f.name: f.default for f in dataclasses.fields(RankingRewardConfig) if f.init}
+    project = [f.name for cls in (RankingRewardOptions, ModelInput) for f in dataclasses.fields(cls)]
+    parameters = list(inspect.signature(RankingRewardConfig).parameters)
+    assert parameters[0] == "output_dir" and set(theirs) | set(project) == set(parameters) == set(ours)
+    # The fields redefined with this project's help keep TrainingArguments' defaults, but for TRL's two.
+    redefined = sorted(set(project) & set(theirs))
+    assert {"output_dir", "max_steps", "per_device_train_batch_size", "learning_rate", "seed"} <= set(redefined)
+    changed = {name: ours[name] for name in redefined if ours[name] != theirs[name]}
+    assert changed == {"learning_rate": 1e-4, "logging_steps": 10}
+    assert ours["remove_unused_columns"] is False and theirs["remove_unused_columns"] is True
+    made = RankingRewardConfig(str(tmp_path), report_to="none")  # output_dir stays the one positional argument
+    assert (made.output_dir, made.max_length, made.utility, made.normalize) == (str(tmp_path), 512, "log", "sigmoid")
+    assert made.precision in ("fp32", "bf16") and made.precision_reason
 
 
 def test_trainer_input_errors(tmp_path, tokenizer, tiny_model):

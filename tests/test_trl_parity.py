@@ -89,7 +89,7 @@ def test_loss_equals_trls_compute_loss(tmp_path, decoder_tokenizer, tiny_decoder
         output_dir=str(tmp_path / "ours"),
         report_to="none",
         utility="logsigmoid",
-        normalize=None,
+        normalize="none",
         pair_weighting="pair",
         center_rewards_coefficient=center,
         use_cpu=True,
@@ -119,7 +119,9 @@ def test_a_model_trained_by_trl_scores_the_same_here(tmp_path, decoder_tokenizer
     data.write_text(
         "".join(json.dumps({"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}) + "\n" for r in PAIRS)
     )
-    score_file(model=tmp_path / "trl-model", data=data, output=tmp_path / "scores.jsonl", progress=False)
+    score_file(
+        model=tmp_path / "trl-model", data=data, output=tmp_path / "scores.jsonl", progress=False, precision="fp32"
+    )
     scored = [json.loads(line)["rewards"] for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(scored, expected, atol=1e-5)
 

@@ -1,22 +1,136 @@
-"""The ``rewardcollapse`` command line: one entry point, one subcommand per job."""
+"""The ``rewardcollapse`` command line: one entry point, one subcommand per job, each parsed from dataclasses.
+
+Every command's options are the fields of dataclasses (``transformers.HfArgumentParser``), with their help and
+``Literal`` choices: the library's own settings (:mod:`rewardcollapse.settings`,
+:class:`~rewardcollapse.experiments.longform.LongformDesign`, :class:`~rewardcollapse.experiments.ReproduceOptions`)
+and, for the options only this command line has, the small dataclasses here. ``--help`` imports neither torch nor
+transformers' training code; ``train --help`` lists the project's options and the most used training ones, and
+``train --help-all`` every ``TrainingArguments`` option.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from rewardcollapse._files import atomic_path, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputError, InputValueError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "command_parser", "main"]
 
 
-def _parse_ranking(args: argparse.Namespace):
+@dataclass
+class SolveOptions:
+    """``rewardcollapse solve``: the exact optimal rewards of one prompt's ranking."""
+
+    n: int = field(default=100, metadata={"help": "Answers in a total order.", "aliases": ["-n"]})
+    ranking: str | None = field(
+        default=None,
+        metadata={
+            "help": "A ranking instead of n: JSON tiers '[[0], [1, 2], [3]]' or '{\"edges\": [[0, 1], [0, 2]]}'."
+        },
+    )
+    utility: str = field(
+        default="log",
+        metadata={"help": "Utility spec: x, log, x^0.5, logsigmoid; write --utility=-1/x for specs with a leading -."},
+    )
+    eps: float = field(default=0.0, metadata={"help": "Whole-line extension shift."})
+    tol: float = field(default=1e-10, metadata={"help": "Relative KKT residual to reach."})
+    json: str | None = field(
+        default=None, metadata={"help": "Write the rewards and the solver's report to this JSON file."}
+    )
+    plot: str | None = field(
+        default=None, metadata={"help": "Write a histogram against the limit law to this figure (PNG, PDF, SVG, ...)."}
+    )
+
+
+@dataclass
+class LimitsOptions:
+    """``rewardcollapse limits``: optimal rewards of a long ranking under each utility, and their limit laws."""
+
+    n: int = field(default=200, metadata={"help": "Answers per ranking.", "aliases": ["-n"]})
+    output: str = field(
+        default="limits-output",
+        metadata={"help": "Folder for optimal_rewards.png, limit_laws.png and summary.json."},
+    )
+
+
+@dataclass
+class DiagnoseOptions:
+    """``rewardcollapse diagnose``: the scored file to diagnose (or the model and data to score first)."""
+
+    rewards: str | None = field(
+        default=None,
+        metadata={"help": "A `rewardcollapse score` output whose rows have an openness; or give --model and --data."},
+    )
+    model: str | None = field(default=None, metadata={"help": "Score --data with this trained model first."})
+    data: str | None = field(default=None, metadata={"help": "Ranking data to score with --model."})
+    output: str = field(
+        default="diagnostics",
+        metadata={"help": "Folder for rewards.png and diagnostics.json (and rewards.jsonl when scoring here)."},
+    )
+    levels: list[float] | None = field(
+        default=None,
+        metadata={"help": "Group the prompts by these openness levels instead of open (>= 0.5) and closed."},
+    )
+
+
+@dataclass(kw_only=True)
+class OpennessRows:
+    """The rows an ``openness`` command reads."""
+
+    data: str = field(
+        metadata={"help": "Rows with a 'prompt' (and for fit an 'openness'): JSONL, Parquet, CSV, folder or Hub name."}
+    )
+    split: str = field(default="train", metadata={"help": "Split of a datasets folder or Hub dataset."})
+
+
+@dataclass(kw_only=True)
+class OpennessEncoding(OpennessRows):
+    """Rows whose prompts a sentence encoder embeds."""
+
+    batch_size: int = field(default=64, metadata={"help": "Prompts per forward pass of the encoder."})
+
+
+@dataclass(kw_only=True)
+class OpennessFit(OpennessEncoding):
+    """``rewardcollapse openness fit``."""
+
+    output: str = field(metadata={"help": "Folder for openness_classifier.json."})
+    encoder: str | None = field(
+        default=None, metadata={"help": "Sentence encoder, Hub name or path; default: the shipped MiniLM."}
+    )
+    test_fraction: float = field(default=0.2, metadata={"help": "Prompts held out to measure the accuracy."})
+    c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic regression."})
+    seed: int = field(default=0, metadata={"help": "Seeds the held-out split."})
+    max_length: int = field(default=128, metadata={"help": "Tokens per prompt (kept for predict)."})
+
+
+@dataclass(kw_only=True)
+class OpennessPredict(OpennessEncoding):
+    """``rewardcollapse openness predict``."""
+
+    model: str = field(metadata={"help": "Folder written by `rewardcollapse openness fit`."})
+    output: str = field(metadata={"help": "JSONL file: each row plus predicted_openness."})
+
+
+@dataclass(kw_only=True)
+class OpennessEstimate(OpennessRows):
+    """``rewardcollapse openness scores`` and ``openness rankings``."""
+
+    output: str = field(metadata={"help": "JSONL file: each row plus estimated_openness."})
+
+
+def _parse_ranking(args: SolveOptions) -> Any:
     if args.ranking is None:
         return args.n
     example = "e.g. '[[0], [1, 2], [3]]' (tiers), '[[0, 1], [1, 2]]' as edges in {\"edges\": ...}"
@@ -38,7 +152,7 @@ def _parse_ranking(args: argparse.Namespace):
     return value
 
 
-def _solve(args: argparse.Namespace) -> int:
+def _solve(args: SolveOptions) -> int:
     from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards, utility
 
     if args.plot and args.ranking is not None:
@@ -88,7 +202,7 @@ def _solve(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _limits(args: LimitsOptions) -> int:
     from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards
     from rewardcollapse.plots import DEFAULT_PLOT_UTILITIES, plot_limit_laws, plot_optimal_rewards
 
@@ -126,77 +240,52 @@ def _check_figure_format(path: str | Path, option: str) -> None:
         )
 
 
-def _save_figure(fig, path: str | Path) -> None:
+def _save_figure(fig: Any, path: str | Path) -> None:
     """Save a matplotlib figure whole (atomically) at ``path``, in the format of its suffix."""
     with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".").lower() or None)
 
 
 def _print_table(rows: Sequence[tuple[str, object]]) -> None:
+    """Print ``(name, value)`` rows as two aligned columns, floats to 4 significant digits."""
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         shown = f"{value:.4g}" if isinstance(value, float) else value
         print(f"{name:<{width}}  {shown}")
 
 
-_TRAIN_ALIASES = {
-    "--steps": "--max_steps",
-    "--epochs": "--num_train_epochs",
-    "--batch-size": "--per_device_train_batch_size",
-    "--gradient-accumulation": "--gradient_accumulation_steps",
-    "--output": "--output_dir",
-}
-"""Short option names of ``train`` and the ``TrainingArguments`` field each stands for."""
+def _train_result_rows(result: Any, max_length: int) -> list[tuple[str, object]]:
+    """The summary table of a training run: where the model went, how it trained, and its evaluation."""
+    truncated = f"{result.truncated_sequences} of {result.sequences} sequences (max_length {max_length})"
+    rows = [
+        ("model saved to", result.model),
+        ("utility", result.utility),
+        ("precision", f"{result.precision} ({result.precision_reason})"),
+        ("model input", result.sequence_format),
+        ("layout", result.layout),
+        ("train prompts", result.train_prompts),
+        ("steps", result.steps),
+        ("train loss", result.train_loss),
+        ("time (s)", result.seconds),
+        ("prompts/s", result.prompts_per_second),
+        *([("tokens saved", f"{result.tokens_saved:.1%}")] if result.tokens_saved is not None else []),
+        ("truncated", truncated),
+    ]
+    return rows + [
+        (name.removeprefix("eval_"), value)
+        for name, value in (result.eval or {}).items()
+        if name.startswith("eval_") and "runtime" not in name and "per_second" not in name
+    ]
 
 
-def _train_argv(argv: Sequence[str]) -> list[str]:
-    """Translate the short names (``--steps 10``, ``--output=dir``) and a bare ``--resume`` (the latest checkpoint)."""
-    out: list[str] = []
-    for k, token in enumerate(argv):
-        name, equals, value = token.partition("=")
-        name = _TRAIN_ALIASES.get(name, name)
-        out.append(f"{name}{equals}{value}")
-        if token == "--resume" and (k + 1 == len(argv) or argv[k + 1].startswith("--")):
-            out.append("latest")
-    return out
-
-
-def train_parser() -> argparse.ArgumentParser:
-    """The ``train`` command's parser: :class:`TrainJob` and every :class:`RankingRewardConfig` field (help included).
-
-    Built from the dataclasses with ``transformers.HfArgumentParser``, as TRL's scripts do, so a new config field is
-    a new option without a line of CLI code; ``--max-steps`` and ``--max_steps`` both work, and the short names
-    ``--steps``, ``--epochs``, ``--batch-size``, ``--gradient-accumulation`` and ``--output`` are kept.
-    """
-    from transformers import HfArgumentParser
-
-    from rewardcollapse.training.config import RankingRewardConfig
-    from rewardcollapse.training.run import TrainJob
-
-    parser = HfArgumentParser(
-        (TrainJob, RankingRewardConfig),
-        prog="rewardcollapse train",
-        description="Train a reward model on ranked answers, one forward pass per answer. Short names: "
-        + ", ".join(f"{short} = {full}" for short, full in _TRAIN_ALIASES.items())
-        + "; a bare --resume continues from the latest checkpoint.",
-    )
-    parser.set_defaults(output_dir=None)
-    return parser
-
-
-def _train(argv: Sequence[str]) -> int:
+def _train(job: Any, config: Any) -> int:
     from rewardcollapse.training.run import train_reward_model
 
-    parser = train_parser()
-    try:
-        job, config = parser.parse_args_into_dataclasses(args=_train_argv(argv))
-    except ValueError as error:  # a setting the config (ours or TrainingArguments) rejects: an input error
-        raise InputValueError(str(error)) from error
     if config.output_dir is None:
         raise InputValueError(
             "--output_dir (or --output) is required: the folder for checkpoints and the trained model"
         )
-    summary = train_reward_model(
+    result = train_reward_model(
         model=job.model,
         data=job.data,
         eval_data=job.eval_data,
@@ -207,66 +296,35 @@ def _train(argv: Sequence[str]) -> int:
         peft_config=job.peft_config(),
         merge_lora=job.merge_lora,
     )
-    rows = [
-        ("model saved to", summary["model"]),
-        ("utility", summary["utility"]),
-        ("precision", f"{summary['precision']} ({summary['precision_reason']})"),
-        ("model input", summary["sequence_format"]),
-        ("layout", summary["layout"]),
-        ("train prompts", summary["train_prompts"]),
-        ("steps", summary["steps"]),
-        ("train loss", summary["train_loss"]),
-        ("time (s)", summary["seconds"]),
-        ("prompts/s", summary["prompts_per_second"]),
-        *([("tokens saved", f"{summary['tokens_saved']:.1%}")] if summary["tokens_saved"] is not None else []),
-        (
-            "truncated",
-            f"{summary['truncated_sequences']} of {summary['sequences']} sequences (max_length {config.max_length})",
-        ),
-    ]
-    rows += [
-        (name.removeprefix("eval_"), value)
-        for name, value in summary.get("eval", {}).items()
-        if name.startswith("eval_") and "runtime" not in name and "per_second" not in name
-    ]
     print()
-    _print_table(rows)
+    _print_table(_train_result_rows(result, config.max_length))
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
+def _score(job: Any, model_input: Any) -> int:
     from rewardcollapse.training.run import score_file
 
-    summary = score_file(
-        model=args.model,
-        data=args.data,
-        output=args.output,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        forward_batch_size=args.forward_batch_size,
-        bf16=args.bf16,
-        input_format=args.input_format,
-        skip_invalid=args.skip_invalid,
-        sequence_format=args.sequence_format,
-        shared_prompt=args.shared_prompt,
+    result = score_file(
+        model=job.model,
+        data=job.data,
+        output=job.output,
+        batch_size=job.batch_size,
+        input_format=job.input_format,
+        skip_invalid=job.skip_invalid,
+        **dataclasses.asdict(model_input),
     )
     print()
-    _print_table([(name.replace("_", " "), value) for name, value in summary.items() if name != "output"])
-    print(f"wrote {summary['output']}")
+    shown = {name: value for name, value in dataclasses.asdict(result).items() if value is not None}
+    _print_table([(name.replace("_", " "), value) for name, value in shown.items() if name != "output"])
+    print(f"wrote {result.output}")
     return 0
 
 
-def _data_longform(args: argparse.Namespace) -> int:
-    from rewardcollapse.experiments.longform import build_longform, write_longform
+def _data_longform(design: Any, where: Any) -> int:
+    from rewardcollapse.experiments.longform import write_longform
 
-    data = build_longform(
-        args.source,
-        train_prompts=args.train_prompts,
-        test_prompts=args.test_prompts,
-        seed=args.seed,
-        levels=args.levels,
-    )
-    paths = write_longform(data, args.output, file_format=args.format)
+    data = design.build()
+    paths = write_longform(data, where.output, file_format=where.format)
     report = data.report
     print()
     _print_table(
@@ -284,21 +342,19 @@ def _data_longform(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_diagnostics(name: str, result: dict) -> None:
-    print(f"\n{name}: collapse index {result['collapse_index']:.3f}")
+def _print_diagnosis(name: str, diagnosis: Any) -> None:
+    print(f"\n{name}: collapse index {diagnosis.collapse_index:.3f}")
     print("| group | prompts | KS to target | W1 to target | KS to limit law | pairwise accuracy | Kendall tau |")
     print("|---|---|---|---|---|---|---|")
-    for group, g in result["groups"].items():
+    for group, g in diagnosis.by_group.items():
         print(
-            f"| {group} | {g['prompts']} | {g['ks']:.3f} | {g['wasserstein']:.3f} | {g['ks_limit']:.3f} | "
-            f"{g['pairwise_accuracy']:.3f} | {g['kendall_tau']:.3f} |"
+            f"| {group} | {g.prompts} | {g.ks:.3f} | {g.wasserstein:.3f} | {g.ks_limit:.3f} | "
+            f"{g.pairwise_accuracy:.3f} | {g.kendall_tau:.3f} |"
         )
 
 
-def _diagnose(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from rewardcollapse.experiments.diagnosis import diagnose_file, read_scored, targets_for
+def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
+    from rewardcollapse.experiments.diagnosis import diagnose_file
     from rewardcollapse.plots import plot_group_rewards
 
     output = Path(args.output)
@@ -309,36 +365,24 @@ def _diagnose(args: argparse.Namespace) -> int:
         from rewardcollapse.training.run import score_file
 
         rewards_path = output / "rewards.jsonl"
-        score_file(model=args.model, data=args.data, output=rewards_path, max_length=args.max_length)
-    result = diagnose_file(rewards_path, args.levels)  # checks every row before anything is written
+        score_file(model=args.model, data=args.data, output=rewards_path, **dataclasses.asdict(model_input))
+    diagnosis = diagnose_file(rewards_path, args.levels)  # checks every row before anything is written
     check_output_folder(output, "--output")
-    _print_diagnostics(str(rewards_path), result)
-    rewards, groups, _ = read_scored(Path(rewards_path), args.levels)
-    n = int(np.median([len(r) for r in rewards]))
-    targets = targets_for(n, args.levels)
-    fig, _ = plot_group_rewards(rewards, groups, targets, title=f"collapse index {result['collapse_index']:.2f}")
+    _print_diagnosis(str(rewards_path), diagnosis)
+    title = f"collapse index {diagnosis.collapse_index:.2f}"
+    fig, _ = plot_group_rewards(diagnosis.rewards, diagnosis.groups, diagnosis.targets, title=title)
     _save_figure(fig, output / "rewards.png")
-    write_text_atomic(output / "diagnostics.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(output / "diagnostics.json", json.dumps(diagnosis.to_dict(), indent=2) + "\n")
     print(f"\nwrote {output / 'rewards.png'} and {output / 'diagnostics.json'}")
     return 0
 
 
-def _reproduce(args: argparse.Namespace) -> int:
-    from rewardcollapse.experiments import ExperimentConfig, run_experiment, summary_text
+def _reproduce(args: Any) -> int:
+    from rewardcollapse.experiments import run_experiment, summary_text
 
-    config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
-    if args.utilities:
-        config.utilities = [u.strip() for u in args.utilities.split(",") if u.strip()]
-    for name in ("model", "seed"):
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
-    for name, field_name in (("steps", "max_steps"), ("precision", "precision")):
-        if getattr(args, name) is not None:
-            config.training[field_name] = getattr(args, name)
-    if args.levels is not None:
-        config.openness_levels = args.levels
+    config = args.experiment_config()
     try:
-        report = run_experiment(config, args.output)
+        result = run_experiment(config, args.output)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: finished utilities are kept in {args.output}; run the same command again to continue",
@@ -346,8 +390,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         )
         return 130
     print()
-    print(Path(report["report_md"]).read_text())
-    print(summary_text(report, levels=config.openness_levels))
+    print(result.report_md.read_text())
+    print(summary_text(result, levels=config.openness_levels))
     return 0
 
 
@@ -360,7 +404,7 @@ def _write_rows(rows: Sequence[dict], path: str | Path) -> None:
     write_text_atomic(path, text)
 
 
-def _print_openness_summary(estimates, labels) -> None:
+def _print_openness_summary(estimates: Sequence[float], labels: Sequence[float] | None) -> None:
     """Rows, the estimates' spread and, where every row has an openness label, how well they agree with it."""
     import numpy as np
     from scipy import stats
@@ -384,13 +428,13 @@ def _print_openness_summary(estimates, labels) -> None:
     _print_table(rows)
 
 
-def _read_rows(args: argparse.Namespace) -> list[dict]:
+def _read_rows(args: OpennessRows) -> list[dict]:
     from rewardcollapse.data.loaders import read_table
 
     return read_table(args.data, split=args.split).to_list()
 
 
-def _openness_fit(args: argparse.Namespace) -> int:
+def _openness_fit(args: OpennessFit) -> int:
     from rewardcollapse.estimators import fit_openness_classifier, prompts_and_openness
 
     check_output_folder(args.output, "--output")
@@ -412,7 +456,7 @@ def _openness_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _openness_predict(args: argparse.Namespace) -> int:
+def _openness_predict(args: OpennessPredict) -> int:
     from rewardcollapse.estimators import OpennessClassifier, prompts_and_openness
 
     check_output_file(args.output, "--output")
@@ -426,12 +470,10 @@ def _openness_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _openness_estimate(args: argparse.Namespace) -> int:
+def _openness_estimate(args: OpennessEstimate, column: str) -> int:
     from rewardcollapse.core import openness_from_rankings, openness_from_scores
 
-    column, estimate = (
-        ("scores", openness_from_scores) if args.estimator == "scores" else ("rankings", openness_from_rankings)
-    )
+    estimate = {"scores": openness_from_scores, "rankings": openness_from_rankings}[column]
     check_output_file(args.output, "--output")
     rows = _read_rows(args)
     estimates = []
@@ -449,139 +491,188 @@ def _openness_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--data", required=True, help="JSONL, JSON, Parquet or CSV file, datasets folder, or Hub name")
-    command.add_argument(
-        "--input-format",
-        default="auto",
-        choices=["auto", "ranking", "pairwise", "scored"],
-        help="row format (default: from the columns)",
+@dataclass(frozen=True)
+class _Command:
+    """A subcommand: its one-line help, the dataclasses its options come from, and what runs them."""
+
+    help: str
+    settings: Callable[[], tuple[type, ...]]
+    """The dataclasses, imported only when the command runs or shows its help."""
+    run: Callable[..., int]
+    more: str = ""
+    """What ``--help`` says after the one-line help."""
+
+
+def _train_settings(*, every_option: bool) -> tuple[type, ...]:
+    """``train``'s dataclasses: the job, and the full training config or only its first options (no torch)."""
+    from rewardcollapse.settings import ModelInput, RankingRewardOptions, TrainJob
+
+    if every_option:
+        from rewardcollapse.training.config import RankingRewardConfig
+
+        return TrainJob, RankingRewardConfig
+    return TrainJob, RankingRewardOptions, ModelInput
+
+
+def _score_settings() -> tuple[type, ...]:
+    from rewardcollapse.settings import ModelInput, ScoreJob
+
+    return ScoreJob, ModelInput
+
+
+def _diagnose_settings() -> tuple[type, ...]:
+    from rewardcollapse.settings import ModelInput
+
+    return DiagnoseOptions, ModelInput
+
+
+def _reproduce_settings() -> tuple[type, ...]:
+    from rewardcollapse.experiments import ReproduceOptions
+
+    return (ReproduceOptions,)
+
+
+def _longform_settings() -> tuple[type, ...]:
+    from rewardcollapse.experiments.longform import LongformDesign, LongformOutput
+
+    return LongformDesign, LongformOutput
+
+
+def _commands() -> dict[tuple[str, ...], _Command]:
+    """Every subcommand by its words (``("data", "longform")``); built per call, so a test may replace a runner."""
+    return {
+        ("solve",): _Command("exact optimal rewards of one prompt's ranking", lambda: (SolveOptions,), _solve),
+        ("limits",): _Command(
+            "optimal rewards of a long ranking under each utility and their limit laws, with figures",
+            lambda: (LimitsOptions,),
+            _limits,
+        ),
+        ("train",): _Command(
+            "train a reward model on ranked answers, one forward pass per answer",
+            lambda: _train_settings(every_option=True),
+            _train,
+        ),
+        ("score",): _Command("score every answer with a trained reward model, write JSONL", _score_settings, _score),
+        ("diagnose",): _Command(
+            "collapse index and per-group diagnostics of scored answers, plots", _diagnose_settings, _diagnose
+        ),
+        ("reproduce",): _Command(
+            "the paper's experiment: one reward model per utility, report",
+            _reproduce_settings,
+            _reproduce,
+            "The settings come from --config (default: the paper's); an option given here replaces the file's.",
+        ),
+        ("data", "longform"): _Command(
+            "the paper's ranking data from LongForm or the built-in corpus", _longform_settings, _data_longform
+        ),
+        ("openness", "fit"): _Command(
+            "fit a prompt-text classifier (MiniLM embeddings + logistic regression)",
+            lambda: (OpennessFit,),
+            _openness_fit,
+        ),
+        ("openness", "predict"): _Command(
+            "predicted openness of each prompt with a fitted classifier", lambda: (OpennessPredict,), _openness_predict
+        ),
+        ("openness", "scores"): _Command(
+            "openness of each row from per-answer quality scores (nearest family optimum)",
+            lambda: (OpennessEstimate,),
+            lambda args: _openness_estimate(args, "scores"),
+        ),
+        ("openness", "rankings"): _Command(
+            "openness of each row from several raters' rankings (1 - Kendall's W, a heuristic)",
+            lambda: (OpennessEstimate,),
+            lambda args: _openness_estimate(args, "rankings"),
+        ),
+    }
+
+
+_GROUPS = {
+    "data": "build datasets",
+    "openness": "estimate prompts' openness: from prompt text, scores or rankings",
+}
+
+
+def command_parser(words: Sequence[str], *, every_option: bool = True) -> argparse.ArgumentParser:
+    """The parser of one subcommand (``["score"]``, ``["data", "longform"]``), built from its dataclasses.
+
+    For ``train``, ``every_option=False`` gives the parser its ``--help`` shows: the job, the ranking loss, the
+    model input and the most used training options, without importing torch; the full one adds every
+    ``TrainingArguments`` field. Short names: ``--steps``, ``--epochs``, ``--batch-size``,
+    ``--gradient-accumulation`` and ``--output``; every option also takes dashes for underscores.
+    """
+    from transformers import HfArgumentParser
+
+    words = tuple(words)
+    command = _commands()[words]
+    short = words == ("train",) and not every_option
+    settings = _train_settings(every_option=False) if short else command.settings()
+    prog = "rewardcollapse " + " ".join(words)
+    usage = f"{prog} --data FILE --output DIR [options]" if words == ("train",) else None
+    parser = HfArgumentParser(
+        settings, prog=prog, usage=usage, description=f"{command.help[:1].upper()}{command.help[1:]}. {command.more}"
     )
-    command.add_argument("--skip-invalid", action="store_true", help="drop invalid rows and report them, not stop")
-    command.add_argument("--max-length", type=int, default=512, help="tokens per (prompt, answer); default 512")
-    command.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
-    command.add_argument("--forward-batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
-    command.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPUs, and CPUs with AMX)")
+    for action in parser._actions:  # argparse keeps no public list of its options
+        negated = [name for name in action.option_strings if name.startswith("--no_")]
+        if negated:  # HfArgumentParser gives --no_x the help of --x; say what it does instead
+            action.help = f"Turn {negated[0].removeprefix('--no_')} off."
+    if short:
+        parser.add_argument("--help-all", action="store_true", help="Show every option, TrainingArguments' included.")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser (exposed for documentation and tests)."""
+    """The top-level parser: ``--version`` and the list of subcommands (each parsed by :func:`command_parser`)."""
     parser = argparse.ArgumentParser(
         prog="rewardcollapse", description="Study and prevent reward collapse in ranking-trained reward models."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    solve = sub.add_parser("solve", help="exact optimal rewards of one prompt's ranking")
-    solve.add_argument("-n", type=int, default=100, help="answers in a total order (default 100)")
-    solve.add_argument("--ranking", help="JSON tiers '[[0], [1, 2], [3]]' or '{\"edges\": [[0, 1], [0, 2]]}'")
-    solve.add_argument(
-        "--utility",
-        default="log",
-        help="utility spec: x, log, x^0.5, logsigmoid; write --utility=-1/x for specs with a leading -",
-    )
-    solve.add_argument("--eps", type=float, default=0.0, help="whole-line extension shift (default 0)")
-    solve.add_argument("--tol", type=float, default=1e-10, help="relative KKT residual to reach")
-    solve.add_argument("--json", help="write rewards and solver report to this JSON file")
-    solve.add_argument("--plot", help="write a histogram against the limit law to this PNG")
-    solve.set_defaults(run=_solve)
-
-    demo = sub.add_parser("demo", help="the built-in demonstration: optimal rewards and limit laws, with figures")
-    demo.add_argument("-n", type=int, default=200, help="answers per ranking (default 200)")
-    demo.add_argument("--output", default="demo-output", help="folder for figures and summary")
-    demo.set_defaults(run=_demo)
-
-    # `train` is parsed by train_parser() (every RankingRewardConfig field); this entry lists it and routes to it.
-    train = sub.add_parser(
-        "train", help="train a reward model on ranked answers, one forward pass per answer", add_help=False
-    )
-    train.set_defaults(run=None)
-
-    score = sub.add_parser("score", help="score every answer with a trained reward model, write JSONL")
-    score.add_argument("--model", required=True, help="trained model folder or Hub name")
-    _add_data_options(score)
-    score.add_argument("--output", required=True, help="JSONL file: each row plus rewards and normalized_rewards")
-    score.add_argument(
-        "--sequence-format",
-        default="auto",
-        choices=["auto", "trl", "pair"],
-        help="model input: auto (as the model was trained, else pair for encoders, trl for decoders), trl "
-        "(prompt + answer + EOS, TRL's), pair (the tokenizer's text pair)",
-    )
-    score.add_argument(
-        "--shared-prompt",
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="encode each prompt once for its answers: auto (causal models), on (refuse a model that cannot), off",
-    )
-    score.set_defaults(run=_score)
-
-    data = sub.add_parser("data", help="build datasets")
-    data_sub = data.add_subparsers(dest="dataset", required=True)
-    longform = data_sub.add_parser("longform", help="the paper's ranking data from LongForm or the built-in corpus")
-    longform.add_argument("--source", default="builtin", help="'builtin', Hub name, JSONL/Parquet file or folder")
-    longform.add_argument("--output", required=True, help="folder for train/test files and the dataset card")
-    longform.add_argument("--train-prompts", type=int, default=8192)
-    longform.add_argument("--test-prompts", type=int, default=16)
-    longform.add_argument("--seed", type=int, default=0)
-    longform.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
-    longform.add_argument(
-        "--levels", type=float, nargs="+", help="openness levels instead of open/closed prompts, e.g. 0 0.333 0.667 1"
-    )
-    longform.set_defaults(run=_data_longform)
-
-    diagnose = sub.add_parser("diagnose", help="collapse index and per-group diagnostics of scored answers, plots")
-    diagnose.add_argument("--rewards", help="a `rewardcollapse score` output (rows with openness)")
-    diagnose.add_argument("--model", help="score --data with this model first")
-    diagnose.add_argument("--data", help="ranking data to score with --model")
-    diagnose.add_argument("--max-length", type=int, default=512)
-    diagnose.add_argument("--output", default="diagnostics", help="folder for rewards.png and diagnostics.json")
-    diagnose.add_argument("--levels", type=float, nargs="+", help="group by these openness levels, not open/closed")
-    diagnose.set_defaults(run=_diagnose)
-
-    reproduce = sub.add_parser("reproduce", help="the paper's experiment: one reward model per utility, report")
-    reproduce.add_argument("--config", help="YAML settings (configs/paper.yaml, configs/demo.yaml)")
-    reproduce.add_argument("--utilities", help="comma-separated, e.g. x,log,-1/x,prompt-aware (quote it)")
-    reproduce.add_argument("--model", help="backbone name or path")
-    reproduce.add_argument("--steps", type=int, help="optimiser steps per utility")
-    reproduce.add_argument("--seed", type=int, help="seeds the data, the model head and the data order")
-    reproduce.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto: bf16 where native, else fp32"
-    )
-    reproduce.add_argument(
-        "--levels", type=float, nargs="+", help="openness levels instead of open/closed prompts, e.g. 0 0.333 0.667 1"
-    )
-    reproduce.add_argument("--output", default="reproduce-output", help="folder; a rerun resumes it")
-    reproduce.set_defaults(run=_reproduce)
-
-    openness = sub.add_parser("openness", help="estimate prompts' openness: from prompt text, scores or rankings")
-    openness_sub = openness.add_subparsers(dest="estimator", required=True)
-    fit = openness_sub.add_parser("fit", help="fit a prompt-text classifier (MiniLM embeddings + logistic regression)")
-    fit.add_argument("--data", required=True, help="rows with 'prompt' and 'openness' (JSONL, Parquet, folder, Hub)")
-    fit.add_argument("--output", required=True, help="folder for openness_classifier.json")
-    fit.add_argument("--encoder", help="sentence encoder, Hub name or path (default: the shipped MiniLM)")
-    fit.add_argument("--test-fraction", type=float, default=0.2, help="prompts held out to measure accuracy")
-    fit.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.set_defaults(run=_openness_fit)
-    predict = openness_sub.add_parser("predict", help="predicted openness of each prompt with a fitted classifier")
-    predict.add_argument("--model", required=True, help="folder written by `rewardcollapse openness fit`")
-    predict.add_argument("--data", required=True, help="rows with 'prompt' (an 'openness' label is compared)")
-    predict.add_argument("--output", required=True, help="JSONL file: each row plus predicted_openness")
-    predict.set_defaults(run=_openness_predict)
-    fit.add_argument("--max-length", type=int, default=128, help="tokens per prompt (kept for predict)")
-    for command in (fit, predict):
-        command.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
-    for name, column, what in (
-        ("scores", "scores", "per-answer quality scores (nearest family optimum)"),
-        ("rankings", "rankings", "several raters' rankings of the same answers (1 - Kendall's W, a heuristic)"),
-    ):
-        estimator = openness_sub.add_parser(name, help=f"openness of each row from {what}")
-        estimator.add_argument("--data", required=True, help=f"rows with a '{column}' field")
-        estimator.add_argument("--output", required=True, help="JSONL file: each row plus estimated_openness")
-        estimator.set_defaults(run=_openness_estimate)
-    for command in openness_sub.choices.values():
-        command.add_argument("--split", default="train", help="split of a dataset folder or Hub dataset")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('rewardcollapse')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict[str, Any] = {}
+    for words, command in _commands().items():
+        if len(words) == 1:
+            sub.add_parser(words[0], help=command.help, add_help=False)
+            continue
+        if words[0] not in groups:
+            group = sub.add_parser(words[0], help=_GROUPS[words[0]])
+            groups[words[0]] = group.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+        groups[words[0]].add_parser(words[1], help=command.help, add_help=False)
     return parser
+
+
+def _parse(words: tuple[str, ...], argv: list[str]) -> list[Any]:
+    """The dataclasses of one subcommand's options; ``train --help`` shows the short list (``--help-all``: all).
+
+    A value a dataclass refuses (its ``__post_init__``, or ``TrainingArguments``' own checks) is an input error.
+    """
+    every_option = words != ("train",) or "--help-all" in argv or not {"-h", "--help"} & set(argv)
+    parser = command_parser(words, every_option=every_option)
+    if words == ("train",) and "--help-all" in argv:
+        parser.print_help()
+        raise SystemExit(0)
+    try:
+        *settings, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputValueError(str(error)) from error
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return settings
+
+
+def _parse_and_run(words: tuple[str, ...], argv: list[str]) -> int:
+    return _commands()[words].run(*_parse(words, argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    words = next((w for w in _commands() if tuple(argv[: len(w)]) == w), None)
+    if words is None:
+        build_parser().parse_args(argv)  # prints the help, the version or what is wrong, and exits
+        return 2
+    _show_progress_messages()
+    return _run(_parse_and_run, words, argv[len(words) :])
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -606,25 +697,14 @@ def _show_progress_messages() -> None:
         logger.setLevel(logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        _show_progress_messages()
-        return _run(_train, argv[1:])
-    args = build_parser().parse_args(argv)
-    _show_progress_messages()
-    return _run(args.run, args)
-
-
-def _run(command, args) -> int:
+def _run(command: Callable[..., int], *settings: Any) -> int:
     """Run a subcommand: the library's input errors become one line and exit status 2; anything else is a bug.
 
     Ctrl-C ends with exit status 130 and one line: every output is written whole or not at all, so nothing is
     half-written at a final path.
     """
     try:
-        return command(args)
+        return command(*settings)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

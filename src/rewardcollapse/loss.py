@@ -1,7 +1,7 @@
 r"""The listwise ranking loss of a reward model, with one utility per prompt if wanted.
 
 A batch holds ``B`` prompts with up to ``K`` answers each, scored once: ``rewards`` has shape ``(B, K)``. With
-:math:`s = \sigma(R)` (``normalize="sigmoid"``, the paper's setting) or :math:`s = R` (``normalize=None``), the loss
+:math:`s = \sigma(R)` (``normalize="sigmoid"``, the paper's setting) or :math:`s = R` (``normalize="none"``), the loss
 of prompt :math:`b` is minus the mean over its ranked pairs :math:`P_b = \{(i, j) : i \succ j\}` of the utility
 :math:`U_b` of the score gap,
 
@@ -13,7 +13,7 @@ and the batch loss is the mean of :math:`\ell_b` over the prompts that have at l
 2023, Section 3, maximise :math:`\sum U`). :math:`U_\varepsilon` is the whole-line extension of
 :mod:`rewardcollapse.core.utilities`; ``eps`` shifts only the utilities that are :math:`-\infty` or infinitely steep
 at 0 (``log``, ``x^a``, ``-x^-a``, ``-1/x``), while ``x`` and ``logsigmoid`` are finite everywhere and are used as
-they are. So with ``K = 2``, ``utility="logsigmoid"`` and ``normalize=None`` the loss is exactly the Bradley-Terry
+they are. So with ``K = 2``, ``utility="logsigmoid"`` and ``normalize="none"`` the loss is exactly the Bradley-Terry
 loss :math:`-\log\sigma(R_\text{chosen} - R_\text{rejected})` of TRL's ``RewardTrainer``.
 
 Every pair of a prompt is formed from the ``K`` scores, so ``K`` answers cost ``K`` forward passes, not the
@@ -27,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
+from rewardcollapse.core.conventions import Normalization, PairWeighting
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.openness import openness_family
 from rewardcollapse.core.utilities import Utility, utility
@@ -46,7 +47,7 @@ PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale", "openness
 """
 
 _REDUCTIONS = ("mean", "sum", "none")
-PAIR_WEIGHTINGS = ("prompt", "pair")
+PAIR_WEIGHTINGS = get_args(PairWeighting)
 """How :func:`ranking_loss` weighs a batch: each prompt the same, or each ranked pair the same (TRL)."""
 _WHOLE_LINE_FAMILIES = ("x", "logsigmoid")
 
@@ -206,11 +207,11 @@ def ranking_loss(
     mask: torch.Tensor | None = None,
     pairs: torch.Tensor | None = None,
     family: str | None = None,
-    normalize: str | None = "sigmoid",
+    normalize: Normalization = "sigmoid",
     eps: float = 0.1,
     reduction: str = "mean",
     margins: torch.Tensor | None = None,
-    pair_weighting: str = "prompt",
+    pair_weighting: PairWeighting = "prompt",
 ) -> torch.Tensor:
     r"""Listwise ranking loss: minus the mean over prompts of the mean utility of their ranked pairs' score gaps.
 
@@ -236,9 +237,8 @@ def ranking_loss(
         With a tensor ``utilities``: ``"x^a"`` or ``"-x^-a"`` (per-prompt exponent ``a``), ``"logsigmoid"``
         (per-prompt ``scale``), or ``"openness"`` (per-prompt openness in [0, 1], the continuous prompt-aware
         family, evaluated for all prompts at once with no grouping by value).
-    normalize : {"sigmoid", None}, default "sigmoid"
-        Squash the scores to :math:`[0, 1]` with the sigmoid first (the paper), or use them raw (``None``; the
-        string ``"none"`` is read the same).
+    normalize : {"sigmoid", "none"}, default "sigmoid"
+        Squash the scores to :math:`[0, 1]` with the sigmoid first (the paper), or use them raw (``"none"``).
     eps : float, default 0.1
         Shift :math:`\varepsilon > 0` of the utilities that are singular at 0 (module docstring); spec strings
         only, a Utility object keeps its own.
@@ -247,7 +247,7 @@ def ranking_loss(
         without a pair).
     margins : torch.Tensor, optional
         ``(B, K, K)`` margin of each ranked pair, subtracted from its gap: :math:`U(s_i - s_j - m_{ij})`. With
-        ``"logsigmoid"`` and ``normalize=None`` this is TRL's ``-logsigmoid(r_chosen - r_rejected - margin)``.
+        ``"logsigmoid"`` and ``normalize="none"`` this is TRL's ``-logsigmoid(r_chosen - r_rejected - margin)``.
     pair_weighting : {"prompt", "pair"}, default "prompt"
         ``"prompt"``: each prompt weighs the same (the mean over prompts of the mean over their pairs);
         ``"pair"``: each ranked pair of the batch weighs the same (the mean over all pairs, TRL's mean over rows).
@@ -270,15 +270,15 @@ def ranking_loss(
     Examples
     --------
     >>> r = torch.tensor([[2.0, 0.0], [0.5, 1.0]])
-    >>> bt = ranking_loss(r, utility="logsigmoid", normalize=None)
+    >>> bt = ranking_loss(r, utility="logsigmoid", normalize="none")
     >>> torch.allclose(bt, -torch.nn.functional.logsigmoid(r[:, 0] - r[:, 1]).mean())
     True
     >>> ranking_loss(r, utilities=["x", "-1/x"], ranks=torch.tensor([[0, 1], [0, 0]]), reduction="none")
     tensor([-0.3808,  0.0000])
     """
-    normalize = None if normalize == "none" else normalize
-    if normalize not in ("sigmoid", None):
-        raise InputValueError(f"`normalize` must be 'sigmoid' or None ('none'), got {normalize!r}")
+    if normalize not in get_args(Normalization):
+        hint = "; write 'none' for raw scores" if normalize is None else ""
+        raise InputValueError(f"`normalize` must be 'sigmoid' or 'none', got {normalize!r}{hint}")
     if reduction not in _REDUCTIONS:
         raise InputValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
     if pair_weighting not in PAIR_WEIGHTINGS:
@@ -325,7 +325,9 @@ def ranking_loss(
     return total / has_pairs.sum().clamp_min(1).to(scores.dtype)
 
 
-def centering_penalty(rewards: torch.Tensor, pairs: torch.Tensor, *, pair_weighting: str = "prompt") -> torch.Tensor:
+def centering_penalty(
+    rewards: torch.Tensor, pairs: torch.Tensor, *, pair_weighting: PairWeighting = "prompt"
+) -> torch.Tensor:
     r"""Mean over ranked pairs of :math:`(r_i + r_j)^2` on the raw scores: TRL's ``center_rewards_coefficient`` term.
 
     It pulls the rewards toward zero mean (Eisenstein et al., 2023); with one pair per prompt it is TRL's
@@ -352,7 +354,7 @@ class RankingLoss(nn.Module):
 
     Examples
     --------
-    >>> loss = RankingLoss("x", normalize=None)
+    >>> loss = RankingLoss("x", normalize="none")
     >>> loss(torch.tensor([[1.0, 0.0, -1.0]]))
     tensor(-1.3333)
     """
@@ -362,10 +364,10 @@ class RankingLoss(nn.Module):
         utility: str | Utility = "log",
         *,
         family: str | None = None,
-        normalize: str | None = "sigmoid",
+        normalize: Normalization = "sigmoid",
         eps: float = 0.1,
         reduction: str = "mean",
-        pair_weighting: str = "prompt",
+        pair_weighting: PairWeighting = "prompt",
     ) -> None:
         super().__init__()
         self.utility = utility

@@ -1,16 +1,19 @@
-"""The project's conventions, defined once: prompt-aware defaults, the openness threshold, the utility mode names.
+"""The project's conventions, defined once: prompt-aware defaults, the openness threshold, the choice sets.
 
 The paper's fix gives a closed prompt (one right answer) a utility that polarises its rewards, ``x``, and an open
 prompt (many good answers) one that spreads them, ``-1/x``. A prompt's ``openness`` in [0, 1] says which it is:
 open from :data:`OPEN_AT` up. Everything that picks a prompt's utility (the data builder, the collator, the
 training config, the CLI, the experiment and the diagnostics) imports these names instead of repeating them.
+
+The choice sets are ``Literal`` types, so that a setting's type, its command-line choices and its check share one
+definition; they live here, below torch, so that the command line's ``--help`` is built without importing it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from rewardcollapse.core.errors import InputValueError
 
@@ -20,6 +23,11 @@ __all__ = [
     "OPEN_AT",
     "OPEN_UTILITY",
     "PROMPT_AWARE",
+    "Normalization",
+    "PairWeighting",
+    "PrecisionSetting",
+    "SequenceFormat",
+    "SharedPromptSetting",
     "is_open",
     "prompt_utility",
 ]
@@ -38,6 +46,21 @@ OPEN_UTILITY = "-1/x"
 
 OPEN_AT = 0.5
 """A prompt is open when its openness is at least this, closed below."""
+
+SequenceFormat = Literal["pair", "trl"]
+"""How a (prompt, answer) becomes a model's input: the tokenizer's text pair, or TRL's prompt + answer + EOS."""
+
+SharedPromptSetting = Literal["auto", "on", "off"]
+"""Whether to encode each prompt once for its answers: where exact and cheaper, always, or never."""
+
+PrecisionSetting = Literal["auto", "fp32", "bf16", "fp16"]
+"""The floating-point precision asked for; ``"auto"`` chooses among the other three for the machine."""
+
+PairWeighting = Literal["prompt", "pair"]
+"""How the ranking loss weighs a batch: each prompt the same, or each ranked pair the same (TRL)."""
+
+Normalization = Literal["sigmoid", "none"]
+"""What the ranking loss does to the raw scores first: squash them to [0, 1] (the paper), or nothing."""
 
 
 def is_open(openness: float) -> bool:

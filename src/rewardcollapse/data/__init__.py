@@ -1,6 +1,13 @@
 """Ranking data: the ranking format, validation, and loaders for ranking, TRL pairwise and scored rows."""
 
-from rewardcollapse.data.loaders import INPUT_FORMATS, detect_format, load_rankings, max_responses, read_table
+from rewardcollapse.data.loaders import (
+    INPUT_FORMATS,
+    InputFormat,
+    detect_format,
+    load_rankings,
+    max_responses,
+    read_table,
+)
 from rewardcollapse.data.schema import (
     RANKING_COLUMNS,
     RowError,
@@ -13,6 +20,7 @@ from rewardcollapse.data.schema import (
 __all__ = [
     "INPUT_FORMATS",
     "RANKING_COLUMNS",
+    "InputFormat",
     "RowError",
     "detect_format",
     "load_rankings",

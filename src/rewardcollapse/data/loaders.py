@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -30,9 +30,12 @@ from rewardcollapse.data.schema import (
     text_key,
 )
 
-__all__ = ["INPUT_FORMATS", "detect_format", "load_rankings", "max_responses", "read_table"]
+__all__ = ["INPUT_FORMATS", "InputFormat", "detect_format", "load_rankings", "max_responses", "read_table"]
 
-INPUT_FORMATS = ("ranking", "pairwise", "scored")
+InputFormat = Literal["ranking", "pairwise", "scored"]
+"""A row format; where a setting takes ``"auto"`` too, its type is ``Literal["auto", InputFormat]``."""
+
+INPUT_FORMATS = get_args(InputFormat)
 """The row formats :func:`load_rankings` reads (``input_format="auto"`` picks one from the columns)."""
 
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

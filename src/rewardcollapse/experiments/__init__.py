@@ -2,14 +2,17 @@
 
 * :mod:`~rewardcollapse.experiments.longform`: the LongForm ranking data (8 cuts per answer, open and closed prompts,
   or openness levels) and the built-in corpus;
-* :mod:`~rewardcollapse.experiments.run`: :class:`ExperimentConfig` and :func:`run_experiment`;
-* :mod:`~rewardcollapse.experiments.diagnosis`: groups, targets, collapse index and the optimum's accuracy of a
-  scored file;
+* :mod:`~rewardcollapse.experiments.run`: :class:`ExperimentConfig`, :func:`run_experiment` and its
+  :class:`ExperimentResult`;
+* :mod:`~rewardcollapse.experiments.diagnosis`: groups, targets, collapse index (a :class:`Diagnosis`) and the
+  optimum's accuracy of a scored file;
 * :mod:`~rewardcollapse.experiments.report`: the markdown report, the figure and the plain-words summary.
 """
 
 from rewardcollapse.experiments.diagnosis import (
     GROUP_UTILITIES,
+    Diagnosis,
+    GroupDiagnostics,
     diagnose_file,
     level_label,
     optimum_accuracy,
@@ -18,19 +21,34 @@ from rewardcollapse.experiments.diagnosis import (
 )
 from rewardcollapse.experiments.longform import (
     LongFormData,
+    LongformDesign,
     build_longform,
     builtin_corpus,
     level_lengths,
     write_longform,
 )
 from rewardcollapse.experiments.report import markdown_report, plot_experiment, summary_text
-from rewardcollapse.experiments.run import PAPER_TRAINING, ExperimentConfig, run_experiment, utility_slug
+from rewardcollapse.experiments.run import (
+    PAPER_TRAINING,
+    ExperimentConfig,
+    ExperimentResult,
+    ReproduceOptions,
+    UtilityResult,
+    run_experiment,
+    utility_slug,
+)
 
 __all__ = [
     "GROUP_UTILITIES",
     "PAPER_TRAINING",
+    "Diagnosis",
     "ExperimentConfig",
+    "ExperimentResult",
+    "GroupDiagnostics",
     "LongFormData",
+    "LongformDesign",
+    "ReproduceOptions",
+    "UtilityResult",
     "build_longform",
     "builtin_corpus",
     "diagnose_file",

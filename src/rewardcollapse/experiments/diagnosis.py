@@ -8,8 +8,10 @@ of that utility.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,64 @@ from rewardcollapse.core.errors import InputValueError
 
 __all__ = [
     "GROUP_UTILITIES",
+    "Diagnosis",
+    "GroupDiagnostics",
     "diagnose_file",
     "level_label",
     "optimum_accuracy",
-    "overall",
     "read_scored",
     "targets_for",
 ]
 
 GROUP_UTILITIES = {"open": OPEN_UTILITY, "closed": CLOSED_UTILITY}
 """The prompt-aware utility of each group, whose optimal rewards are the group's target."""
+
+
+@dataclass(frozen=True)
+class GroupDiagnostics:
+    """How one group's rewards (rescaled per prompt) compare with its target and rank its answers."""
+
+    prompts: int
+    ks: float
+    """KS distance to the group's n-answer target."""
+    wasserstein: float
+    """1-Wasserstein distance to the group's n-answer target."""
+    pairwise_accuracy: float
+    kendall_tau: float
+    ks_limit: float
+    """KS distance to the limit law of the group's utility."""
+
+
+@dataclass(frozen=True, eq=False)
+class Diagnosis:
+    """A scored file, diagnosed: what was read, the targets, the collapse index and the per-group diagnostics.
+
+    :meth:`to_dict` is ``diagnostics.json``.
+    """
+
+    rows: list[dict[str, Any]]
+    """The scored rows, checked (ranking fields, ``openness`` and ``normalized_rewards``)."""
+    rewards: list[np.ndarray]
+    """Each prompt's normalised rewards."""
+    groups: list[str]
+    """Each prompt's group: ``"open"`` or ``"closed"``, or its openness level's label."""
+    pairs: list[np.ndarray]
+    """Each prompt's ``(n, n)`` ranked pairs, answer ``i`` above ``j``."""
+    targets: dict[str, np.ndarray]
+    """Each group's target rewards (:func:`targets_for`)."""
+    collapse_index: float
+    by_group: dict[str, GroupDiagnostics]
+    """In the order of the targets (the levels)."""
+
+    def overall(self, metric: str) -> float:
+        """A ranking metric over all prompts: the groups' values weighted by their prompts."""
+        total = sum(g.prompts for g in self.by_group.values())
+        return sum(getattr(g, metric) * g.prompts for g in self.by_group.values()) / total
+
+    def to_dict(self) -> dict[str, Any]:
+        """The collapse index and the per-group diagnostics, as ``{"collapse_index": ..., "groups": {...}}``."""
+        groups = {group: dataclasses.asdict(values) for group, values in self.by_group.items()}
+        return {"collapse_index": self.collapse_index, "groups": groups}
 
 
 def level_label(openness: float) -> str:
@@ -120,10 +170,17 @@ def read_scored(
     loader checks it, and its ``normalized_rewards`` must be one finite number in [0, 1] per response; a bad row is
     an error naming its line and field.
     """
+    rows = _scored_rows(Path(path))
+    return _rewards_groups_pairs(rows, path, levels)
+
+
+def _rewards_groups_pairs(
+    rows: list[tuple[int, dict[str, Any]]], path: str | Path, levels: Sequence[float] | None
+) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
     from rewardcollapse.data.schema import ranked_pairs
 
     rewards, groups, pairs = [], [], []
-    for number, row in _scored_rows(Path(path)):
+    for number, row in rows:
         openness = row["openness"]
         if levels is None:
             groups.append("open" if is_open(openness) else "closed")
@@ -139,27 +196,29 @@ def read_scored(
     return rewards, groups, pairs
 
 
-def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> dict[str, Any]:
-    """Collapse index and per-group diagnostics of a scored file (``rewardcollapse score`` output).
+def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> Diagnosis:
+    """Read a scored file (``rewardcollapse score`` output) and diagnose it; every row is checked first.
 
-    Per group: ``ks`` and ``wasserstein`` to the group's n-answer target (:func:`targets_for`), ``ks_limit`` to its
-    limit law (uniform for open, atoms at 0 and 1 for closed, Beta(o, o) for level ``o``), prompts, pairwise accuracy
-    and Kendall tau.
+    Per group: ``ks`` and ``wasserstein`` to the group's n-answer target (:func:`targets_for`, n the median number
+    of answers), ``ks_limit`` to its limit law (uniform for open, atoms at 0 and 1 for closed, Beta(o, o) for level
+    ``o``), prompts, pairwise accuracy and Kendall tau.
     """
     from rewardcollapse.diagnostics import collapse_index, group_diagnostics
 
-    rewards, groups, pairs = read_scored(Path(path), levels)
-    n = int(np.median([len(r) for r in rewards]))
-    targets = targets_for(n, levels)
+    numbered = _scored_rows(Path(path))
+    rewards, groups, pairs = _rewards_groups_pairs(numbered, path, levels)
+    targets = targets_for(int(np.median([len(r) for r in rewards])), levels)
     measured = group_diagnostics(rewards, groups, targets, pairs, limits=_limit_laws(levels))
-    diagnostics = {group: measured[group] for group in targets if group in measured}  # in the order of the levels
-    return {"collapse_index": collapse_index(rewards, groups, targets), "groups": diagnostics}
-
-
-def overall(groups: dict[str, dict[str, float]], metric: str) -> float:
-    """A ranking metric over all test prompts: the groups' values weighted by their prompts."""
-    total = sum(g["prompts"] for g in groups.values())
-    return sum(g[metric] * g["prompts"] for g in groups.values()) / total
+    return Diagnosis(
+        rows=[row for _, row in numbered],
+        rewards=rewards,
+        groups=groups,
+        pairs=pairs,
+        targets=targets,
+        collapse_index=collapse_index(rewards, groups, targets),
+        # In the order of the targets (the levels).
+        by_group={group: GroupDiagnostics(**measured[group]) for group in targets if group in measured},
+    )
 
 
 def _ranking(row: dict[str, Any]) -> Any:

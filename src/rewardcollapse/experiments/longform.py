@@ -32,11 +32,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from rewardcollapse._files import atomic_path, check_output_folder, write_text_atomic
+from rewardcollapse.core.checks import check_positive_int, openness_problem
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY
 from rewardcollapse.core.errors import InputValueError
 
@@ -47,7 +48,10 @@ __all__ = [
     "MIN_WORDS",
     "OPEN_LENGTHS",
     "OPEN_SUFFIX",
+    "FileFormat",
     "LongFormData",
+    "LongformDesign",
+    "LongformOutput",
     "build_longform",
     "builtin_corpus",
     "level_lengths",
@@ -304,16 +308,99 @@ def _balanced(designs: Sequence[_Design], n: int, rng: np.random.Generator) -> l
     return [blocks[i] for i in rng.permutation(n)]
 
 
+FileFormat = Literal["jsonl", "parquet"]
+"""The file formats :func:`write_longform` writes."""
+
+
+@dataclass
+class LongformDesign:
+    """The design of the ranking data: its source, sizes and seed, the kinds of prompt and the answer lengths.
+
+    ``rewardcollapse data longform`` is parsed from it and :class:`~rewardcollapse.experiments.ExperimentConfig`
+    extends it; :meth:`build` runs :func:`build_longform`, whose defaults are these.
+    """
+
+    source: str = field(
+        default="builtin",
+        metadata={
+            "help": "'builtin' (docstrings of numpy, scipy and torch), a Hub name (akoksal/LongForm), or a "
+            "JSONL/Parquet file or datasets folder with input and output columns."
+        },
+    )
+    train_prompts: int = field(
+        default=8192, metadata={"help": "Training prompts, balanced between the kinds of prompt."}
+    )
+    test_prompts: int = field(default=16, metadata={"help": "Test prompts, the ones scored and diagnosed."})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seeds the choice of prompts and their kinds (in the experiment also the model head and the "
+            "data order)."
+        },
+    )
+    openness_levels: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Openness levels instead of the paper's open and closed prompts, at least two in [0, 1], e.g. "
+            "0 0.333 0.667 1: one group of prompts per level.",
+            "aliases": ["--levels"],
+        },
+    )
+    length_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Answer cut lengths times this (1: the paper's 10 to 80 words; 0.5: 5 to 40); the targets do "
+            "not change."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str):
+            raise InputValueError(f"`source` must be text, got {self.source!r}")
+        check_positive_int(self.train_prompts, "train_prompts")
+        check_positive_int(self.test_prompts, "test_prompts")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.length_scale, bool) or not isinstance(self.length_scale, int | float):
+            raise InputValueError(f"`length_scale` must be a number > 0, got {self.length_scale!r}")
+        if not self.length_scale > 0:
+            raise InputValueError(f"`length_scale` must be > 0, got {self.length_scale!r}")
+        levels = self.openness_levels
+        if levels is not None and (
+            not isinstance(levels, list) or len(levels) < 2 or any(openness_problem(o) for o in levels)
+        ):
+            raise InputValueError(f"`openness_levels` must be a list of at least 2 numbers in [0, 1], got {levels!r}")
+
+    def build(self) -> LongFormData:
+        """The dataset of this design (:func:`build_longform`)."""
+        return build_longform(
+            self.source,
+            train_prompts=self.train_prompts,
+            test_prompts=self.test_prompts,
+            seed=self.seed,
+            levels=self.openness_levels,
+            length_scale=self.length_scale,
+        )
+
+
+@dataclass
+class LongformOutput:
+    """Where :func:`write_longform` writes a dataset (``rewardcollapse data longform --output --format``)."""
+
+    output: str = field(metadata={"help": "Folder for the train and test files and the dataset card."})
+    format: FileFormat = field(default="jsonl", metadata={"help": "File format of the train and test files."})
+
+
 def build_longform(
-    source: Any = "builtin",
+    source: Any = LongformDesign.source,
     *,
-    train_prompts: int = 8192,
-    test_prompts: int = 16,
-    seed: int = 0,
+    train_prompts: int = LongformDesign.train_prompts,
+    test_prompts: int = LongformDesign.test_prompts,
+    seed: int = LongformDesign.seed,
     split: str = "train",
     min_words: int = MIN_WORDS,
     levels: Sequence[float] | None = None,
-    length_scale: float = 1.0,
+    length_scale: float = LongformDesign.length_scale,
 ) -> LongFormData:
     """Build the paper's ranking dataset from LongForm-format rows (or the built-in corpus).
 
@@ -428,9 +515,9 @@ Reference: Song, Cai, Lee, Su, "Reward Collapse in Aligning Large Language Model
 """
 
 
-def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: str = "jsonl") -> dict[str, Path]:
+def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: FileFormat = "jsonl") -> dict[str, Path]:
     """Write ``train`` and ``test`` as JSONL or Parquet plus a dataset card ``README.md``; return the paths."""
-    if file_format not in ("jsonl", "parquet"):
+    if file_format not in get_args(FileFormat):
         raise InputValueError(f"`file_format` must be 'jsonl' or 'parquet', got {file_format!r}")
     output = check_output_folder(output_dir, "output_dir")
     paths = {}

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
-from rewardcollapse.experiments.diagnosis import overall, read_scored
 
 __all__ = ["markdown_report", "plot_experiment", "summary_text"]
 
@@ -17,21 +16,24 @@ _PER_PROMPT = (PROMPT_AWARE, OPENNESS)
 
 
 def plot_experiment(
-    results: dict[str, dict[str, Any]], targets: dict[str, np.ndarray], levels: Sequence[float] | None, path: Path
+    results: dict[str, Any], targets: dict[str, np.ndarray], levels: Sequence[float] | None, path: Path
 ) -> None:
-    """Write the experiment's figure: a row per utility, a panel per group, its rescaled rewards against its target."""
+    """Write the experiment's figure: a row per utility, a panel per group, its rescaled rewards against its target.
+
+    ``results`` maps each utility to its :class:`~rewardcollapse.experiments.UtilityResult`.
+    """
     from rewardcollapse.plots import plot_group_rewards, pyplot
 
     plt = pyplot()
     rows, cols = len(results), len(targets)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 2.8 * rows), squeeze=False, sharex=True)
     for row, (spec, result) in enumerate(results.items()):
-        rewards, groups, _ = read_scored(result["rewards_path"], levels)
+        diagnosis = result.diagnosis
         for col, group in enumerate(targets):
-            members = [r for r, g in zip(rewards, groups, strict=True) if g == group]
-            ks = result["groups"][group]["ks"]
+            members = [r for r, g in zip(diagnosis.rewards, diagnosis.groups, strict=True) if g == group]
+            ks = diagnosis.by_group[group].ks
             title = (
-                f"U = {spec}, {group} (CI {result['collapse_index']:.2f})"
+                f"U = {spec}, {group} (CI {diagnosis.collapse_index:.2f})"
                 if levels is None
                 else (f"U = {spec}, {group} (KS {ks:.2f})")
             )
@@ -41,8 +43,11 @@ def plot_experiment(
     plt.close(fig)
 
 
-def markdown_report(results: dict[str, dict[str, Any]], config: Any, steps: int) -> str:
-    """The report's markdown: the configuration in a line, then per utility its collapse index and diagnostics."""
+def markdown_report(results: dict[str, Any], config: Any, steps: int) -> str:
+    """The report's markdown: the configuration in a line, then per utility its collapse index and diagnostics.
+
+    ``results`` maps each utility to its :class:`~rewardcollapse.experiments.UtilityResult`.
+    """
     header = (
         f"Backbone `{config.model or 'all-MiniLM-L6-v2 (shipped)'}`, {steps} steps, data `{config.source}`, "
         f"{config.test_prompts} test prompts; rewards rescaled per prompt."
@@ -59,17 +64,17 @@ def markdown_report(results: dict[str, dict[str, Any]], config: Any, steps: int)
         "|---|---|---|---|---|---|---|---|",
     ]
     for spec, r in results.items():
-        o, c = r["groups"]["open"], r["groups"]["closed"]
+        d = r.diagnosis
+        o, c = d.by_group["open"], d.by_group["closed"]
         lines.append(
-            f"| {spec} | {r['collapse_index']:.3f} | {o['ks']:.3f} | {o['wasserstein']:.3f} | {c['ks']:.3f} | "
-            f"{c['wasserstein']:.3f} | {overall(r['groups'], 'pairwise_accuracy'):.3f} | "
-            f"{overall(r['groups'], 'kendall_tau'):.3f} |"
+            f"| {spec} | {d.collapse_index:.3f} | {o.ks:.3f} | {o.wasserstein:.3f} | {c.ks:.3f} | "
+            f"{c.wasserstein:.3f} | {d.overall('pairwise_accuracy'):.3f} | {d.overall('kendall_tau'):.3f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _levels_markdown(results: dict[str, dict[str, Any]], header: str) -> str:
-    groups = list(next(iter(results.values()))["groups"])
+def _levels_markdown(results: dict[str, Any], header: str) -> str:
+    groups = list(next(iter(results.values())).diagnosis.by_group)
     lines = [
         "# Continuous openness: do the trained rewards of each openness level follow its target?",
         "",
@@ -90,22 +95,24 @@ def _levels_markdown(results: dict[str, dict[str, Any]], header: str) -> str:
         ]
         lines.append("|---" * (len(groups) + 4) + "|")
         for spec, r in results.items():
-            values = [r["groups"][g][metric] for g in groups]
+            values = [getattr(r.diagnosis.by_group[g], metric) for g in groups]
             cells = " | ".join(f"{v:.3f}" for v in values)
-            accuracy = overall(r["groups"], "pairwise_accuracy")
-            lines.append(f"| {spec} | {cells} | {np.mean(values):.3f} | {r['collapse_index']:.3f} | {accuracy:.3f} |")
+            accuracy = r.diagnosis.overall("pairwise_accuracy")
+            lines.append(f"| {spec} | {cells} | {np.mean(values):.3f} | {r.collapse_index:.3f} | {accuracy:.3f} |")
     return "\n".join(lines) + "\n"
 
 
-def summary_text(report: dict[str, Any], *, levels: Sequence[float] | None = None) -> str:
-    """What a run shows, in words a newcomer follows: per utility the collapse index and its verdict, the figure.
+def summary_text(report: Any, *, levels: Sequence[float] | None = None) -> str:
+    """What a run (an :class:`~rewardcollapse.experiments.ExperimentResult`) shows, in words a newcomer follows.
+
+    Per utility the collapse index and its verdict, then the figure.
 
     For the paper's design the closing sentence says whether the paper's finding was reproduced: every fixed
     utility collapsed (index <= 0.25) and every prompt-aware one separated (>= 0.6), or which ones missed.
     """
     from rewardcollapse.diagnostics import COLLAPSED_AT_MOST, SEPARATED_AT_LEAST
 
-    utilities = report["utilities"]
+    utilities = report.utilities
     width = max(len(spec) for spec in utilities)
     lines = [
         "Collapse index: 0 = open and closed prompts get the same reward distribution (reward collapse), "
@@ -116,19 +123,19 @@ def summary_text(report: dict[str, Any], *, levels: Sequence[float] | None = Non
     ]
     for spec, r in utilities.items():
         lines.append(
-            f"  {spec:<{width}}  {r['collapse_index']:.2f}  {r['verdict']:<16}  pairwise accuracy "
-            f"{r['pairwise_accuracy']:.2f} (its utility's exact optimum: {r['optimum_pairwise_accuracy']:.2f})"
-            + ("  [reused]" if r.get("reused") else "")
+            f"  {spec:<{width}}  {r.collapse_index:.2f}  {r.verdict:<16}  pairwise accuracy "
+            f"{r.pairwise_accuracy:.2f} (its utility's exact optimum: {r.optimum_pairwise_accuracy:.2f})"
+            + ("  [reused]" if r.reused else "")
         )
     if levels is None:
         missed = [
-            f"{spec} {r['collapse_index']:.2f} is not <= {COLLAPSED_AT_MOST}"
+            f"{spec} {r.collapse_index:.2f} is not <= {COLLAPSED_AT_MOST}"
             for spec, r in utilities.items()
-            if spec not in _PER_PROMPT and r["collapse_index"] > COLLAPSED_AT_MOST
+            if spec not in _PER_PROMPT and r.collapse_index > COLLAPSED_AT_MOST
         ] + [
-            f"{spec} {r['collapse_index']:.2f} is not >= {SEPARATED_AT_LEAST}"
+            f"{spec} {r.collapse_index:.2f} is not >= {SEPARATED_AT_LEAST}"
             for spec, r in utilities.items()
-            if spec in _PER_PROMPT and r["collapse_index"] < SEPARATED_AT_LEAST
+            if spec in _PER_PROMPT and r.collapse_index < SEPARATED_AT_LEAST
         ]
         fixed = [spec for spec in utilities if spec not in _PER_PROMPT]
         aware = [spec for spec in utilities if spec in _PER_PROMPT]
@@ -144,14 +151,14 @@ def summary_text(report: dict[str, Any], *, levels: Sequence[float] | None = Non
                 f"get alike rewards (reward collapse); the prompt-aware utility keeps them apart."
             )
         lines.append(
-            f"figure: {report['figure']}: a row per utility, a panel per kind of prompt; each panel is the histogram "
+            f"figure: {report.figure}: a row per utility, a panel per kind of prompt; each panel is the histogram "
             "of the test prompts' rewards (rescaled per prompt) against that kind's target (open: spread evenly "
             "over [0, 1]; closed: at 0 and 1). Collapse: the two panels of a row look alike."
         )
     else:
         lines.append(
-            f"figure: {report['figure']}: a row per utility, a panel per openness level; each panel is the histogram "
+            f"figure: {report.figure}: a row per utility, a panel per openness level; each panel is the histogram "
             "of the level's rewards (rescaled per prompt) against its target."
         )
-    lines.append(f"report: {report['report_md']} and {report['report_json']}; models and rewards: runs/")
+    lines.append(f"report: {report.report_md} and {report.report_json}; models and rewards: runs/")
     return "\n".join(lines)

@@ -33,18 +33,32 @@ import dataclasses
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rewardcollapse._files import atomic_directory, atomic_path, check_output_folder, write_text_atomic
-from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE
+from rewardcollapse.core.checks import check_positive_int
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE, PrecisionSetting
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.experiments.diagnosis import diagnose_file, level_label, optimum_accuracy, overall, targets_for
+from rewardcollapse.experiments.diagnosis import Diagnosis, diagnose_file, level_label, optimum_accuracy
+from rewardcollapse.experiments.longform import LongformDesign, write_longform
 from rewardcollapse.experiments.report import markdown_report, plot_experiment
+from rewardcollapse.settings import MAX_LENGTH, ModelInput, RankingRewardOptions, field_help
 
-__all__ = ["DEPRECATED_KEYS", "PAPER_TRAINING", "ExperimentConfig", "run_experiment", "utility_slug"]
+if TYPE_CHECKING:
+    from rewardcollapse.training import RankingRewardConfig, TrainResult
+    from rewardcollapse.training.precision import Precision
+
+__all__ = [
+    "PAPER_TRAINING",
+    "ExperimentConfig",
+    "ExperimentResult",
+    "ReproduceOptions",
+    "UtilityResult",
+    "run_experiment",
+    "utility_slug",
+]
 
 _PER_PROMPT = (PROMPT_AWARE, OPENNESS)
 _RUN_RECORD = "run.json"
@@ -54,71 +68,42 @@ PAPER_TRAINING = {
     "max_steps": 1000,
     "per_device_train_batch_size": 8,
     "learning_rate": 1e-5,
-    "max_length": 512,
+    "max_length": MAX_LENGTH,
     "forward_batch_size": 8,
     "disable_dropout": False,
 }
 """The default ``training`` mapping: the paper's schedule (Song et al. 2023, Section 4) without its accumulation."""
 
-DEPRECATED_KEYS = {
-    "steps": "max_steps",
-    "batch_size": "per_device_train_batch_size",
-    "gradient_accumulation": "gradient_accumulation_steps",
-    "learning_rate": "learning_rate",
-    "warmup_steps": "warmup_steps",
-    "max_length": "max_length",
-    "forward_batch_size": "forward_batch_size",
-    "eps": "eps",
-    "freeze_word_embeddings": "freeze_word_embeddings",
-    "precision": "precision",
-}
-"""Top-level keys of older configurations and the ``training`` field each now is (read with a warning)."""
-
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(LongformDesign):
     """Settings of :func:`run_experiment`; load with :meth:`from_yaml` (``configs/paper.yaml``, ``demo.yaml``).
 
-    The experiment's design is here; how each model trains is ``training``, a mapping of
+    The experiment's design is here: the data's (:class:`~rewardcollapse.experiments.longform.LongformDesign`),
+    the backbone, the utilities and the scoring batch. How each model trains is ``training``, a mapping of
     :class:`~rewardcollapse.training.RankingRewardConfig` fields passed to it unchanged (``max_steps``,
     ``learning_rate``, ``precision``, ...). The experiment sets ``utility`` and ``seed`` itself, and how runs are
     saved and logged.
     """
 
-    source: str = field(default="builtin", metadata={"help": "LongForm source: 'builtin', Hub name, file or folder"})
-    train_prompts: int = field(default=8192, metadata={"help": "training prompts (half open, half closed)"})
-    test_prompts: int = field(default=16, metadata={"help": "test prompts scored and diagnosed"})
-    seed: int = field(default=0, metadata={"help": "seeds the data, the model head and the data order"})
-    model: str | None = field(default=None, metadata={"help": "backbone; None: the shipped MiniLM"})
-    utilities: list[str] = field(default_factory=lambda: [CLOSED_UTILITY, "log", OPEN_UTILITY, PROMPT_AWARE])
-    openness_levels: list[float] | None = field(
-        default=None,
-        metadata={"help": "None: the paper's open/closed prompts; a list: one group per openness level (beyond it)"},
+    model: str | None = field(
+        default=None, metadata={"help": "Backbone, a Hub name or a local path; default: the shipped all-MiniLM-L6-v2."}
     )
-    length_scale: float = field(
-        default=1.0,
-        metadata={"help": "answer cut lengths x this (1: the paper's 10 to 80 words; 0.5: 5 to 40); targets unchanged"},
+    utilities: list[str] = field(
+        default_factory=lambda: [CLOSED_UTILITY, "log", OPEN_UTILITY, PROMPT_AWARE],
+        metadata={"help": "The utilities to train one reward model each with (specs, 'prompt-aware', 'openness')."},
     )
-    score_batch_size: int = field(default=16, metadata={"help": "prompts per batch when scoring the test set"})
+    score_batch_size: int = field(default=16, metadata={"help": "Prompts per batch when scoring the test set."})
     training: dict[str, Any] = field(
         default_factory=lambda: dict(PAPER_TRAINING),
-        metadata={"help": "RankingRewardConfig fields for every model, e.g. max_steps, learning_rate, precision"},
+        metadata={"help": "RankingRewardConfig fields for every model, e.g. max_steps, learning_rate, precision."},
     )
 
     def __post_init__(self) -> None:
-        for name in ("train_prompts", "test_prompts", "score_batch_size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                least = "a non-negative" if name == "seed" else "a positive"
-                raise InputValueError(f"`{name}` must be {least} integer, got {value!r}")
-        if isinstance(self.length_scale, bool) or not isinstance(self.length_scale, int | float):
-            raise InputValueError(f"`length_scale` must be a number > 0, got {self.length_scale!r}")
-        if not self.length_scale > 0:
-            raise InputValueError(f"`length_scale` must be > 0, got {self.length_scale!r}")
-        if not isinstance(self.source, str) or (self.model is not None and not isinstance(self.model, str)):
-            raise InputValueError(
-                f"`source` must be text and `model` text or null, got {self.source!r} and {self.model!r}"
-            )
+        super().__post_init__()
+        check_positive_int(self.score_batch_size, "score_batch_size")
+        if self.model is not None and not isinstance(self.model, str):
+            raise InputValueError(f"`model` must be text or null, got {self.model!r}")
         if (
             not isinstance(self.utilities, list)
             or not self.utilities
@@ -127,20 +112,13 @@ class ExperimentConfig:
             raise InputValueError(f"`utilities` must be a non-empty list of utility specs, got {self.utilities!r}")
         if not isinstance(self.training, dict):
             raise InputValueError(f"`training` must be a mapping of RankingRewardConfig fields, got {self.training!r}")
-        levels = self.openness_levels
-        if levels is not None and (
-            not isinstance(levels, list)
-            or len(levels) < 2
-            or not all(isinstance(o, int | float) and not isinstance(o, bool) and 0 <= o <= 1 for o in levels)
-        ):
-            raise InputValueError(f"`openness_levels` must be a list of at least 2 numbers in [0, 1], got {levels!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
-        """Read a YAML mapping of these fields (``yaml.safe_load``; unknown keys are an error).
+        """Read a YAML mapping of these fields (``yaml.safe_load``); an unknown key is an error.
 
-        Older configurations with the training settings at the top level (``steps``, ``batch_size``, ...; see
-        :data:`DEPRECATED_KEYS`) and ``bf16: true/false`` are read with a deprecation warning naming the new key.
+        A training setting at the top level (``max_steps: 3``, or a ``train`` command's short name such as
+        ``steps``) is refused with the place it belongs: under ``training:``.
         """
         import yaml
 
@@ -157,32 +135,16 @@ class ExperimentConfig:
             raise InputValueError(f"{path} is not UTF-8 text: {error}") from error
         if not isinstance(values, dict):
             raise InputValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
-        training = values.pop("training", None)
-        training = PAPER_TRAINING if training is None else training
-        if not isinstance(training, dict):
-            raise InputValueError(
-                f"{path}: `training` must be a mapping of RankingRewardConfig fields, got {training!r}"
-            )
-        training = dict(training)
-        moved = {}
-        if "bf16" in values:
-            moved["precision"] = "bf16" if values.pop("bf16") else "fp32"
-        for old, new in DEPRECATED_KEYS.items():
-            if old in values:
-                moved[new] = values.pop(old)
-        if moved:
-            warnings.warn(
-                f"{path}: training settings at the top level are deprecated; put them under `training:` as "
-                + ", ".join(f"{key}: {value!r}" for key, value in moved.items()),
-                FutureWarning,
-                stacklevel=2,
-            )
-            training.update(moved)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise InputValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-        return cls(**values, training=training)
+            raise InputValueError(f"{path}: unknown settings {unknown}; {_where_they_go(unknown, values, known)}")
+        training = values.pop("training", None)
+        if training is not None and not isinstance(training, dict):
+            raise InputValueError(
+                f"{path}: `training` must be a mapping of RankingRewardConfig fields, got {training!r}"
+            )
+        return cls(**values, training=dict(PAPER_TRAINING if training is None else training))
 
     def to_yaml(self) -> str:
         """The configuration as YAML text."""
@@ -190,7 +152,7 @@ class ExperimentConfig:
 
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
-    def training_arguments(self, **overrides: Any) -> Any:
+    def training_arguments(self, **overrides: Any) -> RankingRewardConfig:
         """The :class:`~rewardcollapse.training.RankingRewardConfig` of one run: ``training`` plus ``overrides``.
 
         Raises
@@ -212,6 +174,72 @@ class ExperimentConfig:
         return RankingRewardConfig(**{"output_dir": "unused", "seed": self.seed, **self.training, **overrides})
 
 
+@dataclass
+class ReproduceOptions:
+    """``rewardcollapse reproduce``: a configuration file, the output folder, and settings that override the file."""
+
+    config: str | None = field(
+        default=None,
+        metadata={
+            "help": "YAML settings of the experiment (configs/paper.yaml, configs/demo.yaml); default: the paper's."
+        },
+    )
+    output: str = field(
+        default="reproduce-output",
+        metadata={"help": "Folder of the experiment; a rerun resumes it, reusing finished runs."},
+    )
+    utilities: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated utilities instead of the configuration's, e.g. x,log,-1/x,prompt-aware (quote it)."
+        },
+    )
+    model: str | None = field(default=None, metadata={"help": field_help(ExperimentConfig, "model")})
+    seed: int | None = field(default=None, metadata={"help": field_help(ExperimentConfig, "seed")})
+    max_steps: int | None = field(
+        default=None, metadata={"help": field_help(RankingRewardOptions, "max_steps"), "aliases": ["--steps"]}
+    )
+    precision: PrecisionSetting | None = field(default=None, metadata={"help": field_help(ModelInput, "precision")})
+    openness_levels: list[float] | None = field(
+        default=None, metadata={"help": field_help(LongformDesign, "openness_levels"), "aliases": ["--levels"]}
+    )
+
+    def experiment_config(self) -> ExperimentConfig:
+        """The configuration file's settings (default: the paper's), with the ones given here instead."""
+        config = ExperimentConfig.from_yaml(self.config) if self.config else ExperimentConfig()
+        if self.utilities:
+            config.utilities = [spec.strip() for spec in self.utilities.split(",") if spec.strip()]
+        for name in ("model", "seed", "openness_levels"):
+            if getattr(self, name) is not None:
+                setattr(config, name, getattr(self, name))
+        for name in ("max_steps", "precision"):
+            if getattr(self, name) is not None:
+                config.training[name] = getattr(self, name)
+        config.__post_init__()
+        return config
+
+
+def _where_they_go(unknown: list[str], values: dict[str, Any], known: set[str]) -> str:
+    """Where the unknown top-level keys belong: under ``training:`` for training settings, else the known keys.
+
+    A key may be a ``RankingRewardConfig`` field or one of the ``train`` command's short names (``steps``,
+    ``batch_size``, ...: the ``aliases`` of :class:`~rewardcollapse.settings.RankingRewardOptions`).
+    """
+    from rewardcollapse.training.config import RankingRewardConfig
+
+    fields = {f.name for f in dataclasses.fields(RankingRewardConfig) if f.init}
+    short = {
+        alias.lstrip("-").replace("-", "_"): spec.name
+        for spec in dataclasses.fields(RankingRewardOptions)
+        for alias in spec.metadata.get("aliases", [])
+    }
+    moved = {short.get(key, key): values[key] for key in unknown if key in fields or key in short}
+    if not moved:
+        return f"known: {sorted(known)}"
+    lines = ", ".join(f"{name}: {value!r}" for name, value in moved.items())
+    return f"training settings go under `training:` as RankingRewardConfig fields ({lines})"
+
+
 def utility_slug(spec: str) -> str:
     """A folder name for a utility spec: ``"-1/x"`` -> ``"neg1_over_x"``, ``"x^0.5"`` -> ``"x_pow_0.5"``."""
     if spec in _PER_PROMPT:
@@ -219,10 +247,67 @@ def utility_slug(spec: str) -> str:
     return spec.replace("-", "neg").replace("/", "_over_").replace("^", "_pow_")
 
 
+@dataclass(frozen=True, eq=False)
+class UtilityResult:
+    """One utility's model, diagnosed: its test prompts' rewards against their targets, and how it was trained."""
+
+    diagnosis: Diagnosis
+    """The scored test prompts: rewards, groups, targets, collapse index and per-group diagnostics."""
+    verdict: str
+    """``"collapsed"``, ``"partly separated"`` or ``"separated"`` (see ``collapse_verdict``)."""
+    pairwise_accuracy: float
+    """Of the model, over all test prompts."""
+    optimum_pairwise_accuracy: float
+    """Of the exact optimal rewards of the utility, over the same prompts."""
+    rewards_path: Path
+    reused: bool
+    """Whether the run was finished earlier with the same settings (then ``training`` is None)."""
+    training: TrainResult | None = None
+
+    @property
+    def collapse_index(self) -> float:
+        """The diagnosis's collapse index."""
+        return self.diagnosis.collapse_index
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry of ``report.json``: the diagnosis, the rewards file, reuse, verdict and accuracies."""
+        return {
+            **self.diagnosis.to_dict(),
+            "rewards_path": str(self.rewards_path),
+            "reused": self.reused,
+            "verdict": self.verdict,
+            "pairwise_accuracy": self.pairwise_accuracy,
+            "optimum_pairwise_accuracy": self.optimum_pairwise_accuracy,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class ExperimentResult:
+    """What :func:`run_experiment` found and wrote; :meth:`to_dict` is ``report.json``."""
+
+    utilities: dict[str, UtilityResult]
+    figure: Path
+    report_md: Path
+    report_json: Path
+    config: Path
+    data: Path
+    """The dataset's folder."""
+    precision: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values: paths as text, each utility as :meth:`UtilityResult.to_dict`."""
+        paths = ("figure", "report_md", "report_json", "config", "data")
+        return {
+            "utilities": {spec: result.to_dict() for spec, result in self.utilities.items()},
+            **{name: str(getattr(self, name)) for name in paths},
+            "precision": self.precision,
+            "seconds": self.seconds,
+        }
+
+
 def _build_data(config: ExperimentConfig, folder: Path) -> tuple[dict[str, Path], bool]:
     """The dataset's paths, and whether a finished build with the same settings was reused."""
-    from rewardcollapse.experiments.longform import build_longform, write_longform
-
     wanted = {
         "source": config.source,
         "seed": config.seed,
@@ -238,15 +323,7 @@ def _build_data(config: ExperimentConfig, folder: Path) -> tuple[dict[str, Path]
         if all(built.get(key, 1.0 if key == "length_scale" else None) == value for key, value in wanted.items()):
             return paths, True
     report_path.unlink(missing_ok=True)
-    data = build_longform(
-        config.source,
-        train_prompts=config.train_prompts,
-        test_prompts=config.test_prompts,
-        seed=config.seed,
-        levels=config.openness_levels,
-        length_scale=config.length_scale,
-    )
-    return write_longform(data, folder), False
+    return write_longform(config.build(), folder), False
 
 
 def _run_settings(config: ExperimentConfig, spec: str, precision: str) -> dict[str, Any]:
@@ -327,7 +404,7 @@ def _estimate_minutes(config: ExperimentConfig, args: Any, step_seconds: float, 
 
 def _train_and_score(
     config: ExperimentConfig, spec: str, paths: dict[str, Path], folder: Path, args: Any, name: str
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train one utility's model and score the test prompts; every final file is written whole or not at all."""
     import torch
 
@@ -346,10 +423,9 @@ def _train_and_score(
             "disable_tqdm": False,  # transformers would turn its bar off, as its logging is quiet here
             "dataloader_pin_memory": torch.cuda.is_available(),
         }
-        summary = train_reward_model(
+        trained = train_reward_model(
             model=config.model, data=paths["train"], output_dir=model_dir, **run, **config.training
         )
-    summary["model"] = str(folder / "model")
     with atomic_path(folder / "rewards.jsonl") as partial:
         score_file(
             model=folder / "model",
@@ -358,10 +434,10 @@ def _train_and_score(
             batch_size=config.score_batch_size,
             max_length=args.max_length,
             forward_batch_size=args.forward_batch_size,
-            bf16=args.bf16,
+            precision=args.precision,
             description=f"{name} scoring",
         )
-    return summary
+    return dataclasses.replace(trained, model=str(folder / "model"))
 
 
 def _header(config: ExperimentConfig, args: Any, precision: Any) -> str:
@@ -385,38 +461,22 @@ def _device_line(precision: Any) -> str:
     return f"device: CPU, {torch.get_num_threads()} threads, {capability} kernels"
 
 
-def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Run (or resume) the experiment of :class:`ExperimentConfig` in ``output_dir``; return the report.
+def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> ExperimentResult:
+    """Run (or resume) the experiment of :class:`ExperimentConfig` in ``output_dir``; return what it found.
 
     Progress goes to the ``rewardcollapse`` logger (what runs, on what, about how long; which runs are reused) and
     to one progress bar per utility.
 
     Returns
     -------
-    dict
-        ``utilities``: per utility the collapse index, its verdict, per-group diagnostics, the pairwise accuracy of
-        the model and of its utility's exact optimum, whether the run was reused, and the rewards file; ``figure``,
-        ``report_md``, ``report_json``, ``config`` and ``data``: paths written; ``precision`` and ``seconds``.
+    ExperimentResult
+        Per utility a :class:`UtilityResult` (collapse index, its verdict, per-group diagnostics, the pairwise
+        accuracy of the model and of its utility's exact optimum, whether the run was reused, the rewards file);
+        the paths written (figure, reports, configuration, data); the precision and the seconds taken.
     """
-    from rewardcollapse.core import utility
-    from rewardcollapse.diagnostics import collapse_verdict
-    from rewardcollapse.training.models import check_model_source, quiet_transformers
-    from rewardcollapse.training.precision import choose_precision
+    from rewardcollapse.training.models import quiet_transformers
 
-    config.__post_init__()  # again: a caller (the command line) may have changed fields since
-    levels = config.openness_levels
-    if levels is not None and len({level_label(o) for o in levels}) != len(levels):
-        raise InputValueError(f"`openness_levels` {levels} must differ in their first 3 significant digits")
-    for spec in config.utilities:
-        if spec not in _PER_PROMPT:
-            try:
-                utility(spec)  # fail before any training on a bad spec
-            except ValueError as error:
-                raise InputValueError(f"`utilities`: {error}") from error
-    args = config.training_arguments()  # every training setting checked before any work
-    if config.model is not None:
-        check_model_source(config.model)
-    precision = choose_precision(args.precision, device="cpu" if args.use_cpu else None)
+    args, precision = _checked(config)
     output = check_output_folder(output_dir, "output_dir")
     write_text_atomic(output / "config.yaml", config.to_yaml())
     started = time.perf_counter()
@@ -429,53 +489,92 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> dict[str
             "reusing the dataset built earlier with the same settings in" if reused else "built",
             paths["train"].parent,
         )
-        runs = {spec: output / "runs" / utility_slug(spec) for spec in config.utilities}
-        settings = {spec: _run_settings(config, spec, precision.name) for spec in config.utilities}
-        states = {spec: _finished_run(runs[spec], settings[spec]) for spec in config.utilities}
-        to_train = [spec for spec in config.utilities if not states[spec][0]]
-        if to_train:
-            step = _step_seconds(config, args, paths["train"], precision)
-            minutes = _estimate_minutes(config, args, step, len(to_train))
-            _log.info(
-                "expected: %s for %d model%s to train (from a step timed here)",
-                f"about {minutes:.0f} min" if minutes >= 1 else "under a minute",
-                len(to_train),
-                "s" if len(to_train) > 1 else "",
-            )
-        results: dict[str, dict[str, Any]] = {}
-        for number, spec in enumerate(config.utilities, start=1):
-            name = f"[{number}/{len(config.utilities)}] {spec}"
-            finished, why = states[spec]
-            if why:
-                _log.info("%s: %s", name, why)
-            summary = None
-            if not finished:
-                summary = _train_and_score(config, spec, paths, runs[spec], args, name)
-            rewards_path = runs[spec] / "rewards.jsonl"
-            rows = [json.loads(line) for line in rewards_path.read_text().splitlines()]
-            result = {**diagnose_file(rewards_path, levels), "rewards_path": rewards_path, "reused": finished}
-            result["verdict"] = collapse_verdict(result["collapse_index"])
-            result["pairwise_accuracy"] = overall(result["groups"], "pairwise_accuracy")
-            result["optimum_pairwise_accuracy"] = optimum_accuracy(rows, spec)
-            if summary is not None:
-                record = {"settings": settings[spec], "training": summary, "collapse_index": result["collapse_index"]}
-                write_text_atomic(runs[spec] / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
-            results[spec] = result
-    targets = targets_for(8, levels)
+        results = _run_utilities(config, args, precision, paths, output / "runs")
     with atomic_path(output / "rewards.png") as figure:
-        plot_experiment(results, targets, levels, figure)
-    report = {
-        "utilities": {
-            spec: {k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for spec, r in results.items()
-        },
-        "figure": str(output / "rewards.png"),
-        "report_md": str(output / "report.md"),
-        "report_json": str(output / "report.json"),
-        "config": str(output / "config.yaml"),
-        "data": str(paths["train"].parent),
-        "precision": precision.name,
-        "seconds": time.perf_counter() - started,
-    }
-    write_text_atomic(output / "report.md", markdown_report(results, config, args.max_steps))
-    write_text_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
-    return report
+        targets = next(iter(results.values())).diagnosis.targets  # every run diagnoses the same test prompts
+        plot_experiment(results, targets, config.openness_levels, figure)
+    result = ExperimentResult(
+        utilities=results,
+        figure=output / "rewards.png",
+        report_md=output / "report.md",
+        report_json=output / "report.json",
+        config=output / "config.yaml",
+        data=paths["train"].parent,
+        precision=precision.name,
+        seconds=time.perf_counter() - started,
+    )
+    write_text_atomic(result.report_md, markdown_report(results, config, args.max_steps))
+    write_text_atomic(result.report_json, json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _checked(config: ExperimentConfig) -> tuple[RankingRewardConfig, Precision]:
+    """Check every setting before any work; the training arguments and the precision they resolve to."""
+    from rewardcollapse.core import utility
+    from rewardcollapse.training.models import check_model_source
+    from rewardcollapse.training.precision import choose_precision
+
+    config.__post_init__()  # again: a caller (the command line) may have changed fields since
+    levels = config.openness_levels
+    if levels is not None and len({level_label(o) for o in levels}) != len(levels):
+        raise InputValueError(f"`openness_levels` {levels} must differ in their first 3 significant digits")
+    for spec in config.utilities:
+        if spec not in _PER_PROMPT:
+            try:
+                utility(spec)  # fail before any training on a bad spec
+            except ValueError as error:
+                raise InputValueError(f"`utilities`: {error}") from error
+    args = config.training_arguments()
+    if config.model is not None:
+        check_model_source(config.model)
+    return args, choose_precision(args.precision, device="cpu" if args.use_cpu else None)
+
+
+def _run_utilities(
+    config: ExperimentConfig, args: RankingRewardConfig, precision: Precision, paths: dict[str, Path], runs: Path
+) -> dict[str, UtilityResult]:
+    """Train (or reuse) and diagnose each utility's model, in the configuration's order."""
+    folders = {spec: runs / utility_slug(spec) for spec in config.utilities}
+    settings = {spec: _run_settings(config, spec, precision.name) for spec in config.utilities}
+    states = {spec: _finished_run(folders[spec], settings[spec]) for spec in config.utilities}
+    to_train = [spec for spec in config.utilities if not states[spec][0]]
+    if to_train:
+        minutes = _estimate_minutes(config, args, _step_seconds(config, args, paths["train"], precision), len(to_train))
+        _log.info(
+            "expected: %s for %d model%s to train (from a step timed here)",
+            f"about {minutes:.0f} min" if minutes >= 1 else "under a minute",
+            len(to_train),
+            "s" if len(to_train) > 1 else "",
+        )
+    results = {}
+    for number, spec in enumerate(config.utilities, start=1):
+        name = f"[{number}/{len(config.utilities)}] {spec}"
+        finished, why = states[spec]
+        if why:
+            _log.info("%s: %s", name, why)
+        trained = None if finished else _train_and_score(config, spec, paths, folders[spec], args, name)
+        results[spec] = _diagnosed(spec, folders[spec], config.openness_levels, trained)
+        if trained is not None:
+            record = {
+                "settings": settings[spec],
+                "training": trained.to_dict(),
+                "collapse_index": results[spec].collapse_index,
+            }
+            write_text_atomic(folders[spec] / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+    return results
+
+
+def _diagnosed(spec: str, folder: Path, levels: list[float] | None, trained: TrainResult | None) -> UtilityResult:
+    """Diagnose a run's scored test prompts (``trained``: None when the run was reused)."""
+    from rewardcollapse.diagnostics import collapse_verdict
+
+    diagnosis = diagnose_file(folder / "rewards.jsonl", levels)
+    return UtilityResult(
+        diagnosis=diagnosis,
+        verdict=collapse_verdict(diagnosis.collapse_index),
+        pairwise_accuracy=diagnosis.overall("pairwise_accuracy"),
+        optimum_pairwise_accuracy=optimum_accuracy(diagnosis.rows, spec),
+        rewards_path=folder / "rewards.jsonl",
+        reused=trained is None,
+        training=trained,
+    )

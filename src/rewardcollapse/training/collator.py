@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
-from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, prompt_utility
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, SequenceFormat, prompt_utility
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data.schema import pair_margins, ranked_pairs
+from rewardcollapse.settings import MAX_LENGTH
 
 __all__ = [
     "SEQUENCE_FORMATS",
@@ -46,7 +47,7 @@ def openness_of(row: Mapping[str, Any]) -> float:
     return float(row["openness"])
 
 
-SEQUENCE_FORMATS = ("pair", "trl")
+SEQUENCE_FORMATS = get_args(SequenceFormat)
 """How a (prompt, answer) becomes the model's input; see :func:`encode_rows`."""
 
 
@@ -264,7 +265,7 @@ class RankingCollator:
     """
 
     tokenizer: Any
-    max_length: int = 512
+    max_length: int = MAX_LENGTH
     max_answers: int | None = None
     utility: str = "log"
     closed_utility: str = CLOSED_UTILITY

@@ -14,8 +14,9 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from rewardcollapse.core.conventions import SequenceFormat
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def resolve_sequence_format(setting: str, model: Any) -> str:
     if setting != "auto":
         return setting
     saved = read_model_settings(getattr(getattr(model, "config", None), "_name_or_path", None))
-    if saved.get("sequence_format") in ("pair", "trl"):
+    if saved.get("sequence_format") in get_args(SequenceFormat):
         return saved["sequence_format"]
     return "pair" if is_encoder(model) else "trl"
 

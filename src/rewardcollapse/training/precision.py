@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch.nn import functional
 
+from rewardcollapse.core.conventions import PrecisionSetting
 from rewardcollapse.core.errors import InputValueError
 
 __all__ = ["PRECISIONS", "Precision", "choose_precision", "native_cpu_bf16", "score_head_in_float32"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = get_args(PrecisionSetting)
 """Values of ``precision``: ``"auto"`` chooses among the other three for the machine."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rewardcollapse.training.precision import Precision, score_head_in_float32
 from rewardcollapse.training.shared_prompt import SharedPromptStats, score_shared
 
 __all__ = ["MODEL_INPUTS", "SharedLayout", "score_batch", "score_rankings"]
@@ -81,7 +82,7 @@ def score_rankings(
     batch_size: int = 8,
     forward_batch_size: int | None = None,
     device: str | torch.device | None = None,
-    bf16: bool = False,
+    precision: Precision | None = None,
     progress: bool = True,
     description: str = "scoring",
     shared: SharedLayout | None = None,
@@ -101,9 +102,10 @@ def score_rankings(
     forward_batch_size : int, optional
         Sequences per forward pass (see :func:`score_batch`).
     device : str or torch.device, optional
-        Default: CUDA when available, else CPU.
-    bf16 : bool
-        Run under bfloat16 autocast (fast on GPUs and on CPUs with AMX).
+        Default: the precision's device, else CUDA when available, else CPU.
+    precision : Precision, optional
+        Run under its autocast, the score head in float32
+        (:func:`~rewardcollapse.training.precision.choose_precision`); default: float32.
     progress : bool
         Show a progress bar.
     description : str
@@ -113,13 +115,13 @@ def score_rankings(
     """
     from tqdm.auto import tqdm
 
-    from rewardcollapse.training.precision import score_head_in_float32
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    default = precision.device if precision is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or default)
     model = model.to(device).eval()
-    if bf16:
+    mixed = precision is not None and precision.name != "fp32"
+    if mixed:
         score_head_in_float32(model)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    autocast = precision.autocast() if mixed else contextlib.nullcontext()
     with tqdm(total=len(dataset), desc=description, unit="prompt", disable=not progress) as bar:
         for start in range(0, len(dataset), batch_size):
             rows = dataset[start : start + batch_size]

@@ -27,10 +27,11 @@ import contextlib
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
+from rewardcollapse.core.conventions import SharedPromptSetting
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.training.models import is_encoder
 
@@ -43,7 +44,7 @@ __all__ = [
     "shared_support",
 ]
 
-SHARED_PROMPT_SETTINGS = ("auto", "on", "off")
+SHARED_PROMPT_SETTINGS = get_args(SharedPromptSetting)
 """``shared_prompt``: ``auto`` uses the layout where it is exact and available (causal models), ``on`` requires it."""
 
 _ATTENTION = ("eager", "sdpa")  # implementations that take an arbitrary additive 4D mask

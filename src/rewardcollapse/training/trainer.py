@@ -230,7 +230,7 @@ class RankingRewardTrainer(Trainer):
             family="openness" if self.args.utility == OPENNESS else None,
             pairs=inputs["pairs"],
             mask=inputs["answer_mask"],
-            normalize=self.args.loss_normalize,
+            normalize=self.args.normalize,
             eps=self.args.eps,
             margins=inputs.get("margins"),
             pair_weighting=self.args.pair_weighting,
@@ -271,7 +271,7 @@ class RankingRewardTrainer(Trainer):
 
     def _ranking_metrics(self, prediction) -> dict[str, float]:
         rewards = np.asarray(prediction.predictions, dtype=float)
-        if self.args.loss_normalize == "sigmoid":
+        if self.args.normalize == "sigmoid":
             rewards = special.expit(rewards)
         return ranking_metrics(rewards, np.asarray(prediction.label_ids, dtype=bool))
 
