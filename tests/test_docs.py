@@ -1,4 +1,4 @@
-"""The README and docs/ pages: their links resolve, every Python block runs as printed, and the files they name exist."""
+"""The README and docs/ pages: links resolve, every Python block runs as printed, and the files they name exist."""
 
 import re
 import shutil
