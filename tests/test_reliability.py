@@ -473,7 +473,13 @@ def test_configuration_files_give_one_line_errors(tmp_path, capsys):
 # Second hostile try-out: what it found after the first round of fixes.
 
 
-def test_solve_refuses_huge_problems_before_building_them(capsys):
+def test_solve_refuses_huge_problems_before_building_them(capsys, monkeypatch):
+    from rewardcollapse.core import solver
+
+    def no_listing(ranking):
+        raise AssertionError(f"the ranking of {ranking} answers was built before the memory check")
+
+    monkeypatch.setattr(solver, "parse_ranking", no_listing)
     for n, spec in (("1000000000", "log"), ("100000000", "x")):
         assert main(["solve", "-n", n, "--utility", spec]) == 2
         assert f"`ranking`: {n} answers need about" in capsys.readouterr().err
