@@ -1,4 +1,9 @@
-"""Shared fixtures: a headless matplotlib backend, the closed-form test utilities, and a tiny reward model."""
+"""Shared fixtures: a headless matplotlib backend, the closed-form test utilities, tiny reward models, and what the
+multi-process tests need (a free port, the one-step worker)."""
+
+import importlib.util
+import socket
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -145,3 +150,22 @@ def tiny_decoder(decoder_tokenizer):
         return model
 
     return build
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on this machine now, for a launcher's rendezvous (a fixed port collides with a parallel run)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ddp_worker():
+    """tests/ddp_worker.py as a module: its ``run`` is the one-process reference of the parallel tests, run in the
+    test's own process (a second Python start-up with torch and transformers costs more than the step)."""
+    path = Path(__file__).with_name("ddp_worker.py")
+    spec = importlib.util.spec_from_file_location("ddp_worker", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -232,20 +231,20 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer, t
 
 
 @pytest.mark.slow
-def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir):
+def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir, ddp_worker, free_port):
     rows = ranking_rows(8)
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    worker = Path(__file__).with_name("ddp_worker.py")
     # CPU processes with gloo, also on a machine with one GPU (two processes cannot share it with NCCL).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    common = [str(worker), str(tiny_dir), str(tmp_path / "data.jsonl")]
-    single = subprocess.run(
-        [sys.executable, *common, str(tmp_path / "one"), "4"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    common = [str(tiny_dir), str(tmp_path / "data.jsonl")]
+    ddp_worker.run(*common, str(tmp_path / "one"), 4, use_cpu=True)  # the one-process reference, in this process
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
     double = subprocess.run(
-        [*launcher, *common, str(tmp_path / "two"), "2"], env=env, capture_output=True, text=True, timeout=300
+        [*launcher, ddp_worker.__file__, *common, str(tmp_path / "two"), "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert double.returncode == 0, double.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "result.json").read_text())
