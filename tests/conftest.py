@@ -1,8 +1,12 @@
 """Shared fixtures: a headless matplotlib backend, the closed-form test utilities, tiny reward models, and what the
-multi-process tests need (a free port, the one-step worker)."""
+multi-process tests need (a free port, the one-step worker, a subprocess stopped at a known point)."""
 
 import importlib.util
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -169,3 +173,37 @@ def ddp_worker():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _run_until_ready(script: str, cwd: Path) -> subprocess.Popen:
+    """Start ``script`` in a Python subprocess and return once it prints ``ready`` (it then waits to be killed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stdout:
+        if line.strip() == "ready":
+            return process
+    process.wait()
+    raise AssertionError(f"the subprocess ended before it was ready: {process.stderr.read()[-2000:]}")
+
+
+def _kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def run_until_ready():
+    """Kills are real: ``run_until_ready(script, cwd)`` starts a script that prints ``ready`` at a known point and
+    waits there; the test then stops it (``kill``, or a signal) and checks the files it left."""
+    return _run_until_ready
+
+
+@pytest.fixture
+def kill():
+    """``kill(process)``: SIGKILL, then wait for the process to end."""
+    return _kill

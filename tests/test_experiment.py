@@ -507,3 +507,73 @@ def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, 
     built = json.loads((out / "data" / "build_report.json").read_text())
     assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale
     assert demo.training["max_steps"] == 150 and demo.training["freeze_word_embeddings"]
+
+
+def scored_row(openness=0.0, rewards=(0.9, 0.5, 0.1)):
+    return {"prompt": "p", "responses": list("abc"), "openness": openness, "normalized_rewards": list(rewards)}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is not a file; give the JSONL file that `rewardcollapse score` wrote"),
+        ("", "no rows"),
+        ('[{"prompt": "p"}]\n', "line 1 is a JSON list, not an object"),
+        ('{"prompt": "p", "responses": ["a", "b"], "openness": 0}\n', "line 1 has no `normalized_rewards`; score"),
+        (json.dumps(scored_row(rewards=[float("nan")] * 3)) + "\n", "line 1: `normalized_rewards` must be 3 finite"),
+        (
+            json.dumps(scored_row()) + "\n" + json.dumps(scored_row(rewards=[0.5, 0.4])) + "\n",
+            "line 2: `normalized_rewards` must be 3",
+        ),
+        (json.dumps({**scored_row(), "responses": ["a", "a", "b"]}) + "\n", "line 1: responses 0 and 1 are identical"),
+        ("{bad\n", "line 1 is not valid JSON"),
+    ],
+)
+def test_diagnose_names_the_bad_line_and_writes_nothing(tmp_path, capsys, content, message):
+    rewards = tmp_path / "rewards.jsonl"
+    if content is not None:
+        rewards.write_text(content)
+    output = tmp_path / "diagnosis"
+    assert main(["diagnose", "--rewards", str(rewards), "--output", str(output)]) == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_configuration_files_give_one_line_errors(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("utilities: [x, -1/x\nseed: 0\n")
+    cases = [
+        (broken, "is not valid YAML at line"),
+        (tmp_path / "missing.yaml", "is not a file"),
+    ]
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("training:\n  max_steps: abc\n")
+    cases.append((wrong, "`max_steps` must be a number, got the text 'abc'"))
+    negative = tmp_path / "negative.yaml"
+    negative.write_text("test_prompts: -3\n")
+    cases.append((negative, "`test_prompts` must be a positive integer, got -3"))
+    for path, message in cases:
+        assert main(["reproduce", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_settings_are_checked_again_after_command_line_overrides(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("training:\n  max_steps: 1\n")
+    out = tmp_path / "out"
+    assert main(["reproduce", "--config", str(config), "--utilities", ",,", "--output", str(out)]) == 2
+    assert "`utilities` must be a non-empty list" in capsys.readouterr().err
+    config.write_text("openness_levels: [a, 1]\n")
+    assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert "`openness_levels` must be a list of at least 2 numbers in [0, 1]" in capsys.readouterr().err
+    config.write_text("training: []\n")
+    assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert "`training` must be a mapping" in capsys.readouterr().err
+    config.write_text("utilities: [x, 'x^abc']\n")
+    assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert "`utilities`:" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["data", "longform", "--seed", "-5", "--output", str(out)]) == 2
+    assert "`seed` must be a non-negative integer" in capsys.readouterr().err

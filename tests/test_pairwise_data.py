@@ -373,3 +373,15 @@ def test_merge_pairs_options():
     assert row is None and error.message.startswith("row 4: `margin` must be a finite number")
     with pytest.raises(TypeError, match=r"`transitive_closure` must be True or False, got str"):
         load([{"prompt": "q", "chosen": "a", "rejected": "b"}], transitive_closure="no")
+
+
+def test_pairwise_rows_of_one_prompt_must_agree_and_carry_no_ranking_columns(tmp_path):
+    rows_ = [
+        {"prompt": "p", "chosen": "a", "rejected": "b", "openness": 0.0},
+        {"prompt": "p", "chosen": "a", "rejected": "c", "openness": 1.0},
+    ]
+    with pytest.raises(ValueError, match="rows 0, 1: the pairs of one prompt disagree on `openness`"):
+        load_rankings(write_jsonl(tmp_path / "d.jsonl", rows_))
+    rows_ = [{"prompt": "p", "chosen": "a", "rejected": "b", "pairs": [[1, 0]]}]
+    with pytest.raises(ValueError, match=r"with \['pairs'\] columns: each row is one pair"):
+        load_rankings(write_jsonl(tmp_path / "e.jsonl", rows_))
