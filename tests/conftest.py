@@ -2,6 +2,7 @@
 multi-process tests need (a free port, the one-step worker, a subprocess stopped at a known point)."""
 
 import importlib.util
+import json
 import signal
 import socket
 import subprocess
@@ -175,7 +176,11 @@ def ddp_worker():
     return module
 
 
-def _run_until_ready(script: str, cwd: Path) -> subprocess.Popen:
+# Helpers the test files import (``from .conftest import ...``). Kills are real: a subprocess is stopped with SIGKILL
+# (or SIGINT) at a known point (it prints ``ready`` there and waits), and the files it leaves are checked.
+
+
+def run_until_ready(script: str, cwd: Path) -> subprocess.Popen:
     """Start ``script`` in a Python subprocess and return once it prints ``ready`` (it then waits to be killed)."""
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script)],
@@ -191,19 +196,11 @@ def _run_until_ready(script: str, cwd: Path) -> subprocess.Popen:
     raise AssertionError(f"the subprocess ended before it was ready: {process.stderr.read()[-2000:]}")
 
 
-def _kill(process: subprocess.Popen) -> None:
+def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
 
 
-@pytest.fixture
-def run_until_ready():
-    """Kills are real: ``run_until_ready(script, cwd)`` starts a script that prints ``ready`` at a known point and
-    waits there; the test then stops it (``kill``, or a signal) and checks the files it left."""
-    return _run_until_ready
-
-
-@pytest.fixture
-def kill():
-    """``kill(process)``: SIGKILL, then wait for the process to end."""
-    return _kill
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

@@ -9,15 +9,12 @@ import pytest
 from rewardcollapse.data import detect_format, load_rankings, merge_pairs, split_implicit_prompt
 from rewardcollapse.data.schema import ranking_row
 
+from .conftest import write_jsonl
+
 RANKING_ROWS = [
     {"prompt": "Name a colour.", "responses": ["Red.", "Blue, I think.", "Dunno."], "ranks": [0, 0, 1]},
     {"prompt": "Write a poem.", "responses": ["Roses bloom", "Rain", "A", "Sky"], "utility": "-1/x", "openness": 1.0},
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """TRL pairwise rows as a drop-in: implicit prompts split per prompt group, `margin` honoured, closure on or off."""
 
 import itertools
-import json
 import re
 
 import datasets
@@ -13,10 +12,7 @@ from hypothesis import strategies as st
 from rewardcollapse.data import load_rankings, merge_pairs, pair_margins, split_implicit_prompt
 from rewardcollapse.data.schema import _check_margin, ranking_row
 
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+from .conftest import write_jsonl
 
 
 def load(rows, **kwargs):

@@ -9,6 +9,8 @@ import torch
 from rewardcollapse._files import atomic_directory, atomic_path, atomic_write, write_text_atomic
 from rewardcollapse.training.precision import choose_precision, native_cpu_bf16
 
+from .conftest import kill, run_until_ready
+
 AVX2 = {"avx2": True, "avx512_bf16": False, "amx_bf16": False}
 AVX512_BF16 = {"avx2": True, "avx512_bf16": True, "amx_bf16": False}
 AMX = {"avx2": True, "avx512_bf16": True, "amx_bf16": True}
@@ -150,7 +152,7 @@ def test_score_head_keeps_float32_under_bf16_autocast(tiny_model):
         score_head_in_float32(torch.nn.Sequential(torch.nn.Linear(3, 2)))
 
 
-def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path, run_until_ready, kill):
+def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path):
     target = tmp_path / "rewards.jsonl"
     target.write_text("previous\n")
     script = f"""

@@ -19,6 +19,8 @@ from rewardcollapse.estimators import (
     prompts_and_openness,
 )
 
+from .conftest import write_jsonl
+
 TOPICS = [
     "the French revolution",
     "photosynthesis",
@@ -142,11 +144,6 @@ def test_prompt_rows():
         prompts_and_openness([{"text": "a"}])
     with pytest.raises(ValueError, match="row 1, field 'prompt', must be a string"):
         prompts_and_openness([{"prompt": "a"}, {"prompt": None}])
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def test_fit_and_predict_commands(tmp_path, capsys):

@@ -23,6 +23,8 @@ from rewardcollapse.training import (
     score_batch,
 )
 
+from .conftest import kill, run_until_ready, write_jsonl
+
 BACKBONE = default_backbone()
 
 
@@ -428,11 +430,6 @@ def test_datasets_are_tokenised_once_and_the_collator_only_pads(tmp_path, tokeni
     assert total == (4 + 2 + 4) * 4 and truncated <= 2
 
 
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def rows(n=6, k=3):
     return [
         {"prompt": f"prompt {p}", "responses": [f"answer {p}-{a} " + "word " * a for a in range(k)], "openness": p % 2}
@@ -494,9 +491,7 @@ def test_checkpoint_completeness(tmp_path):
         resume_checkpoint(True, tmp_path / "nothing")
 
 
-def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
-    tmp_path, tiny_dir, capsys, run_until_ready, kill
-):
+def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tmp_path, tiny_dir, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", rows(8))
     output = tmp_path / "model"
     args = train_args(tiny_dir, data, output, "--steps", "6", "--save_steps", "2")
@@ -629,7 +624,7 @@ def test_score_option_errors_leave_the_output_alone(tmp_path, tiny_dir, capsys):
     assert "is a folder; give a file path" in capsys.readouterr().err
 
 
-def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir, run_until_ready, kill):
+def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", rows(8))
     output = tmp_path / "rewards.jsonl"
     output.write_text("the previous scores\n")
@@ -658,7 +653,7 @@ def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir, ru
     assert len(output.read_text().splitlines()) == 8
 
 
-def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir, run_until_ready):
+def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", rows(8))
     output = tmp_path / "rewards.jsonl"
     output.write_text("the previous scores\n")
