@@ -339,7 +339,7 @@ def test_train_command_errors(tmp_path, capsys):
     assert "`utility` must be a utility spec" in capsys.readouterr().err
 
 
-def test_help_of_new_commands():
+def test_train_and_score_help_exits_zero():
     for command in ("train", "score"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
