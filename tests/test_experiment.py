@@ -207,6 +207,7 @@ def tiny_config(tmp_path, tiny_dir, *, test_prompts):
     return config
 
 
+@pytest.mark.slow
 def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
     config = tiny_config(tmp_path, tiny_dir, test_prompts=6)
     out = tmp_path / "run"
@@ -319,6 +320,7 @@ def test_level_diagnostics_and_errors(tmp_path, capsys):
     assert "| o=0.5 | 2 | 0.000 | 0.000 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_reproduce_with_openness_levels(tmp_path, tiny_dir, capsys):
     config = tiny_config(tmp_path, tiny_dir, test_prompts=8)
     out = tmp_path / "run"
@@ -397,6 +399,7 @@ def test_summary_says_plainly_whether_the_finding_was_reproduced():
     assert "across openness levels" in text and "reproduced" not in text
 
 
+@pytest.mark.slow
 def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir, capsys, monkeypatch):
     import rewardcollapse.training.run as run_module
 
@@ -436,6 +439,7 @@ def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir,
     assert "steps" in (out / "report.md").read_text() and "3 steps" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, capsys):
     """The `make demo` path (configs/demo.yaml, built-in corpus) with a tiny model and 2 steps instead of MiniLM.
 

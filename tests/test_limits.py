@@ -33,6 +33,7 @@ def test_no_closed_form_for_soft_utilities():
         limit_distribution("log", method="exact")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["log", "x^0.5"])
 def test_numerical_path_matches_closed_forms(spec):
     numerical = limit_distribution(spec, method="numerical")

@@ -140,6 +140,7 @@ def test_header_commands_launch_rewardcollapse_train(name, monkeypatch):
         assert launched == [(2, 0, 16, "MAIN_IP"), (2, 1, 16, "MAIN_IP")]
 
 
+@pytest.mark.slow
 def test_python_m_runs_the_cli():
     """``accelerate launch -m rewardcollapse.cli`` runs ``python -m rewardcollapse.cli``: it must reach main()."""
     done = subprocess.run(

@@ -229,7 +229,7 @@ def test_parse_ranking_forms():
 
 
 @pytest.mark.slow
-def test_n_10000_log():
+def test_a_total_order_of_10000_answers_converges_under_log():
     result = optimal_rewards(10_000, "log")
     assert result.success and result.residual <= 1e-10
 

@@ -491,6 +491,7 @@ def test_checkpoint_completeness(tmp_path):
         resume_checkpoint(True, tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tmp_path, tiny_dir, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", rows(8))
     output = tmp_path / "model"
@@ -624,6 +625,7 @@ def test_score_option_errors_leave_the_output_alone(tmp_path, tiny_dir, capsys):
     assert "is a folder; give a file path" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", rows(8))
     output = tmp_path / "rewards.jsonl"
@@ -653,6 +655,7 @@ def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir):
     assert len(output.read_text().splitlines()) == 8
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir):
     data = write_jsonl(tmp_path / "d.jsonl", rows(8))
     output = tmp_path / "rewards.jsonl"
