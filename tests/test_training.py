@@ -661,9 +661,11 @@ def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir):
     output = tmp_path / "rewards.jsonl"
     output.write_text("the previous scores\n")
     script = f"""
+        import signal
         import time
         from scipy import special
         import rewardcollapse.training.run as run
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also if pytest inherited SIG_IGN
         def slow_expit(x):
             print("ready", flush=True)
             time.sleep(60)
