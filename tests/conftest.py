@@ -1,4 +1,14 @@
-"""Shared fixtures: a headless matplotlib backend, the closed-form test utilities, and a tiny reward model."""
+"""Shared fixtures: a headless matplotlib backend, the closed-form test utilities, tiny reward models, and what the
+multi-process tests need (a free port, the one-step worker, a subprocess stopped at a known point)."""
+
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -145,3 +155,52 @@ def tiny_decoder(decoder_tokenizer):
         return model
 
     return build
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on this machine now, for a launcher's rendezvous (a fixed port collides with a parallel run)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ddp_worker():
+    """tests/ddp_worker.py as a module: its ``run`` is the one-process reference of the parallel tests, run in the
+    test's own process (a second Python start-up with torch and transformers costs more than the step)."""
+    path = Path(__file__).with_name("ddp_worker.py")
+    spec = importlib.util.spec_from_file_location("ddp_worker", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Helpers the test files import (``from .conftest import ...``). Kills are real: a subprocess is stopped with SIGKILL
+# (or SIGINT) at a known point (it prints ``ready`` there and waits), and the files it leaves are checked.
+
+
+def run_until_ready(script: str, cwd: Path) -> subprocess.Popen:
+    """Start ``script`` in a Python subprocess and return once it prints ``ready`` (it then waits to be killed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in process.stdout:
+        if line.strip() == "ready":
+            return process
+    process.wait()
+    raise AssertionError(f"the subprocess ended before it was ready: {process.stderr.read()[-2000:]}")
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

@@ -9,10 +9,11 @@ import os
 import sys
 
 
-def one_step_config(output: str, batch_size: int):
+def one_step_config(output: str, batch_size: int, *, use_cpu: bool = False):
     """One exact SGD step (learning rate 1, float32, data in order): the setting both parallel tests compare.
 
-    Shared with ``fsdp_worker.py``. Processes talk over gloo when they have no GPU.
+    Shared with ``fsdp_worker.py``. Processes talk over gloo when they have no GPU; ``use_cpu`` keeps a run in the
+    test's own process on the CPU, as the launched processes are.
     """
     import torch
 
@@ -36,10 +37,11 @@ def one_step_config(output: str, batch_size: int):
         precision="fp32",  # the comparison is exact to 1e-5: no autocast
         dataloader_pin_memory=False,
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        use_cpu=use_cpu,
     )
 
 
-def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
+def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: bool = False) -> None:
     import datasets
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -60,7 +62,7 @@ def run(model_dir: str, data: str, output: str, batch_size: int) -> None:
                 self.first_loss = loss.detach().clone()
             return loss
 
-    args = one_step_config(output, batch_size)
+    args = one_step_config(output, batch_size, use_cpu=use_cpu)
     trainer = Recording(
         model=AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1),
         args=args,

@@ -188,3 +188,22 @@ def test_plot_functions_return_fig_and_axes():
     assert fig3 is given[0].figure
     for f in (fig, fig2, fig3):
         plt.close(f)
+
+
+def test_solve_refuses_huge_problems_before_building_them(capsys, monkeypatch):
+    from rewardcollapse.core import solver
+
+    def no_listing(ranking):
+        raise AssertionError(f"the ranking of {ranking} answers was built before the memory check")
+
+    monkeypatch.setattr(solver, "parse_ranking", no_listing)
+    for n, spec in (("1000000000", "log"), ("100000000", "x")):
+        assert main(["solve", "-n", n, "--utility", spec]) == 2
+        assert f"`ranking`: {n} answers need about" in capsys.readouterr().err
+
+
+def test_solve_refuses_a_figure_format_it_cannot_write(tmp_path, capsys):
+    for name in ("out.xyz", "outnoext"):
+        assert main(["solve", "-n", "5", "--plot", str(tmp_path / name), "--json", str(tmp_path / "j.json")]) == 2
+        assert "the figure format comes from the suffix" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

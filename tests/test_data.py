@@ -1,6 +1,7 @@
 import json
 import math
 import re
+import warnings
 
 import datasets
 import pytest
@@ -8,15 +9,12 @@ import pytest
 from rewardcollapse.data import detect_format, load_rankings, merge_pairs, split_implicit_prompt
 from rewardcollapse.data.schema import ranking_row
 
+from .conftest import write_jsonl
+
 RANKING_ROWS = [
     {"prompt": "Name a colour.", "responses": ["Red.", "Blue, I think.", "Dunno."], "ranks": [0, 0, 1]},
     {"prompt": "Write a poem.", "responses": ["Roses bloom", "Rain", "A", "Sky"], "utility": "-1/x", "openness": 1.0},
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -255,3 +253,97 @@ def test_pairwise_grouping_across_batches(tmp_path):
     assert ds["prompt"][:3] == ["p0", "p1", "p2"] and ds["prompt"][-1] == f"p{n - 1}"
     assert ds[1234]["responses"] == ["best 1234", "middle 1234", "worst 1234"]
     assert all(ranks == [0, 1, 2] for ranks in ds["ranks"])
+
+
+def test_pairs_column_is_honoured(tmp_path):
+    data = load_rankings(
+        write_jsonl(tmp_path / "p.jsonl", [{"prompt": "p", "responses": list("abc"), "pairs": [[2, 0], [2, 1]]}])
+    )
+    row = data[0]
+    assert row["pairs"] == [[2, 0], [2, 1]] and row["ranks"] is None
+    from rewardcollapse.data import ranked_pairs
+
+    assert ranked_pairs(row).tolist() == [[False] * 3, [False] * 3, [True, True, False]]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"ranks": [0, 1, 2], "pairs": [[2, 0]]}, "has both `ranks` and `pairs`; give one"),
+        ({"pairs": [[0, 3]]}, r"`pairs\[0\]` must be \[i, j\] with i != j in 0..2, got \[0, 3\]"),
+        ({"pairs": [[1, 1]]}, r"`pairs\[0\]` must be \[i, j\] with i != j"),
+        ({"pairs": [[0, 1], [0, 1]]}, "lists a pair twice"),
+        ({"pairs": [[0, 1], [1, 2], [2, 0]]}, r"contradict each other \((\d) above \d above \d above \1\)"),
+        ({"pairs": []}, "got an empty list"),
+    ],
+)
+def test_bad_pairs_are_refused_naming_the_row(tmp_path, row, message):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "p", "responses": list("abc"), **row}])
+    with pytest.raises(ValueError, match=f"row 0: .*{message}"):
+        load_rankings(path)
+
+
+def test_text_where_a_number_belongs_is_refused(tmp_path):
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"prompt": "p", "responses": ["a", "b"], "openness": 0.5},
+            {"prompt": "q", "responses": ["a", "b"], "openness": "NaN"},
+        ],
+    )
+    with pytest.raises(ValueError, match="row 1: `openness` is NaN, not a number"):
+        load_rankings(path)
+    alone = write_jsonl(tmp_path / "e.jsonl", [{"prompt": "q", "responses": ["a", "b"], "openness": "NaN"}])
+    with pytest.raises(ValueError, match="row 0: `openness` must be a number in \\[0, 1\\]"):
+        load_rankings(alone)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"prompt": "p", "responses": ["a", "b"]}\n{"prompt": "q", "responses": ["a", "b"]}\n{"prompt": x}\n',
+            "line 3 is not valid JSON",
+        ),
+        (b"", "is empty: no rows to read"),
+        (b'{"prompt": "\xff", "responses": ["a", "b"]}\n', "line 1 is not UTF-8 text"),
+        (
+            b'{"prompt": "p", "responses": ["a", "b"]}\n{"prompt": "q", "chosen": "a", "rejected": "b"}\n',
+            "mixes ranking rows",
+        ),
+    ],
+)
+def test_broken_data_files_are_named_with_their_line(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_rankings(path)
+
+
+def test_blank_lines_between_rows_are_fine(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"prompt": "p", "responses": ["a", "b"]}\n\n{"prompt": "q", "responses": ["a", "b"]}\n')
+    assert len(load_rankings(path)) == 2
+
+
+def test_a_chat_message_without_role_is_named(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": [{"content": "hi"}], "responses": ["a", "b"]}])
+    with pytest.raises(ValueError, match=r"row 0: `prompt` must be .*; message 0 has no 'role'"):
+        load_rankings(path)
+
+
+def test_text_that_looks_like_json_stays_text_outside_csv(tmp_path):
+    chat_text = json.dumps([{"role": "user", "content": "hi"}])
+    rows_ = [{"prompt": chat_text, "responses": ["a", "b"]}, {"prompt": "[3, 1, 2]", "responses": ["[1]", "b"]}]
+    data = load_rankings(write_jsonl(tmp_path / "d.jsonl", rows_))
+    assert data["prompt"] == [chat_text, "[3, 1, 2]"] and data[1]["responses"] == ["[1]", "b"]
+    csv = tmp_path / "d.csv"
+    csv.write_text('prompt,responses\n[3 1 2],"[""a"", ""b""]"\n')  # a CSV cell holds the answer list as JSON
+    assert load_rankings(csv)[0]["responses"] == ["a", "b"]
+
+
+def test_ranks_beyond_int64_are_a_row_error(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "responses": ["a", "b"], "ranks": [0, 10**20]}])
+    with pytest.raises(ValueError, match=r"row 0: `ranks\[1\]` must be an integer"):
+        load_rankings(path)

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -10,11 +11,7 @@ from rewardcollapse.cli import main
 from rewardcollapse.core import openness_utility, optimal_rewards
 from rewardcollapse.data import load_rankings
 from rewardcollapse.diagnostics import (
-    collapse_index,
     collapse_verdict,
-    group_diagnostics,
-    rescale_per_prompt,
-    wasserstein_1,
 )
 from rewardcollapse.experiments import (
     Diagnosis,
@@ -38,7 +35,6 @@ from rewardcollapse.experiments.longform import (
     level_lengths,
     write_longform,
 )
-from rewardcollapse.plots import plot_group_rewards
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -134,57 +130,6 @@ def test_builtin_corpus_is_real_text_and_deterministic():
         assert builtin_corpus(("no_such_module_here",)) == []
 
 
-def test_collapse_index_on_constructed_rewards():
-    targets = {"open": np.linspace(0, 1, 8), "closed": np.repeat([0.0, 1.0], 4)}
-    groups = ["open", "closed"] * 10
-    collapsed = [np.linspace(0, 1, 8)] * 20
-    separated = [np.linspace(0, 1, 8), np.repeat([0.0, 1.0], 4)] * 10
-    assert collapse_index(collapsed, groups, targets) == 0.0
-    assert collapse_index(separated, groups, targets) == 1.0
-    # Halfway: closed prompts half the way from uniform to polarised.
-    halfway = [np.linspace(0, 1, 8), 0.5 * np.linspace(0, 1, 8) + 0.5 * np.repeat([0.0, 1.0], 4)] * 10
-    assert collapse_index(halfway, groups, targets) == pytest.approx(0.5)
-    # Rescaling removes offset and scale: 0.4 + 0.1 * r collapses to r.
-    shrunk = [0.4 + 0.1 * r for r in separated]
-    assert collapse_index(shrunk, groups, targets) == 1.0
-    assert collapse_index(shrunk, groups, targets, rescale=False) == pytest.approx(0.1)
-    # Laws as targets: Uniform(0, 1) against the two-point law, W1 = 1/4.
-    laws = {"open": stats.uniform(), "closed": stats.bernoulli(0.5)}
-    assert wasserstein_1(laws["open"], laws["closed"]) == pytest.approx(0.25, abs=1e-3)
-
-
-def test_collapse_index_errors():
-    targets = {"open": np.linspace(0, 1, 8), "closed": np.repeat([0.0, 1.0], 4)}
-    with pytest.raises(ValueError, match="at least two groups"):
-        collapse_index([np.arange(3.0)], ["open"], targets)
-    with pytest.raises(ValueError, match=r"no law for groups \['mid'\]"):
-        collapse_index([np.arange(3.0)] * 2, ["open", "mid"], targets)
-    with pytest.raises(ValueError, match="all the same law"):
-        collapse_index([np.arange(3.0)] * 2, ["a", "b"], {"a": [0, 1], "b": [0, 1]})
-    with pytest.raises(ValueError, match="has 2 prompts but `groups` has 1"):
-        collapse_index([np.arange(3.0)] * 2, ["a"], targets)
-
-
-def test_wasserstein_matches_scipy_and_rescale():
-    rng = np.random.default_rng(0)
-    a, b = rng.random(400), rng.random(250) ** 2
-    assert wasserstein_1(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=1e-3)
-    assert [r.tolist() for r in rescale_per_prompt([[2.0, 4.0, 3.0], [1.0, 1.0]])] == [[0.0, 1.0, 0.5], [0.5, 0.5]]
-
-
-def test_group_diagnostics_and_plot():
-    targets = targets_for(8)
-    rewards = [targets["open"], targets["closed"]] * 3
-    pairs = [np.triu(np.ones((8, 8), dtype=bool), 1)] * 6
-    result = group_diagnostics(rewards, ["open", "closed"] * 3, targets, pairs)
-    assert result["open"]["ks"] == 0.0 and result["open"]["wasserstein"] == 0.0
-    assert result["closed"]["prompts"] == 3
-    # The closed target ties four answers at 1 and four at 0, so half its within-cluster pairs are ties.
-    assert result["open"]["pairwise_accuracy"] == 1.0 and result["open"]["kendall_tau"] == 1.0
-    _, ax = plot_group_rewards(rewards, ["open", "closed"] * 3, targets)
-    assert len(ax.patches) > 0
-
-
 def test_experiment_config_yaml(tmp_path):
     paper = ExperimentConfig.from_yaml(CONFIGS / "paper.yaml")
     training = paper.training
@@ -271,6 +216,7 @@ def tiny_config(tmp_path, tiny_dir, *, test_prompts):
     return config
 
 
+@pytest.mark.slow
 def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
     config = tiny_config(tmp_path, tiny_dir, test_prompts=6)
     out = tmp_path / "run"
@@ -395,6 +341,7 @@ def test_level_diagnostics_and_errors(tmp_path, capsys):
     assert "| o=0.5 | 2 | 0.000 | 0.000 |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_reproduce_with_openness_levels(tmp_path, tiny_dir, capsys):
     config = tiny_config(tmp_path, tiny_dir, test_prompts=8)
     out = tmp_path / "run"
@@ -485,6 +432,7 @@ def test_summary_says_plainly_whether_the_finding_was_reproduced():
     assert "across openness levels" in text and "reproduced" not in text
 
 
+@pytest.mark.slow
 def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir, capsys, monkeypatch):
     import rewardcollapse.training.run as run_module
 
@@ -524,10 +472,20 @@ def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir,
     assert "steps" in (out / "report.md").read_text() and "3 steps" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, capsys):
-    """The `make demo` path (configs/demo.yaml, built-in corpus) with a tiny model and 2 steps instead of MiniLM."""
+    """The `make demo` path (configs/demo.yaml, built-in corpus) with a tiny model and 2 steps instead of MiniLM.
+
+    The 2 steps read 4 training prompts, so the run builds 16 instead of the demo's 2000 (tokenising those for each
+    utility was most of this test's time); the demo's own data, at its full size, is built after it.
+    """
+    config, replaced = re.subn(
+        r"^train_prompts: \d+", "train_prompts: 16", (CONFIGS / "demo.yaml").read_text(), flags=re.MULTILINE
+    )
+    assert replaced == 1
+    (tmp_path / "demo.yaml").write_text(config)
     out = tmp_path / "demo"
-    args = ["reproduce", "--config", str(CONFIGS / "demo.yaml"), "--model", str(tiny_dir), "--steps", "2"]
+    args = ["reproduce", "--config", str(tmp_path / "demo.yaml"), "--model", str(tiny_dir), "--steps", "2"]
     assert main([*args, "--precision", "fp32", "--output", str(out)]) == 0
     captured = capsys.readouterr()
     first = captured.err.splitlines()[0]
@@ -539,4 +497,84 @@ def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, 
     assert list(report["utilities"]) == demo.utilities and report["precision"] == "fp32"
     built = json.loads((out / "data" / "build_report.json").read_text())
     assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale
+    assert built["train_prompts"] == 16
     assert demo.training["max_steps"] == 150 and demo.training["freeze_word_embeddings"]
+    full = build_longform(
+        demo.source,
+        train_prompts=demo.train_prompts,
+        test_prompts=demo.test_prompts,
+        seed=demo.seed,
+        levels=demo.openness_levels,
+        length_scale=demo.length_scale,
+    )
+    assert (len(full.train), len(full.test)) == (demo.train_prompts, demo.test_prompts)
+
+
+def scored_row(openness=0.0, rewards=(0.9, 0.5, 0.1)):
+    return {"prompt": "p", "responses": list("abc"), "openness": openness, "normalized_rewards": list(rewards)}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is not a file; give the JSONL file that `rewardcollapse score` wrote"),
+        ("", "no rows"),
+        ('[{"prompt": "p"}]\n', "line 1 is a JSON list, not an object"),
+        ('{"prompt": "p", "responses": ["a", "b"], "openness": 0}\n', "line 1 has no `normalized_rewards`; score"),
+        (json.dumps(scored_row(rewards=[float("nan")] * 3)) + "\n", "line 1: `normalized_rewards` must be 3 finite"),
+        (
+            json.dumps(scored_row()) + "\n" + json.dumps(scored_row(rewards=[0.5, 0.4])) + "\n",
+            "line 2: `normalized_rewards` must be 3",
+        ),
+        (json.dumps({**scored_row(), "responses": ["a", "a", "b"]}) + "\n", "line 1: responses 0 and 1 are identical"),
+        ("{bad\n", "line 1 is not valid JSON"),
+    ],
+)
+def test_diagnose_names_the_bad_line_and_writes_nothing(tmp_path, capsys, content, message):
+    rewards = tmp_path / "rewards.jsonl"
+    if content is not None:
+        rewards.write_text(content)
+    output = tmp_path / "diagnosis"
+    assert main(["diagnose", "--rewards", str(rewards), "--output", str(output)]) == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_configuration_files_give_one_line_errors(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("utilities: [x, -1/x\nseed: 0\n")
+    cases = [
+        (broken, "is not valid YAML at line"),
+        (tmp_path / "missing.yaml", "is not a file"),
+    ]
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("training:\n  max_steps: abc\n")
+    cases.append((wrong, "`max_steps` must be a number, got the text 'abc'"))
+    negative = tmp_path / "negative.yaml"
+    negative.write_text("test_prompts: -3\n")
+    cases.append((negative, "`test_prompts` must be a positive integer, got -3"))
+    for path, message in cases:
+        assert main(["reproduce", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_settings_are_checked_again_after_command_line_overrides(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("training:\n  max_steps: 1\n")
+    out = tmp_path / "out"
+    assert main(["reproduce", "--config", str(config), "--utilities", ",,", "--output", str(out)]) == 2
+    assert "`utilities` must be a non-empty list" in capsys.readouterr().err
+    config.write_text("openness_levels: [a, 1]\n")
+    assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert "`openness_levels` must be a list of at least 2 numbers in [0, 1]" in capsys.readouterr().err
+    config.write_text("training: []\n")
+    assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert "`training` must be a mapping" in capsys.readouterr().err
+    config.write_text("utilities: [x, 'x^abc']\n")
+    assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert "`utilities`:" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["data", "longform", "--seed", "-5", "--output", str(out)]) == 2
+    assert "`seed` must be a non-negative integer" in capsys.readouterr().err

@@ -59,13 +59,15 @@ def test_bad_targets():
 
 @pytest.mark.slow
 def test_numerical_design_recovers_a_combination():
-    # A target no symmetric Beta law fits (KS 0.107 to the best one): the n = 1000 optimum of 0.9 x + 0.1 log,
-    # written in the Box-Cox basis. The design must reach KS <= 0.02 at n = 1000 and find the weights.
+    # A target no symmetric Beta law fits (KS 0.107 to the best one): the n = 400 optimum of 0.9 x + 0.1 log,
+    # written in the Box-Cox basis. The design must reach KS <= 0.02 at n = 400 and find the weights. The sizes keep
+    # the defaults' ratio n_fit / n = 1/5 at 2/5 of their size (each of the fit's ~500 solves costs ~n_fit^2).
     weights = np.array([0.9, 0.0, 0.1, 0.0, 0.0])
-    target = rc.optimal_rewards(1000, openness_mixture(weights, BASIS_OPENNESS)).rewards
+    target = rc.optimal_rewards(400, openness_mixture(weights, BASIS_OPENNESS)).rewards
     alpha = rc.fit_beta_shape(_quantiles(target))
     assert stats.kstest(target, stats.beta(alpha, alpha).cdf).statistic > 0.1
-    design = rc.utility_for(target)
+    design = rc.utility_for(target, n=400, n_fit=80)
+    assert design.n == 400
     assert design.reachable and not design.exact
     assert design.ks <= 0.02
     assert design.weights[0.0] == pytest.approx(0.9, abs=0.05) and design.weights[0.5] == pytest.approx(0.1, abs=0.05)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import rewardcollapse as rc
 from rewardcollapse import closed_form_limit, ks_distance, limit_distribution, numerical_limit, optimal_rewards, utility
 
 
@@ -32,6 +33,7 @@ def test_no_closed_form_for_soft_utilities():
         limit_distribution("log", method="exact")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["log", "x^0.5"])
 def test_numerical_path_matches_closed_forms(spec):
     numerical = limit_distribution(spec, method="numerical")
@@ -82,3 +84,34 @@ def test_optimal_rewards_approach_their_limit():
     distances = [ks_distance(optimal_rewards(n, "log").rewards, law) for n in (10, 100, 1000)]
     assert distances[0] > distances[1] > distances[2]
     assert distances[2] < 2e-3
+
+
+def test_logsigmoid_limit_law_matches_its_pinned_cdf_ppf_pdf_and_moments():
+    law = rc.limit_distribution("logsigmoid")
+    assert law.atoms == pytest.approx({0.0: 0.3835, 1.0: 0.3835}, abs=1e-12)
+    # Values of the former hand-written rv_continuous (same tabulated CDF), pinned.
+    old_cdf = [0.3835, 0.40612891341635277, 0.4409280878929836, 0.49999999999999967, 0.5590719121070163,
+               0.5938710865836481, 1.0]  # fmt: skip
+    np.testing.assert_allclose(law.cdf([0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]), old_cdf, rtol=0, atol=1e-12)
+    old_ppf = [0.02925608630498185, 0.5000000000000014, 0.9707439136950142]
+    np.testing.assert_allclose(law.ppf([0.39, 0.5, 0.61]), old_ppf, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(law.pdf([0.2, 0.5]), [0.23288140285639525, 0.2373317162331636], rtol=1e-12)
+    assert law.ppf(0.2) == 0.0 and law.ppf(0.9) == 1.0 and law.cdf(-0.1) == 0.0
+    # The moments are now the histogram's exact ones (the old ones came from a 20,000-level quantile sum).
+    assert float(law.mean()) == pytest.approx(0.5, abs=1e-12)
+    assert float(law.var()) == pytest.approx(0.21085886822623795, abs=1e-8)
+    sample = law.rvs(20000, random_state=1)
+    assert np.mean(sample == 0.0) == pytest.approx(0.3835, abs=0.01) and np.all((sample >= 0) & (sample <= 1))
+
+
+def test_one_ks_distance_for_laws_with_atoms_and_for_samples():
+    rewards = np.array([0.0] * 4 + [1.0] * 4)
+    assert rc.ks_distance(rewards, rc.limit_distribution("x")) == 0.0  # scipy's kstest says 0.5 here
+    assert stats.kstest(rewards, rc.limit_distribution("x").cdf).statistic == 0.5
+    rng = np.random.default_rng(0)
+    a, b = rng.random(37), np.round(rng.random(50), 1)  # ties in b
+    assert rc.ks_distance(a, b) == stats.ks_2samp(a, b).statistic
+    # utility_for's designs report a true KS distance (before: |mean - 1/2| under that name at alpha = 0).
+    assert rc.utility_for(0.3).ks == pytest.approx(0.0010000000000000009, abs=1e-12)
+    assert rc.utility_for(0.0).ks == 0.0
+    assert rc.utility_for(1.0).ks == pytest.approx(0.013092030370480123, abs=1e-12)

@@ -1,7 +1,6 @@
 """TRL pairwise rows as a drop-in: implicit prompts split per prompt group, `margin` honoured, closure on or off."""
 
 import itertools
-import json
 import re
 
 import datasets
@@ -13,10 +12,7 @@ from hypothesis import strategies as st
 from rewardcollapse.data import load_rankings, merge_pairs, pair_margins, split_implicit_prompt
 from rewardcollapse.data.schema import check_margin, ranking_row
 
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+from .conftest import write_jsonl
 
 
 def load(rows, **kwargs):
@@ -373,3 +369,15 @@ def test_merge_pairs_options():
     assert row is None and error.message.startswith("row 4: `margin` must be a finite number")
     with pytest.raises(TypeError, match=r"`transitive_closure` must be True or False, got str"):
         load([{"prompt": "q", "chosen": "a", "rejected": "b"}], transitive_closure="no")
+
+
+def test_pairwise_rows_of_one_prompt_must_agree_and_carry_no_ranking_columns(tmp_path):
+    rows_ = [
+        {"prompt": "p", "chosen": "a", "rejected": "b", "openness": 0.0},
+        {"prompt": "p", "chosen": "a", "rejected": "c", "openness": 1.0},
+    ]
+    with pytest.raises(ValueError, match="rows 0, 1: the pairs of one prompt disagree on `openness`"):
+        load_rankings(write_jsonl(tmp_path / "d.jsonl", rows_))
+    rows_ = [{"prompt": "p", "chosen": "a", "rejected": "b", "pairs": [[1, 0]]}]
+    with pytest.raises(ValueError, match=r"with \['pairs'\] columns: each row is one pair"):
+        load_rankings(write_jsonl(tmp_path / "e.jsonl", rows_))

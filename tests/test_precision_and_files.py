@@ -9,6 +9,8 @@ import torch
 from rewardcollapse._files import atomic_directory, atomic_path, atomic_write, write_text_atomic
 from rewardcollapse.training.precision import choose_precision, native_cpu_bf16
 
+from .conftest import kill, run_until_ready
+
 AVX2 = {"avx2": True, "avx512_bf16": False, "amx_bf16": False}
 AVX512_BF16 = {"avx2": True, "avx512_bf16": True, "amx_bf16": False}
 AMX = {"avx2": True, "avx512_bf16": True, "amx_bf16": True}
@@ -148,3 +150,44 @@ def test_score_head_keeps_float32_under_bf16_autocast(tiny_model):
         assert model(input_ids=ids).logits.dtype == torch.float32  # no autocast: untouched
     with pytest.raises(ValueError, match="no linear score head with 1 output"):
         score_head_in_float32(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+
+
+def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path):
+    target = tmp_path / "rewards.jsonl"
+    target.write_text("previous\n")
+    script = f"""
+        import time
+        from rewardcollapse._files import atomic_write
+        with atomic_write({str(target)!r}) as handle:
+            for i in range(100000):
+                handle.write("new line\\n")
+                if i == 1000:
+                    handle.flush()
+                    print("ready", flush=True)
+                    time.sleep(60)
+    """
+    kill(run_until_ready(script, tmp_path))
+    assert target.read_text() == "previous\n"
+    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".rewards.jsonl.") and ".partial" in leftovers[0]
+
+
+def test_two_writers_to_one_path_each_leave_a_whole_file(tmp_path):
+    from rewardcollapse._files import atomic_write
+
+    target = tmp_path / "out.jsonl"
+    with atomic_write(target) as first, atomic_write(target) as second:
+        first.write("first\n" * 1000)
+        second.write("second\n" * 10)
+    assert target.read_text() == "first\n" * 1000  # the last to finish; never a mix
+
+
+def test_writing_through_a_symbolic_link_keeps_the_link(tmp_path):
+    from rewardcollapse._files import write_text_atomic
+
+    target = tmp_path / "real.jsonl"
+    target.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    write_text_atomic(link, "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"

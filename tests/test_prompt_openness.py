@@ -19,6 +19,8 @@ from rewardcollapse.estimators import (
     prompts_and_openness,
 )
 
+from .conftest import write_jsonl
+
 TOPICS = [
     "the French revolution",
     "photosynthesis",
@@ -144,11 +146,6 @@ def test_prompt_rows():
         prompts_and_openness([{"prompt": "a"}, {"prompt": None}])
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def test_fit_and_predict_commands(tmp_path, capsys):
     prompts, openness = labelled_prompts()
     data = write_jsonl(
@@ -210,3 +207,45 @@ def test_openness_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["openness", "--help"])
     assert exit_info.value.code == 0 and "fit" in capsys.readouterr().out
+
+
+@pytest.fixture
+def classifier_file(tmp_path):
+    import numpy as np
+
+    from rewardcollapse.estimators import OpennessClassifier
+
+    classifier = OpennessClassifier(None, 32, mean=np.zeros(4), scale=np.ones(4), coef=np.ones(4), intercept=0.0)
+    return classifier.save(tmp_path / "clf")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(coef=[float("nan")] * 4), "`coef` must be a non-empty list of finite numbers"),
+        (lambda s: s.update(scale=[0.0] * 4), "every `scale` entry must be > 0"),
+        (lambda s: s.update(coef=[1.0] * 3), "mean, scale and coef must have one length"),
+        (lambda s: s.pop("mean"), r"missing \['mean'\]"),
+        (lambda s: s.update(encoder=5), "`encoder` must be null"),
+        (lambda s: s.update(intercept="0"), "`intercept` must be a finite number"),
+    ],
+)
+def test_corrupt_classifier_files_are_refused(classifier_file, change, message):
+    from rewardcollapse.estimators import OpennessClassifier
+
+    state = json.loads(classifier_file.read_text())
+    change(state)
+    classifier_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=message):
+        OpennessClassifier.load(classifier_file)
+
+
+def test_classifier_files_that_are_no_classifier(classifier_file):
+    from rewardcollapse.estimators import OpennessClassifier
+
+    classifier_file.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not an openness classifier file \\(format 'a JSON list'\\)"):
+        OpennessClassifier.load(classifier_file)
+    classifier_file.write_text('{"format": "rewardcollapse.Openn')
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        OpennessClassifier.load(classifier_file)

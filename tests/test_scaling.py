@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,12 +83,6 @@ def use_environment(env: dict[str, str], monkeypatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def write_rankings(path: Path, n_prompts: int, k: int = 4) -> Path:
     with path.open("w") as handle:
         for p in range(n_prompts):
@@ -147,6 +140,7 @@ def test_header_commands_launch_rewardcollapse_train(name, monkeypatch):
         assert launched == [(2, 0, 16, "MAIN_IP"), (2, 1, 16, "MAIN_IP")]
 
 
+@pytest.mark.slow
 def test_python_m_runs_the_cli():
     """``accelerate launch -m rewardcollapse.cli`` runs ``python -m rewardcollapse.cli``: it must reach main()."""
     done = subprocess.run(
@@ -196,7 +190,7 @@ def test_deepspeed_files(name, stage, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_process_fsdp_matches_one_process(tmp_path, tiny_dir):
+def test_two_process_fsdp_matches_one_process(tmp_path, tiny_dir, free_port):
     """One SGD step under FSDP (2 processes, half the batch each) equals one process on the whole batch.
 
     Launched exactly as users launch it: ``accelerate launch --config_file configs/accelerate/fsdp.yaml``. With two
@@ -214,7 +208,7 @@ def test_two_process_fsdp_matches_one_process(tmp_path, tiny_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": devices}
     common = [str(worker), str(tiny_dir), str(data)]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG_DIR / "fsdp.yaml")]
-    launcher += ["--num_processes", "2", "--main_process_port", str(free_port())]
+    launcher += ["--num_processes", "2", "--main_process_port", str(free_port)]
     double = subprocess.run(
         [*launcher, *common, str(tmp_path / "two"), "2"], env=env, capture_output=True, text=True, timeout=300
     )

@@ -186,11 +186,13 @@ def test_score_and_train_commands(tmp_path, decoder_tokenizer, tiny_decoder, cap
     assert json.loads((tmp_path / "m" / "training_summary.json").read_text())["tokens_saved"] > 0.2
 
 
-def test_two_process_data_parallel_with_the_layout_matches_one_process(tmp_path, decoder_tokenizer, tiny_decoder):
+@pytest.mark.slow
+def test_two_process_data_parallel_with_the_layout_matches_one_process(
+    tmp_path, decoder_tokenizer, tiny_decoder, ddp_worker, free_port
+):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from safetensors.torch import load_file
 
@@ -199,15 +201,17 @@ def test_two_process_data_parallel_with_the_layout_matches_one_process(tmp_path,
     decoder_tokenizer.save_pretrained(model_dir)
     rows = [{**ranking(2 + p % 5, f"Question {p}: explain."), "openness": p % 2} for p in range(8)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    common = [str(worker), str(model_dir), str(tmp_path / "data.jsonl")]
-    single = subprocess.run(
-        [sys.executable, *common, str(tmp_path / "one"), "4"], env=env, capture_output=True, text=True
+    common = [str(model_dir), str(tmp_path / "data.jsonl")]
+    ddp_worker.run(*common, str(tmp_path / "one"), 4, use_cpu=True)  # the one-process reference, in this process
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
+    double = subprocess.run(
+        [*launcher, ddp_worker.__file__, *common, str(tmp_path / "two"), "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert single.returncode == 0, single.stderr[-3000:]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29523"]
-    double = subprocess.run([*launcher, *common, str(tmp_path / "two"), "2"], env=env, capture_output=True, text=True)
     assert double.returncode == 0, double.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "result.json").read_text())
     two = json.loads((tmp_path / "two" / "result.json").read_text())

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize
 
+import rewardcollapse as rc
 from rewardcollapse import optimal_rewards, parse_ranking, utility
 
 from .conftest import BUILTIN_SPECS, SMOOTH_SPECS
@@ -228,6 +229,16 @@ def test_parse_ranking_forms():
 
 
 @pytest.mark.slow
-def test_n_10000_log():
+def test_a_total_order_of_10000_answers_converges_under_log():
     result = optimal_rewards(10_000, "log")
     assert result.success and result.residual <= 1e-10
+
+
+def test_a_cycle_is_refused_by_name_and_a_dag_gets_a_feasible_start():
+    with pytest.raises(ValueError, match=r"has a cycle 0 > 1 > 2 > 0; a ranking must be acyclic"):
+        rc.optimal_rewards([(0, 1), (1, 2), (2, 0)], "log")
+    with pytest.raises(ValueError, match=r"has a cycle 1 > 2 > 3 > 1"):
+        rc.parse_ranking([(0, 1), (1, 2), (2, 3), (3, 1)])
+    # Topological levels (graphlib's static order) still give a feasible start on a DAG.
+    result = rc.optimal_rewards([(0, 1), (0, 2), (1, 3), (2, 3), (4, 3)], "log")
+    assert result.success and result.rewards[0] == 1.0 and result.rewards[3] == 0.0

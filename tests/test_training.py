@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from rewardcollapse.training import (
     default_backbone,
     score_batch,
 )
+
+from .conftest import kill, run_until_ready, write_jsonl
 
 BACKBONE = default_backbone()
 
@@ -232,20 +235,20 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer, t
 
 
 @pytest.mark.slow
-def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir):
+def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir, ddp_worker, free_port):
     rows = ranking_rows(8)
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    worker = Path(__file__).with_name("ddp_worker.py")
     # CPU processes with gloo, also on a machine with one GPU (two processes cannot share it with NCCL).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    common = [str(worker), str(tiny_dir), str(tmp_path / "data.jsonl")]
-    single = subprocess.run(
-        [sys.executable, *common, str(tmp_path / "one"), "4"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    common = [str(tiny_dir), str(tmp_path / "data.jsonl")]
+    ddp_worker.run(*common, str(tmp_path / "one"), 4, use_cpu=True)  # the one-process reference, in this process
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
     double = subprocess.run(
-        [*launcher, *common, str(tmp_path / "two"), "2"], env=env, capture_output=True, text=True, timeout=300
+        [*launcher, ddp_worker.__file__, *common, str(tmp_path / "two"), "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert double.returncode == 0, double.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "result.json").read_text())
@@ -362,7 +365,7 @@ def test_train_command_errors(tmp_path, capsys):
     assert "`utility` must be a utility spec" in capsys.readouterr().err
 
 
-def test_help_of_new_commands():
+def test_train_and_score_help_exits_zero():
     for command in ("train", "score"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
@@ -451,3 +454,255 @@ def test_datasets_are_tokenised_once_and_the_collator_only_pads(tmp_path, tokeni
     assert trainer.evaluate()["eval_pairwise_accuracy"] >= 0
     truncated, total = trainer.truncation_counts()  # from the map's column: batches of 4, 2 (end of pass), 4 prompts
     assert total == (4 + 2 + 4) * 4 and truncated <= 2
+
+
+def rows(n=6, k=3):
+    return [
+        {"prompt": f"prompt {p}", "responses": [f"answer {p}-{a} " + "word " * a for a in range(k)], "openness": p % 2}
+        for p in range(n)
+    ]
+
+
+def train_args(tiny_dir, data, output, *extra):
+    args = ["train", "--model", str(tiny_dir), "--data", str(data), "--output", str(output), "--batch-size", "2"]
+    return [*args, "--utility", "log", "--report_to", "none", "--max-length", "32", *extra]
+
+
+def test_pairs_reach_the_loss(tmp_path, tokenizer):
+    from rewardcollapse.training.collator import RankingCollator
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "p", "responses": list("abc"), "pairs": [[2, 0], [2, 1]]}])
+    batch = RankingCollator(tokenizer, max_length=16)(load_rankings(path).to_list())
+    assert batch["pairs"][0].tolist() == [[False] * 3, [False] * 3, [True, True, False]]
+
+
+def test_config_refuses_text_where_a_number_belongs(tmp_path):
+    from rewardcollapse.training import RankingRewardConfig
+
+    with pytest.raises(TypeError, match="`learning_rate` must be a number, got the text '1e-4' \\(YAML reads"):
+        RankingRewardConfig(output_dir=str(tmp_path), learning_rate="1e-4")
+    with pytest.raises(TypeError, match="`max_steps` must be a number, got the text 'abc'"):
+        RankingRewardConfig(output_dir=str(tmp_path), max_steps="abc")
+
+
+def test_checkpoint_completeness(tmp_path):
+    from rewardcollapse.training.checkpoints import checkpoint_problem, last_complete_checkpoint, resume_checkpoint
+
+    def checkpoint(step, files):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        return folder
+
+    whole = {"trainer_state.json": "{}", "model.safetensors": "w", "optimizer.pt": "o", "scheduler.pt": "s"}
+    checkpoint(2, whole)
+    checkpoint(4, {**whole, "trainer_state.json": '{"global_st'})
+    checkpoint(6, {k: v for k, v in whole.items() if k != "optimizer.pt"})
+    index = json.dumps({"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}})
+    checkpoint(8, {"trainer_state.json": "{}", "model.safetensors.index.json": index, "model-1.safetensors": "w"})
+    assert (
+        checkpoint_problem(tmp_path / "checkpoint-4")
+        == "trainer_state.json is cut short (the checkpoint was interrupted)"
+    )
+    assert checkpoint_problem(tmp_path / "checkpoint-6") == "no optimizer.pt"
+    assert checkpoint_problem(tmp_path / "checkpoint-6", needs_optimizer=False) is None
+    assert checkpoint_problem(tmp_path / "checkpoint-8") == "weight shards missing: model-2.safetensors"
+    with pytest.warns(UserWarning) as caught:
+        assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert [str(w.message).split(":")[0].rsplit("-", 1)[1] for w in caught] == ["8", "6", "4"]
+    with pytest.raises(ValueError, match=r"is not a complete checkpoint \(no optimizer.pt\)"):
+        resume_checkpoint(str(tmp_path / "checkpoint-6"), tmp_path)
+    with pytest.raises(ValueError, match=r"no complete checkpoint-\* folder"):
+        resume_checkpoint(True, tmp_path / "nothing")
+
+
+@pytest.mark.slow
+def test_training_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(8))
+    output = tmp_path / "model"
+    args = train_args(tiny_dir, data, output, "--steps", "6", "--save_steps", "2")
+    script = f"""
+        import time
+        from transformers import Trainer
+        original = Trainer._save_rng_state
+        def stop_at_step_4(self, output_dir):
+            if output_dir.endswith("checkpoint-4"):  # weights and optimizer written, trainer_state.json not yet
+                print("ready", flush=True)
+                time.sleep(60)
+            return original(self, output_dir)
+        Trainer._save_rng_state = stop_at_step_4
+        from rewardcollapse.cli import main
+        main({args!r})
+    """
+    kill(run_until_ready(script, tmp_path))
+    assert (output / "checkpoint-4" / "model.safetensors").exists()
+    assert not (output / "checkpoint-4" / "trainer_state.json").exists()
+    assert not (output / "training_summary.json").exists()
+    with pytest.warns(UserWarning, match="skipping incomplete checkpoint .*checkpoint-4: no trainer_state.json"):
+        assert main([*args, "--resume"]) == 0
+    state = json.loads((output / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and json.loads((output / "training_summary.json").read_text())["steps"] == 6
+    assert "model saved to" in capsys.readouterr().out
+
+
+def test_an_interrupted_final_save_leaves_no_summary(tmp_path, tiny_dir, monkeypatch):
+    from transformers import Trainer
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    output = tmp_path / "model"
+
+    def broken_save(self, output_dir=None, _internal_call=False):
+        Path(output_dir, "model.safetensors").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_model", broken_save)
+    assert main(train_args(tiny_dir, data, output, "--steps", "1", "--save_strategy", "no")) == 130
+    assert sorted(p.name for p in output.iterdir()) == []  # nothing half-written in the model folder
+
+
+def test_resume_past_the_last_step_and_training_into_the_backbone_are_refused(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    output = tmp_path / "m"
+    assert main(train_args(tiny_dir, data, output, "--steps", "2", "--save_steps", "2")) == 0
+    capsys.readouterr()
+    assert main([*train_args(tiny_dir, data, output, "--steps", "1"), "--resume"]) == 2
+    assert "is at step 2, at or past `max_steps` 1: nothing left to train" in capsys.readouterr().err
+    assert main(train_args(tiny_dir, data, tiny_dir, "--steps", "1")) == 2
+    assert "is the model folder itself" in capsys.readouterr().err
+
+
+def test_train_refuses_an_unusable_output_before_training(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(train_args(tiny_dir, data, a_file, "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert "`output_dir`" in err and "is an existing file, not a folder" in err and "it/s" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="runs as root: folder permissions are not enforced")
+def test_train_refuses_an_unwritable_folder_before_training(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(train_args(tiny_dir, data, locked / "model", "--steps", "1")) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "`max_steps` (--steps) must be at least 1, or -1"),
+        (["--steps", "-5"], "`max_steps` (--steps) must be at least 1, or -1"),
+        (["--epochs", "0"], "`num_train_epochs` (--epochs) must be > 0"),
+        (["--steps", "2", "--gradient-accumulation", "0"], "`gradient_accumulation_steps` must be a positive integer"),
+        (["--steps", "2", "--batch-size", "0"], "`per_device_train_batch_size` must be a positive integer"),
+    ],
+)
+def test_train_refuses_schedules_that_train_nothing(tmp_path, tiny_dir, capsys, extra, message):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    assert main([*train_args(tiny_dir, data, tmp_path / "m"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_paths_are_checked_before_any_work(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(2))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for model, message in [("/nonexistent/model", "does not exist"), (str(empty), "is a folder without config.json")]:
+        assert main(["score", "--model", model, "--data", str(data), "--output", str(tmp_path / "o.jsonl")]) == 2
+        assert f"`model` {model!r} {message}" in capsys.readouterr().err
+        assert (
+            main(["train", "--model", model, "--data", str(data), "--output", str(tmp_path / "m"), "--steps", "1"]) == 2
+        )
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_nothing_left_after_skipping_is_an_error_not_an_empty_output(tmp_path, tiny_dir, capsys):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "responses": ["only one"]}] * 3)
+    output = tmp_path / "scores.jsonl"
+    output.write_text("kept\n")
+    with pytest.warns(UserWarning, match="dropped 3 of 3"):
+        code = main(["score", "--model", str(tiny_dir), "--data", str(bad), "--output", str(output), "--skip-invalid"])
+    assert code == 2 and "has no usable prompt left" in capsys.readouterr().err
+    assert output.read_text() == "kept\n"
+    with pytest.warns(UserWarning, match="dropped 3 of 3"):
+        assert main([*train_args(tiny_dir, bad, tmp_path / "m", "--steps", "1"), "--skip_invalid"]) == 2
+    assert "has no usable prompt left" in capsys.readouterr().err
+
+
+def test_score_option_errors_leave_the_output_alone(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(2))
+    output = tmp_path / "rewards.jsonl"
+    output.write_text("kept\n")
+    base = ["score", "--model", str(tiny_dir), "--data", str(data), "--output", str(output)]
+    for option, value, message in [
+        ("--batch-size", "0", "`batch_size` must be a positive integer, got 0"),
+        ("--max-length", "0", "`max_length` must be at least 2 tokens, got 0"),
+        ("--forward-batch-size", "-1", "`forward_batch_size` must be a positive integer or None, got -1"),
+    ]:
+        assert main([*base, option, value]) == 2
+        assert message in capsys.readouterr().err
+        assert output.read_text() == "kept\n"
+    assert main([*base[:-1], str(tmp_path)]) == 2
+    assert "is a folder; give a file path" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(8))
+    output = tmp_path / "rewards.jsonl"
+    output.write_text("the previous scores\n")
+    script = f"""
+        import time
+        from scipy import special
+        import rewardcollapse.training.run as run
+        calls = []
+        def slow_expit(x):
+            calls.append(1)
+            if len(calls) == 3:  # two rows written, the third being written
+                print("ready", flush=True)
+                time.sleep(60)
+            return special.expit(x)
+        run.special = type("S", (), {{"expit": staticmethod(slow_expit)}})
+        from rewardcollapse.cli import main
+        main(["score", "--model", {str(tiny_dir)!r}, "--data", {str(data)!r}, "--output", {str(output)!r},
+              "--max-length", "64"])
+    """
+    kill(run_until_ready(script, tmp_path))
+    assert output.read_text() == "the previous scores\n"
+    assert (
+        main(["score", "--model", str(tiny_dir), "--data", str(data), "--output", str(output), "--max-length", "64"])
+        == 0
+    )
+    assert len(output.read_text().splitlines()) == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(8))
+    output = tmp_path / "rewards.jsonl"
+    output.write_text("the previous scores\n")
+    script = f"""
+        import signal
+        import time
+        from scipy import special
+        import rewardcollapse.training.run as run
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also if pytest inherited SIG_IGN
+        def slow_expit(x):
+            print("ready", flush=True)
+            time.sleep(60)
+        run.special = type("S", (), {{"expit": staticmethod(slow_expit)}})
+        from rewardcollapse.cli import main
+        raise SystemExit(main(["score", "--model", {str(tiny_dir)!r}, "--data", {str(data)!r},
+                               "--output", {str(output)!r}, "--max-length", "64"]))
+    """
+    process = run_until_ready(script, tmp_path)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)  # reads both pipes while waiting: a full pipe cannot stall the exit
+    assert process.returncode == 130
+    assert "interrupted: the outputs at their final paths" in err and "Traceback" not in err
+    assert output.read_text() == "the previous scores\n"

@@ -744,22 +744,32 @@ def available_memory() -> int | None:
 _BYTES_PER_LISTED_ANSWER = 200  # a parsed total order: a one-answer tier tuple and its int per answer
 
 
+def _solver_bytes(u: Utility, size: int, *, chain: bool) -> int:
+    """Bytes of the solver's arrays for ``size`` free variables (tiers of a chain, or answers of a graph).
+
+    Row chunks of the pair matrix for ``U = x`` on a chain (solved in closed form, objective in chunks); dense
+    ``size x size`` matrices for the Newton solvers (:func:`solver_memory`).
+    """
+    if chain and u.is_linear:
+        return 8 * 8 * _ROWS_PER_CHUNK * size + _BYTES_FIXED
+    return solver_memory(size)
+
+
 def _check_memory(u: Utility, ranking: Any) -> None:
     """Refuse, before allocating, a problem that would not fit in the memory available now.
 
-    ``ranking`` is checked before it is parsed when it is a count ``n`` (a total order of ``n`` one-answer tiers
-    takes memory of its own), and after, for the solver's arrays: dense ``size x size`` matrices for the Newton
-    solvers, row chunks of the pair matrix for ``U = x`` on a chain (solved in closed form, objective in chunks).
+    ``ranking`` is checked before it is parsed when it is a count ``n``: the total order of ``n`` one-answer tiers
+    takes memory (and time) of its own, so its listing and the solver's arrays are both counted before either is
+    built. A parsed ranking is checked for the solver's arrays.
     """
     if isinstance(ranking, Ranking):
-        if ranking.tiers is not None and u.is_linear:
-            size, needed = len(ranking.tiers), 8 * 8 * _ROWS_PER_CHUNK * len(ranking.tiers) + _BYTES_FIXED
-        else:
-            size = ranking.n if ranking.tiers is None else len(ranking.tiers)
-            needed = solver_memory(size)
+        chain = ranking.tiers is not None
+        size = len(ranking.tiers) if chain else ranking.n
+        needed = _solver_bytes(u, size, chain=chain)
         what = "answers" if size == ranking.n else "tiers"
     else:
-        size, needed, what = ranking, _BYTES_PER_LISTED_ANSWER * ranking + _BYTES_FIXED, "answers"
+        size, what = ranking, "answers"
+        needed = _BYTES_PER_LISTED_ANSWER * size + _solver_bytes(u, size, chain=True)
     available = available_memory()
     if available is None or needed <= available:
         return
