@@ -3,12 +3,19 @@ multi-process tests need (a free port, the one-step worker, a subprocess stopped
 
 import importlib.util
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on a 2-core machine: one thread each (set before numpy or torch is imported), so
+    # they do not oversubscribe the cores. A single-process run keeps every library's own default.
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
 
 import matplotlib
 import pytest

@@ -18,11 +18,12 @@ AMX = {"avx2": True, "avx512_bf16": True, "amx_bf16": True}
 
 @pytest.fixture
 def cpu_with(monkeypatch):
-    """Pretend to be a CPU-only machine with the given capability flags."""
+    """Pretend to be a CPU-only machine with the given capability flags, running ATen's ``kernels``."""
 
-    def patch(capabilities):
+    def patch(capabilities, kernels="AVX512"):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(capabilities))
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: kernels)
 
     return patch
 
@@ -48,6 +49,16 @@ def test_auto_picks_bf16_only_where_the_cpu_computes_it(cpu_with):
     assert chosen.training_arguments["bf16"] and "bfloat16 autocast on cpu" in chosen.describe()
     cpu_with(AMX)
     assert choose_precision("auto").reason == "native AMX"
+
+
+def test_kernels_capped_below_avx512_make_bf16_emulated_whatever_the_cpu_has(cpu_with):
+    # ATEN_CPU_CAPABILITY=avx2 (the slowest CPU's stand-in) runs bf16 through AVX2 kernels: emulated, not native.
+    cpu_with(AMX, kernels="AVX2")
+    assert native_cpu_bf16() is None and choose_precision("auto").name == "fp32"
+    with pytest.raises(ValueError, match="neither AMX nor AVX512-BF16, so bf16 is emulated"):
+        choose_precision("bf16")
+    cpu_with(AVX512_BF16, kernels="AVX512_BF16")  # a hypothetical finer level still counts as AVX-512
+    assert native_cpu_bf16() == "AVX512-BF16"
 
 
 def test_explicit_precisions_and_their_errors(cpu_with, cuda_with):

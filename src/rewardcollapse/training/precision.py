@@ -57,7 +57,13 @@ class Precision:
 
 
 def native_cpu_bf16() -> str | None:
-    """The CPU feature that computes bf16 natively (``"AMX"``, ``"AVX512-BF16"``), or None where it is emulated."""
+    """The CPU feature that computes bf16 natively (``"AMX"``, ``"AVX512-BF16"``), or None where it is emulated.
+
+    Both need ATen's AVX-512 kernels: where they are capped below it (``ATEN_CPU_CAPABILITY=avx2``, as when standing
+    in for an AVX2-only CPU), bf16 runs through the AVX2 kernels, emulated and about 25x slower than float32.
+    """
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return None
     capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     if capabilities.get("amx_bf16"):
         return "AMX"
@@ -106,7 +112,7 @@ def choose_precision(requested: str = "auto", *, device: str | None = None) -> P
     if requested == "bf16" and not native:
         raise InputValueError(
             "`precision` 'bf16': this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated (about 25x slower "
-            "than float32); use 'fp32' or 'auto'"
+            "than float32; ATen kernels capped below AVX-512 count as neither); use 'fp32' or 'auto'"
         )
     if requested == "fp16":
         raise InputValueError("`precision` 'fp16' needs a CUDA device (float16 training uses loss scaling); use 'fp32'")
