@@ -305,6 +305,15 @@ def test_config_gains_the_torch_free_options_by_inheritance_and_keeps_its_signat
     assert made.precision in ("fp32", "bf16") and made.precision_reason
 
 
+def test_config_pins_no_memory_on_a_cpu_in_any_precision(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for precision in ("fp32", "auto"):
+        made = RankingRewardConfig(str(tmp_path), report_to="none", precision=precision)
+        assert made.dataloader_pin_memory is False, precision
+
+
 def test_trainer_input_errors(tmp_path, tokenizer, tiny_model):
     from transformers import TrainingArguments
 

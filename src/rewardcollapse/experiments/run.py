@@ -406,8 +406,6 @@ def _train_and_score(
     config: ExperimentConfig, spec: str, paths: dict[str, Path], folder: Path, args: Any, name: str
 ) -> TrainResult:
     """Train one utility's model and score the test prompts; every final file is written whole or not at all."""
-    import torch
-
     from rewardcollapse.training.run import score_file, train_reward_model
 
     for stale in (folder / _RUN_RECORD, folder / "rewards.jsonl"):
@@ -421,7 +419,6 @@ def _train_and_score(
             "report_to": "none",
             "run_name": f"{name} training",
             "disable_tqdm": False,  # transformers would turn its bar off, as its logging is quiet here
-            "dataloader_pin_memory": torch.cuda.is_available(),
         }
         trained = train_reward_model(
             model=config.model, data=paths["train"], output_dir=model_dir, **run, **config.training

@@ -85,3 +85,5 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
         self.bf16, self.fp16 = chosen.name == "bf16", chosen.name == "fp16"
         if device == "cpu" and chosen.name != "fp32":
             self.use_cpu = True  # the Trainer refuses mixed precision on a CPU without it
+        if device == "cpu":
+            self.dataloader_pin_memory = False  # nothing to pin for; torch warns at every loader otherwise
