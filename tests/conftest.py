@@ -183,6 +183,29 @@ def ddp_worker():
     return module
 
 
+@pytest.fixture
+def one_and_two_processes(ddp_worker, free_port):
+    """Train one SGD step of ddp_worker.py on a model folder and a data file twice: in this process on the whole batch
+    (into ``folder/one``) and in two gloo processes on half a batch each (into ``folder/two``), CPU only also on a
+    machine with one GPU (two processes cannot share it with NCCL)."""
+
+    def run(model_dir: Path, data: Path, folder: Path) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+        common = [str(model_dir), str(data)]
+        ddp_worker.run(*common, str(folder / "one"), 4, use_cpu=True)
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
+        double = subprocess.run(
+            [*launcher, ddp_worker.__file__, *common, str(folder / "two"), "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert double.returncode == 0, double.stderr[-3000:]
+
+    return run
+
+
 # Helpers the test files import (``from .conftest import ...``). Kills are real: a subprocess is stopped with SIGKILL
 # (or SIGINT) at a known point (it prints ``ready`` there and waits), and the files it leaves are checked.
 

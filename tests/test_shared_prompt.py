@@ -188,12 +188,8 @@ def test_score_and_train_commands(tmp_path, decoder_tokenizer, tiny_decoder, cap
 
 @pytest.mark.slow
 def test_two_process_data_parallel_with_the_layout_matches_one_process(
-    tmp_path, decoder_tokenizer, tiny_decoder, ddp_worker, free_port
+    tmp_path, decoder_tokenizer, tiny_decoder, one_and_two_processes
 ):
-    import os
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
 
     model_dir = tmp_path / "base"
@@ -201,18 +197,7 @@ def test_two_process_data_parallel_with_the_layout_matches_one_process(
     decoder_tokenizer.save_pretrained(model_dir)
     rows = [{**ranking(2 + p % 5, f"Question {p}: explain."), "openness": p % 2} for p in range(8)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    common = [str(model_dir), str(tmp_path / "data.jsonl")]
-    ddp_worker.run(*common, str(tmp_path / "one"), 4, use_cpu=True)  # the one-process reference, in this process
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
-    double = subprocess.run(
-        [*launcher, ddp_worker.__file__, *common, str(tmp_path / "two"), "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert double.returncode == 0, double.stderr[-3000:]
+    one_and_two_processes(model_dir, tmp_path / "data.jsonl", tmp_path)
     one = json.loads((tmp_path / "one" / "result.json").read_text())
     two = json.loads((tmp_path / "two" / "result.json").read_text())
     assert one["shared_prompt"] and two["shared_prompt"] and two["world_size"] == 2

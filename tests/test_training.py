@@ -1,8 +1,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -235,22 +233,10 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer, t
 
 
 @pytest.mark.slow
-def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir, ddp_worker, free_port):
+def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir, one_and_two_processes):
     rows = ranking_rows(8)
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # CPU processes with gloo, also on a machine with one GPU (two processes cannot share it with NCCL).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    common = [str(tiny_dir), str(tmp_path / "data.jsonl")]
-    ddp_worker.run(*common, str(tmp_path / "one"), 4, use_cpu=True)  # the one-process reference, in this process
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
-    double = subprocess.run(
-        [*launcher, ddp_worker.__file__, *common, str(tmp_path / "two"), "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert double.returncode == 0, double.stderr[-3000:]
+    one_and_two_processes(tiny_dir, tmp_path / "data.jsonl", tmp_path)
     one = json.loads((tmp_path / "one" / "result.json").read_text())
     two = json.loads((tmp_path / "two" / "result.json").read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
