@@ -24,6 +24,7 @@ from typing import Any
 
 from rewardcollapse._files import atomic_path, check_output_file, check_output_folder, write_text_atomic
 from rewardcollapse.core.errors import InputError, InputValueError
+from rewardcollapse.estimators import text_classifier
 
 __all__ = ["build_parser", "command_parser", "main"]
 
@@ -98,7 +99,9 @@ class OpennessRows:
 class OpennessEncoding(OpennessRows):
     """Rows whose prompts a sentence encoder embeds."""
 
-    batch_size: int = field(default=64, metadata={"help": "Prompts per forward pass of the encoder."})
+    batch_size: int = field(
+        default=text_classifier.BATCH_SIZE, metadata={"help": "Prompts per forward pass of the encoder."}
+    )
 
 
 @dataclass(kw_only=True)
@@ -109,10 +112,16 @@ class OpennessFit(OpennessEncoding):
     encoder: str | None = field(
         default=None, metadata={"help": "Sentence encoder, Hub name or path; default: the shipped MiniLM."}
     )
-    test_fraction: float = field(default=0.2, metadata={"help": "Prompts held out to measure the accuracy."})
-    c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic regression."})
+    test_fraction: float = field(
+        default=text_classifier.TEST_FRACTION, metadata={"help": "Prompts held out to measure the accuracy."}
+    )
+    c: float = field(
+        default=text_classifier.INVERSE_L2, metadata={"help": "Inverse L2 strength of the logistic regression."}
+    )
     seed: int = field(default=0, metadata={"help": "Seeds the held-out split."})
-    max_length: int = field(default=128, metadata={"help": "Tokens per prompt (kept for predict)."})
+    max_length: int = field(
+        default=text_classifier.MAX_LENGTH, metadata={"help": "Tokens per prompt (kept for predict)."}
+    )
 
 
 @dataclass(kw_only=True)

@@ -87,8 +87,21 @@ def prompts_and_openness(rows: Sequence[dict[str, Any]], *, source: str = "data"
     return prompts, np.asarray(openness, dtype=float)
 
 
+BATCH_SIZE = 64
+"""Prompts per forward pass of the sentence encoder (fit and predict)."""
+
+MAX_LENGTH = 128
+"""Tokens per prompt for the sentence encoder; saved with a fitted classifier, so predict reads prompts the same way."""
+
+TEST_FRACTION = 0.2
+"""Share of the labelled prompts held out to measure a fitted classifier's accuracy."""
+
+INVERSE_L2 = 1.0
+"""Inverse L2 strength ``C`` of the logistic regression (scikit-learn's default)."""
+
+
 def embed_prompts(
-    prompts: Sequence[str], *, encoder: str | None = None, batch_size: int = 64, max_length: int = 128
+    prompts: Sequence[str], *, encoder: str | None = None, batch_size: int = BATCH_SIZE, max_length: int = MAX_LENGTH
 ) -> np.ndarray:
     """Unit-length mean-pooled embeddings ``(len(prompts), hidden)`` of a sentence encoder (float64).
 
@@ -172,7 +185,7 @@ class OpennessClassifier:
             raise InputValueError(f"`embeddings` must be (n, {self.coef.size}), got shape {x.shape}")
         return expit((x - self.mean) / self.scale @ self.coef + self.intercept)
 
-    def predict_openness(self, prompts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    def predict_openness(self, prompts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Predicted openness in (0, 1) of each prompt: the probability that it is open."""
         embeddings = embed_prompts(prompts, encoder=self.encoder, batch_size=batch_size, max_length=self.max_length)
         return self.openness_of_embeddings(embeddings)
@@ -254,11 +267,11 @@ def fit_openness_classifier(
     openness,
     *,
     encoder: str | None = None,
-    test_fraction: float = 0.2,
+    test_fraction: float = TEST_FRACTION,
     seed: int = 0,
-    c: float = 1.0,
-    max_length: int = 128,
-    batch_size: int = 64,
+    c: float = INVERSE_L2,
+    max_length: int = MAX_LENGTH,
+    batch_size: int = BATCH_SIZE,
 ) -> OpennessClassifier:
     """Fit the prompt-openness classifier on labelled prompts and measure it on a held-out part.
 
