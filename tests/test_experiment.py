@@ -499,14 +499,7 @@ def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, 
     assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale
     assert built["train_prompts"] == 16
     assert demo.training["max_steps"] == 150 and demo.training["freeze_word_embeddings"]
-    full = build_longform(
-        demo.source,
-        train_prompts=demo.train_prompts,
-        test_prompts=demo.test_prompts,
-        seed=demo.seed,
-        levels=demo.openness_levels,
-        length_scale=demo.length_scale,
-    )
+    full = demo.build()  # the demo's data design at its full size
     assert (len(full.train), len(full.test)) == (demo.train_prompts, demo.test_prompts)
 
 
@@ -578,3 +571,9 @@ def test_experiment_settings_are_checked_again_after_command_line_overrides(tmp_
     assert not out.exists()
     assert main(["data", "longform", "--seed", "-5", "--output", str(out)]) == 2
     assert "`seed` must be a non-negative integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("levels", "message"), [([0, 1.5], r"got \[1.5\]"), ([0, float("nan")], r"got \[nan\]")])
+def test_openness_levels_outside_the_unit_interval_are_refused_by_name(levels, message):
+    with pytest.raises(ValueError, match=r"`levels` must lie in \[0, 1\] \(0 closed, 1 open-ended\), " + message):
+        build_longform("builtin", train_prompts=8, test_prompts=4, levels=levels)

@@ -261,7 +261,7 @@ def _level_designs(levels: Sequence[float]) -> list[_Design]:
     values = [float(o) for o in levels]
     if len(values) < 2 or len(set(values)) != len(values):
         raise InputValueError(f"`levels` must hold at least two distinct openness values, got {list(levels)}")
-    bad = [o for o in values if not 0 <= o <= 1]
+    bad = [o for o in values if openness_problem(o)]
     if bad:
         raise InputValueError(f"`levels` must lie in [0, 1] (0 closed, 1 open-ended), got {bad}")
     return [_level_design(o) for o in values]
