@@ -364,4 +364,15 @@ def test_an_old_relative_base_is_looked_for_in_the_adapter_folder_first(relative
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(settings))
     with contextlib.chdir(root):  # a `llama` here too: the one beside the adapters wins
         model, _ = load_reward_model(str(tmp_path / "adapter"))
-    assert model.config._name_or_path == str(tmp_path / "adapter" / "llama")
+    assert model.get_base_model().name_or_path == str(tmp_path / "adapter" / "llama")
+
+
+def test_adapters_are_read_with_the_settings_saved_beside_them(relative_lora_run, tmp_path):
+    from rewardcollapse.training import load_reward_model
+    from rewardcollapse.training.models import resolve_sequence_format
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(relative_lora_run / "adapter", adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (adapter / "rewardcollapse.json").write_text(json.dumps({"sequence_format": "pair", "max_length": 64}))
+    model, _ = load_reward_model(str(adapter))
+    assert resolve_sequence_format("auto", model) == "pair"  # not the decoder's default, "trl"

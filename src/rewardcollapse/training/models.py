@@ -386,6 +386,8 @@ def _load_adapter(folder: Path, dtype: Any, base_model: str | None):
             ) from error
     with quiet_transformers():
         model = peft.PeftModel.from_pretrained(base, str(folder))
+    # The settings the adapters were trained with (MODEL_SETTINGS_FILE) sit beside them, not beside the base.
+    model.config._name_or_path = str(folder)
     tokenizer = AutoTokenizer.from_pretrained(
         str(folder) if (folder / "tokenizer_config.json").exists() else base_model
     )
