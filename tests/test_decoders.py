@@ -330,6 +330,22 @@ def test_adapters_name_a_local_base_by_its_absolute_path_and_score_from_elsewher
     assert len((tmp_path / "rewards.jsonl").read_text().splitlines()) == 3
 
 
+def test_adapters_the_user_wrapped_are_saved_with_an_absolute_base(relative_lora_run, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from rewardcollapse.training import load_reward_model
+
+    data = load_rankings(datasets.Dataset.from_list(rows(2)))
+    with contextlib.chdir(relative_lora_run):
+        model, tokenizer = load_reward_model("llama")
+        wrapped = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj"]))
+        trainer = RankingRewardTrainer(
+            model=wrapped, args=config(tmp_path), train_dataset=data, processing_class=tokenizer
+        )
+        trainer.save_model(str(tmp_path / "saved"))
+    assert adapter_base(tmp_path / "saved") == str(relative_lora_run / "llama")
+
+
 def test_a_moved_base_names_adapter_config_and_base_model_points_to_it(relative_lora_run, tmp_path, capsys):
     from rewardcollapse.training import load_reward_model, score_file
 
