@@ -1,7 +1,9 @@
 """Decoder reward models (Llama, Qwen2, Mistral, GPT-2), built offline: padding, LoRA, gradient checkpointing, API."""
 
+import contextlib
 import json
 import re
+import shutil
 
 import datasets
 import numpy as np
@@ -239,3 +241,154 @@ def test_lora_command_writes_adapters_or_a_merged_model(tmp_path, decoder_tokeni
     np.testing.assert_allclose(scores["merged"], scores["adapter"], atol=1e-5)  # the same seeded run, two outputs
     assert main(["train", *common[:-5], "--merge_lora", "--output", str(tmp_path / "x")]) == 2
     assert "--merge_lora needs LoRA training" in capsys.readouterr().err
+
+
+def test_lora_alpha_must_be_positive(tmp_path, decoder_tokenizer, tiny_decoder, capsys):
+    from peft import LoraConfig
+
+    base = tmp_path / "base"
+    tiny_decoder("llama").save_pretrained(base)
+    decoder_tokenizer.save_pretrained(base)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows(2)))
+    train = ["train", "--data", str(data), "--model", str(base), "--steps", "1", "--report_to", "none", "--lora_r", "4"]
+    assert main([*train, "--lora_alpha", "0", "--output", str(tmp_path / "out")]) == 2
+    assert "`lora_alpha` must be a number > 0, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    dataset = load_rankings(datasets.Dataset.from_list(rows(2)))
+    for lora, name in [
+        (LoraConfig(r=2, lora_alpha=0, target_modules=["q_proj"]), r"`peft_config.lora_alpha`"),
+        (
+            LoraConfig(r=2, target_modules=["q_proj"], alpha_pattern={"q_proj": -8}),
+            r"`peft_config.alpha_pattern\['q_proj'\]`",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=rf"{name} must be a number > 0, got -?\d+: LoRA scales"):
+            RankingRewardTrainer(
+                model=tiny_decoder("llama"),
+                args=config(tmp_path),
+                train_dataset=dataset,
+                processing_class=decoder_tokenizer,
+                peft_config=lora,
+            )
+
+
+def test_every_named_target_module_must_exist(tmp_path, decoder_tokenizer, tiny_decoder):
+    from peft import LoraConfig
+
+    data = load_rankings(datasets.Dataset.from_list(rows(2)))
+    with pytest.raises(
+        ValueError, match=r"no module of the model is named \['nope_proj'\]\. .*'q_proj'.*--lora_target_modules"
+    ):
+        RankingRewardTrainer(
+            model=tiny_decoder("llama"),
+            args=config(tmp_path),
+            train_dataset=data,
+            processing_class=decoder_tokenizer,
+            peft_config=LoraConfig(r=2, target_modules=["q_proj", "nope_proj"]),  # peft alone drops nope_proj
+        )
+    assert not (tmp_path / "out").exists()
+    # A dotted name matches as in peft: a module whose full name ends with it.
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("llama"),
+        args=config(tmp_path),
+        train_dataset=data,
+        processing_class=decoder_tokenizer,
+        peft_config=LoraConfig(r=2, target_modules=["self_attn.q_proj"]),
+    )
+    assert any("q_proj.lora_A" in name for name, _ in trainer.model.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def relative_lora_run(tmp_path_factory, decoder_tokenizer, tiny_decoder):
+    """A folder where `train --model llama --lora_r 4 --output adapter` ran: the base given by a relative path."""
+    root = tmp_path_factory.mktemp("relative")
+    tiny_decoder("llama").save_pretrained(root / "llama")
+    decoder_tokenizer.save_pretrained(root / "llama")
+    (root / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows(3)))
+    train = ["train", "--data", "train.jsonl", "--model", "llama", "--lora_r", "4", "--lora_target_modules", "q_proj"]
+    train += ["--steps", "1", "--save_steps", "1", "--batch-size", "3", "--report_to", "none", "--precision", "fp32"]
+    with contextlib.chdir(root):
+        assert main([*train, "--output", "adapter"]) == 0
+    return root
+
+
+def adapter_base(folder):
+    return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def scored(path):
+    return np.concatenate([json.loads(line)["rewards"] for line in path.read_text().splitlines()])
+
+
+def test_adapters_name_a_local_base_by_its_absolute_path_and_score_from_elsewhere(relative_lora_run, tmp_path):
+    root = relative_lora_run
+    assert adapter_base(root / "adapter") == adapter_base(root / "adapter" / "checkpoint-1") == str(root / "llama")
+    with contextlib.chdir(tmp_path):  # no `llama` here: the stored "llama" of before went to the Hub
+        score = ["score", "--model", str(root / "adapter"), "--data", str(root / "train.jsonl"), "--precision", "fp32"]
+        assert main([*score, "--output", "rewards.jsonl"]) == 0
+    assert len((tmp_path / "rewards.jsonl").read_text().splitlines()) == 3
+
+
+def test_adapters_the_user_wrapped_are_saved_with_an_absolute_base(relative_lora_run, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from rewardcollapse.training import load_reward_model
+
+    data = load_rankings(datasets.Dataset.from_list(rows(2)))
+    with contextlib.chdir(relative_lora_run):
+        model, tokenizer = load_reward_model("llama")
+        wrapped = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj"]))
+        trainer = RankingRewardTrainer(
+            model=wrapped, args=config(tmp_path), train_dataset=data, processing_class=tokenizer
+        )
+        trainer.save_model(str(tmp_path / "saved"))
+    assert adapter_base(tmp_path / "saved") == str(relative_lora_run / "llama")
+
+
+def test_a_moved_base_names_adapter_config_and_base_model_points_to_it(relative_lora_run, tmp_path, capsys):
+    from rewardcollapse.training import load_reward_model, score_file
+
+    root = relative_lora_run
+    adapter = tmp_path / "adapter"
+    shutil.copytree(root / "adapter", adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    shutil.copytree(root / "llama", tmp_path / "moved")
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    settings["base_model_name_or_path"] = str(tmp_path / "base")  # where it was trained from, moved since
+    (adapter / "adapter_config.json").write_text(json.dumps(settings))
+    score = ["score", "--model", str(adapter), "--data", str(root / "train.jsonl"), "--precision", "fp32"]
+    assert main([*score, "--output", str(tmp_path / "rewards.jsonl")]) == 2
+    error = capsys.readouterr().err
+    assert f"{adapter / 'adapter_config.json'} names the base model '{tmp_path / 'base'}'" in error
+    assert "no such folder. If it was moved or deleted, point to it with --base_model" in error
+    assert main([*score, "--output", str(tmp_path / "rewards.jsonl"), "--base_model", str(tmp_path / "moved")]) == 0
+    original = tmp_path / "original.jsonl"
+    score_file(model=root / "adapter", data=root / "train.jsonl", output=original, precision="fp32", progress=False)
+    np.testing.assert_allclose(scored(tmp_path / "rewards.jsonl"), scored(original), atol=1e-6)
+    with pytest.raises(ValueError, match=r"`base_model` \('x'\) is for a folder of adapters, but .* holds no adapter"):
+        load_reward_model(str(tmp_path / "moved"), base_model="x")
+
+
+def test_an_old_relative_base_is_looked_for_in_the_adapter_folder_first(relative_lora_run, tmp_path):
+    from rewardcollapse.training import load_reward_model
+
+    root = relative_lora_run
+    shutil.copytree(root / "adapter", tmp_path / "adapter", ignore=shutil.ignore_patterns("checkpoint-*"))
+    shutil.copytree(root / "llama", tmp_path / "adapter" / "llama")
+    settings = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    settings["base_model_name_or_path"] = "llama"  # as peft saved it before
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(settings))
+    with contextlib.chdir(root):  # a `llama` here too: the one beside the adapters wins
+        model, _ = load_reward_model(str(tmp_path / "adapter"))
+    assert model.get_base_model().name_or_path == str(tmp_path / "adapter" / "llama")
+
+
+def test_adapters_are_read_with_the_settings_saved_beside_them(relative_lora_run, tmp_path):
+    from rewardcollapse.training import load_reward_model
+    from rewardcollapse.training.models import resolve_sequence_format
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(relative_lora_run / "adapter", adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    (adapter / "rewardcollapse.json").write_text(json.dumps({"sequence_format": "pair", "max_length": 64}))
+    model, _ = load_reward_model(str(adapter))
+    assert resolve_sequence_format("auto", model) == "pair"  # not the decoder's default, "trl"

@@ -75,6 +75,10 @@ class DiagnoseOptions:
     )
     model: str | None = field(default=None, metadata={"help": "Score --data with this trained model first."})
     data: str | None = field(default=None, metadata={"help": "Ranking data to score with --model."})
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "For a --model folder of LoRA adapters: the base model to load them on (as score's)."},
+    )
     output: str = field(
         default="diagnostics",
         metadata={"help": "Folder for rewards.png and diagnostics.json (and rewards.jsonl when scoring here)."},
@@ -320,6 +324,7 @@ def _score(job: Any, model_input: Any) -> int:
         batch_size=job.batch_size,
         input_format=job.input_format,
         skip_invalid=job.skip_invalid,
+        base_model=job.base_model,
         **dataclasses.asdict(model_input),
     )
     print()
@@ -374,7 +379,13 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
         from rewardcollapse.training.run import score_file
 
         rewards_path = output / "rewards.jsonl"
-        score_file(model=args.model, data=args.data, output=rewards_path, **dataclasses.asdict(model_input))
+        score_file(
+            model=args.model,
+            data=args.data,
+            output=rewards_path,
+            base_model=args.base_model,
+            **dataclasses.asdict(model_input),
+        )
     diagnosis = diagnose_file(rewards_path, args.levels)  # checks every row before anything is written
     check_output_folder(output, "--output")
     _print_diagnosis(str(rewards_path), diagnosis)

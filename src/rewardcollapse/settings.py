@@ -41,6 +41,7 @@ __all__ = [
     "ScoreJob",
     "TrainJob",
     "check_choices",
+    "check_lora_alpha",
     "field_help",
 ]
 
@@ -75,6 +76,21 @@ def check_choices(settings: Any, cls: type | None = None) -> None:
             choices = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
             hint = "; write 'none' for off" if value is None and "none" in allowed else ""
             raise InputValueError(f"`{name}` must be {choices}, got {value!r}{hint}")
+
+
+def check_lora_alpha(value: Any, name: str = "lora_alpha") -> None:
+    """Refuse a LoRA ``alpha`` that is not a number > 0: the adapters' output is scaled by alpha / r.
+
+    Raises
+    ------
+    InputValueError
+        Naming ``name``, the value and the fix: with alpha 0 the adapters train but change nothing.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InputValueError(
+            f"`{name}` must be a number > 0, got {value!r}: LoRA scales the adapters' output by lora_alpha / r, so "
+            "0 trains adapters that change nothing (and a negative alpha flips them); use e.g. 32 (TRL's default)"
+        )
 
 
 @dataclass
@@ -357,6 +373,7 @@ class TrainJob(DataSource):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int(self.lora_r, "lora_r", optional=True)
+        check_lora_alpha(self.lora_alpha)
         if not 0 <= self.lora_dropout < 1:
             raise InputValueError(f"`lora_dropout` must be in [0, 1), got {self.lora_dropout}")
         if self.merge_lora and self.lora_r is None:
@@ -387,6 +404,13 @@ class ScoreJob(DataSource):
 
     model: str = field(metadata={"help": "Trained model folder or Hub name."})
     output: str = field(metadata={"help": "JSONL file: each row plus its rewards and normalized_rewards."})
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "For a --model folder of LoRA adapters: the base model to load them on (Hub name or folder), "
+            "instead of the base_model_name_or_path in its adapter_config.json (when that base was moved or deleted)."
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "Prompts per batch."})
 
     def __post_init__(self) -> None:

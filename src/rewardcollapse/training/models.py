@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from rewardcollapse.core.conventions import SequenceFormat
 from rewardcollapse.core.errors import InputTypeError, InputValueError
+from rewardcollapse.settings import check_lora_alpha
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MODEL_SETTINGS_FILE",
     "SHIPPED_BACKBONE",
+    "anchor_adapter_base",
     "backbone_label",
     "check_model_source",
     "check_single_score",
@@ -181,20 +183,47 @@ def _announce_new_head(backbone: str, keys: tuple[str, ...]) -> None:
     )
 
 
-def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
+def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None, base_model: str | None = None):
     """Load ``(model, tokenizer)`` for reward modelling: a sequence classifier with one output.
 
-    Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows. Tokenizers without a
-    padding token (GPT-style) get their end-of-sequence token as padding, and the model config is told, so that
-    the classifier reads the last real token. A backbone without a score head (the usual start) gets a new one:
-    that is logged in one line (logger ``rewardcollapse``) instead of transformers' load report, which is kept for
-    the unexpected cases (backbone weights missing or left over).
+    Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows, and with a folder of
+    peft adapters (``adapter_config.json``), loaded on the base model it names. Tokenizers without a padding token
+    (GPT-style) get their end-of-sequence token as padding, and the model config is told, so that the classifier
+    reads the last real token. A backbone without a score head (the usual start) gets a new one: that is logged in
+    one line (logger ``rewardcollapse``) instead of transformers' load report, which is kept for the unexpected
+    cases (backbone weights missing or left over).
+
+    Parameters
+    ----------
+    name_or_path : str
+        Hub name or local folder of the model, or a folder of adapters.
+    dtype : torch.dtype, optional
+        The weights' dtype; default: as saved.
+    base_model : str, optional
+        For a folder of adapters: the base model to put them on (Hub name or local folder), instead of the
+        ``base_model_name_or_path`` its ``adapter_config.json`` holds (when that base was moved or deleted).
+
+    Raises
+    ------
+    InputValueError
+        A model that cannot be loaded, naming it; adapters whose base model cannot be loaded, naming their
+        ``adapter_config.json``, the base it holds and ``base_model``; ``base_model`` for a model without adapters.
     """
+    if (Path(name_or_path) / "adapter_config.json").is_file():
+        return _load_adapter(Path(name_or_path), dtype, base_model)
+    if base_model is not None:
+        raise InputValueError(
+            f"`base_model` ({base_model!r}) is for a folder of adapters, but {name_or_path!r} holds no "
+            "adapter_config.json; leave `base_model` out"
+        )
+    return _load_classifier(name_or_path, dtype, "model")
+
+
+def _load_classifier(name_or_path: str, dtype: Any, option: str):
+    """A model (not adapters) as :func:`load_reward_model` returns it; ``option`` is its name in messages."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    if (Path(name_or_path) / "adapter_config.json").is_file():
-        return _load_adapter(Path(name_or_path), dtype)
-    with loading_model(name_or_path):
+    with loading_model(name_or_path, option):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -210,7 +239,7 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None):
             f"{name_or_path}: backbone weights missing from the checkpoint (initialised at random) or left unused: "
             f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     set_padding_token(tokenizer, model)
     return model, tokenizer
@@ -257,11 +286,11 @@ def wrap_with_peft(model: Any, peft_config: Any, *, gradient_checkpointing: bool
     """The model with peft adapters from ``peft_config`` (e.g. ``peft.LoraConfig``); the score head trains in full.
 
     A config without a task type gets ``SEQ_CLS``, which makes peft train and save the classification head beside
-    the adapters. Problems peft reports (a target module that does not exist, a model it cannot wrap) become an
-    error naming ``peft_config``, before any training.
+    the adapters. Problems peft reports (a model it cannot wrap, no target module found), a named target module
+    that no module of the model matches (peft drops it silently when another one matches) and a ``lora_alpha``
+    that is not positive become an error naming ``peft_config``, before any training. The adapters name their
+    base model as :func:`anchor_adapter_base` says.
     """
-    import torch
-
     try:
         import peft
     except ImportError as error:
@@ -270,39 +299,97 @@ def wrap_with_peft(model: Any, peft_config: Any, *, gradient_checkpointing: bool
         raise InputTypeError(f"`peft_config` must be a peft.PeftConfig (e.g. peft.LoraConfig), got {peft_config!r}")
     if isinstance(model, peft.PeftModel):
         raise InputValueError("the model already has peft adapters; pass the base model with `peft_config`")
+    if hasattr(peft_config, "lora_alpha"):
+        check_lora_alpha(peft_config.lora_alpha, "peft_config.lora_alpha")
+        for key, alpha in (getattr(peft_config, "alpha_pattern", None) or {}).items():
+            check_lora_alpha(alpha, f"peft_config.alpha_pattern[{key!r}]")
+    targets = peft_config.target_modules
+    if isinstance(targets, (list, tuple, set, frozenset)):
+        # Matched as peft matches a list of names: a module whose full name is the name or ends with "." + name.
+        names = [name for name, _ in model.named_modules()]
+        unmatched = sorted(t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names))
+        if unmatched:
+            raise _unfitting_peft_config(model, peft_config, f"no module of the model is named {unmatched}.")
     if peft_config.task_type is None:
         peft_config.task_type = peft.TaskType.SEQ_CLS
     if gradient_checkpointing:
         model.enable_input_require_grads()  # so that checkpointed blocks before the adapters pass gradients on
     try:
-        return peft.get_peft_model(model, peft_config)
+        wrapped = peft.get_peft_model(model, peft_config)
     except (ValueError, TypeError, KeyError) as error:
-        linear = sorted(
-            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-        )
-        conv1d = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Conv1D"})
-        raise InputValueError(
-            f"`peft_config` does not fit the model (target_modules {peft_config.target_modules}): {error} The "
-            f"model's adaptable layers are named {linear + conv1d}; or use target_modules='all-linear'"
-        ) from error
+        raise _unfitting_peft_config(model, peft_config, str(error)) from error
+    anchor_adapter_base(wrapped)
+    return wrapped
 
 
-def _load_adapter(folder: Path, dtype: Any):
-    """A reward model saved as peft adapters: the base model from the adapter config, with the adapters on it."""
+def _unfitting_peft_config(model: Any, peft_config: Any, reason: str) -> InputValueError:
+    """The error for target modules that do not fit ``model``, listing the names of its adaptable layers."""
+    import torch
+
+    targets = peft_config.target_modules
+    targets = sorted(targets) if isinstance(targets, (set, frozenset)) else targets  # peft keeps a list as a set
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    conv1d = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Conv1D"})
+    return InputValueError(
+        f"`peft_config` does not fit the model (target_modules {targets}): {reason} The model's adaptable layers "
+        f"are named {linear + conv1d} (--lora_target_modules on the command line); or use target_modules='all-linear'"
+    )
+
+
+def anchor_adapter_base(model: Any) -> None:
+    """Make a peft model's adapters name a local base model by its absolute path, so that their folder travels.
+
+    peft saves the base model as it was loaded (``base_model_name_or_path`` in ``adapter_config.json``), so a base
+    loaded by a relative path is looked for relative to wherever the adapters are loaded later, and a name that is
+    no folder there goes to the Hub. A name that is a folder here becomes its absolute resolved path; any other
+    (a Hub name) stays as given. A model without peft adapters is left alone.
+    """
+    for config in (getattr(model, "peft_config", None) or {}).values():
+        name = getattr(config, "base_model_name_or_path", None)
+        if name and Path(name).expanduser().exists():
+            config.base_model_name_or_path = str(Path(name).expanduser().resolve())
+
+
+def _load_adapter(folder: Path, dtype: Any, base_model: str | None):
+    """A reward model saved as peft adapters: its base model (or ``base_model``) with the adapters on it.
+
+    A relative base path in an older ``adapter_config.json`` is looked for in the adapter folder first (adapters
+    moved together with their base), then in the working directory; a name found in neither is a Hub name.
+    """
     import peft
     from transformers import AutoTokenizer
 
+    config_file = folder / "adapter_config.json"
     config = peft.PeftConfig.from_pretrained(str(folder))
-    if not config.base_model_name_or_path:
+    stored = config.base_model_name_or_path
+    if base_model is not None:
+        base, _ = _load_classifier(base_model, dtype, "base_model")
+    elif not stored:
         raise InputValueError(
-            f"the adapters in {str(folder)!r} do not name their base model (it was built in memory); load the base "
-            "model yourself and add them with peft.PeftModel.from_pretrained(base, folder)"
+            f"{config_file} names no base model (the adapters were made on a model built in memory); give it with "
+            "`base_model` (score --base_model NAME_OR_PATH), or load it yourself and add the adapters with "
+            "peft.PeftModel.from_pretrained(base, folder)"
         )
-    base, _ = load_reward_model(config.base_model_name_or_path, dtype=dtype)
+    else:
+        beside = folder / stored
+        base_model = str(beside.resolve()) if not Path(stored).is_absolute() and beside.is_dir() else stored
+        try:
+            base, _ = _load_classifier(base_model, dtype, "base_model_name_or_path")
+        except InputValueError as error:
+            path = Path(base_model).expanduser()
+            reason = "no such folder" if path.is_absolute() and not path.exists() else str(error.__cause__ or error)
+            raise InputValueError(
+                f"{config_file} names the base model {stored!r} (base_model_name_or_path), which cannot be loaded "
+                f"from here: {reason}. If it was moved or deleted, point to it with --base_model NAME_OR_PATH "
+                "(score, diagnose) or base_model= (load_reward_model, score_file), or correct "
+                "base_model_name_or_path in that file"
+            ) from error
     with quiet_transformers():
         model = peft.PeftModel.from_pretrained(base, str(folder))
+    # The settings the adapters were trained with (MODEL_SETTINGS_FILE) sit beside them, not beside the base.
+    model.config._name_or_path = str(folder)
     tokenizer = AutoTokenizer.from_pretrained(
-        str(folder) if (folder / "tokenizer_config.json").exists() else config.base_model_name_or_path
+        str(folder) if (folder / "tokenizer_config.json").exists() else base_model
     )
     set_padding_token(tokenizer, model)
     return model, tokenizer

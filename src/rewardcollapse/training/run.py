@@ -283,6 +283,7 @@ def score_file(
     sequence_format: str = "auto",
     shared_prompt: str = "auto",
     shared_prompt_row_tokens: int = ModelInput.shared_prompt_row_tokens,
+    base_model: str | None = None,
 ) -> ScoreResult:
     """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
 
@@ -292,7 +293,8 @@ def score_file(
     are those of :class:`~rewardcollapse.settings.ModelInput`, as in training: ``sequence_format="auto"`` reads the
     model the way it was trained (its saved settings), or else as suits its architecture; ``shared_prompt="auto"``
     encodes each prompt once for its answers on causal models; ``precision="auto"`` uses bf16 where the machine
-    computes it natively.
+    computes it natively. ``base_model``: for a ``model`` folder of adapters, the base model to load them on instead
+    of the one their ``adapter_config.json`` names (see :func:`~rewardcollapse.training.load_reward_model`).
 
     Returns
     -------
@@ -315,7 +317,7 @@ def score_file(
         raise InputValueError(
             f"`data` {str(data)!r} has no usable prompt left (every row was invalid); nothing to score"
         )
-    network, tokenizer = load_reward_model(str(model))
+    network, tokenizer = load_reward_model(str(model), base_model=base_model)
     max_length = fit_max_length(network, settings.max_length)
     fmt = resolve_sequence_format(settings.sequence_format, network)
     collator = RankingCollator(tokenizer, max_length=max_length, sequence_format=fmt)

@@ -29,6 +29,7 @@ from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.models import (
     MODEL_SETTINGS_FILE,
+    anchor_adapter_base,
     check_single_score,
     disable_dropout,
     fit_max_length,
@@ -292,7 +293,12 @@ class RankingRewardTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-        """Save as the Trainer does, plus how the model reads its input (:data:`MODEL_SETTINGS_FILE`)."""
+        """Save as the Trainer does, plus how the model reads its input (:data:`MODEL_SETTINGS_FILE`).
+
+        Adapters (the final model and every checkpoint) name a local base model by its absolute path
+        (:func:`anchor_adapter_base`), also when the model came wrapped in adapters already.
+        """
+        anchor_adapter_base(self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
         super()._save(output_dir, state_dict=state_dict)
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
         settings = {"sequence_format": self.sequence_format, "max_length": self.args.max_length}
