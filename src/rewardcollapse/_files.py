@@ -24,6 +24,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -276,8 +277,6 @@ def _acquire(lock_file: Path, output: Path, option: str) -> int | None:
             holder = _read_holder(descriptor) if error.errno in _CONTENDED else None
             os.close(descriptor)
             if error.errno not in _CONTENDED:
-                import warnings
-
                 warnings.warn(
                     f"cannot lock {lock_file} ({error.strerror or error}): this file system has no file locks, so "
                     f"another job writing {output} at the same time would not be stopped",

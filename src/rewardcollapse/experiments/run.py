@@ -423,17 +423,16 @@ def _train_and_score(
         trained = train_reward_model(
             model=config.model, data=paths["train"], output_dir=model_dir, **run, **config.training
         )
-    with atomic_path(folder / "rewards.jsonl") as partial:
-        score_file(
-            model=folder / "model",
-            data=paths["test"],
-            output=partial,
-            batch_size=config.score_batch_size,
-            max_length=args.max_length,
-            forward_batch_size=args.forward_batch_size,
-            precision=args.precision,
-            description=f"{name} scoring",
-        )
+    score_file(  # writes whole or not at all, and a kill's temporary file is removed by the next score
+        model=folder / "model",
+        data=paths["test"],
+        output=folder / "rewards.jsonl",
+        batch_size=config.score_batch_size,
+        max_length=args.max_length,
+        forward_batch_size=args.forward_batch_size,
+        precision=args.precision,
+        description=f"{name} scoring",
+    )
     return dataclasses.replace(trained, model=str(folder / "model"))
 
 
