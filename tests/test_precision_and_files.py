@@ -302,3 +302,18 @@ def test_a_failing_job_removes_the_folders_it_made_and_only_those(tmp_path):
         "a/b/c",
         "a/b/c/checkpoint-1",
     ]
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path, monkeypatch):
+    lock_file = tmp_path / LOCK_FILE
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # as a lock file left by another user's killed job (and not run as root)
+        if str(path) == str(lock_file):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(ValueError, match=r"cannot open its lock file .*\.rewardcollapse\.lock' \(Permission denied\)"):
+        with locked_output_folder(tmp_path, "--output"):
+            pass

@@ -271,6 +271,11 @@ def _acquire(lock_file: Path, output: Path, option: str) -> int | None:
         except FileNotFoundError:  # a failing job that had made the folder removed it a moment ago
             lock_file.parent.mkdir(parents=True, exist_ok=True)
             continue
+        except PermissionError as error:  # e.g. left by another user's job that was killed
+            raise InputValueError(
+                f"`{option}` {str(output)!r}: cannot open its lock file {str(lock_file)!r} ({error.strerror}); "
+                "remove it if no job is writing there, or choose another output"
+            ) from error
         try:
             _lock(descriptor)
         except OSError as error:
