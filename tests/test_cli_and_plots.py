@@ -207,3 +207,14 @@ def test_solve_refuses_a_figure_format_it_cannot_write(tmp_path, capsys):
         assert main(["solve", "-n", "5", "--plot", str(tmp_path / name), "--json", str(tmp_path / "j.json")]) == 2
         assert "the figure format comes from the suffix" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_after_the_output_check_leaves_no_folder_the_command_made(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "p", "scores": [0.1, 0.9]}) + "\n" + json.dumps({"prompt": "q"}) + "\n")
+    out = tmp_path / "new" / "deep"
+    assert main(["openness", "scores", "--data", str(rows), "--output", str(out / "estimates.jsonl")]) == 2
+    assert "row 1 has no 'scores' field" in capsys.readouterr().err
+    assert main(["solve", "--ranking", "[[0]", "--json", str(out / "rewards.json")]) == 2
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from rewardcollapse._files import locked_output_folder
 from rewardcollapse.cli import main
 from rewardcollapse.core import openness_utility, optimal_rewards
 from rewardcollapse.data import load_rankings
@@ -35,6 +37,8 @@ from rewardcollapse.experiments.longform import (
     level_lengths,
     write_longform,
 )
+
+from .conftest import kill, run_until_ready
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -577,3 +581,41 @@ def test_experiment_settings_are_checked_again_after_command_line_overrides(tmp_
 def test_openness_levels_outside_the_unit_interval_are_refused_by_name(levels, message):
     with pytest.raises(ValueError, match=r"`levels` must lie in \[0, 1\] \(0 closed, 1 open-ended\), " + message):
         build_longform("builtin", train_prompts=8, test_prompts=4, levels=levels)
+
+
+def test_a_second_data_longform_into_a_folder_being_written_is_refused_in_one_line(tmp_path, capsys):
+    source = longform_file(tmp_path / "lf.jsonl", invalid=0)
+    out = tmp_path / "out"
+    args = ["data", "longform", "--source", str(source), "--output", str(out), "--train-prompts", "8"]
+    args += ["--test-prompts", "4"]
+    script = f"""
+        import sys
+        import time
+        import rewardcollapse.experiments.longform as longform
+        def paused(path, text):  # the first run stops before its first file, holding the folder
+            print("ready", flush=True)
+            time.sleep(60)
+        longform.write_text_atomic = paused
+        from rewardcollapse.cli import main
+        sys.argv = ["rewardcollapse", *{args!r}]  # as the console script sees it
+        main()
+    """
+    first = run_until_ready(script, tmp_path)
+    try:
+        assert main(args) == 2
+    finally:
+        kill(first)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: `output_dir` {str(out)!r} is being written by another")
+    assert f"(pid {first.pid} on " in err and "data longform --source" in err
+    assert main(args) == 0  # the killed run's lock is taken over
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "build_report.json", "test.jsonl", "train.jsonl"]
+
+
+def test_reproduce_into_a_folder_being_written_is_refused_before_any_work(tmp_path, tiny_dir, capsys):
+    config = tiny_config(tmp_path, tiny_dir, test_prompts=4)
+    out = tmp_path / "run"
+    with locked_output_folder(out, "--output"):
+        assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
+    assert f"is being written by another process (pid {os.getpid()} on " in capsys.readouterr().err
+    assert list(out.iterdir()) == []

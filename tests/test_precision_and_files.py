@@ -1,4 +1,6 @@
+import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -6,7 +8,16 @@ import sys
 import pytest
 import torch
 
-from rewardcollapse._files import atomic_directory, atomic_path, atomic_write, write_text_atomic
+from rewardcollapse import OutputLockedError
+from rewardcollapse._files import (
+    LOCK_FILE,
+    atomic_directory,
+    atomic_path,
+    atomic_write,
+    locked_output_file,
+    locked_output_folder,
+    write_text_atomic,
+)
 from rewardcollapse.training.precision import choose_precision, native_cpu_bf16
 
 from .conftest import kill, run_until_ready
@@ -177,10 +188,14 @@ def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path):
                     print("ready", flush=True)
                     time.sleep(60)
     """
-    kill(run_until_ready(script, tmp_path))
+    writer = run_until_ready(script, tmp_path)
+    kill(writer)
     assert target.read_text() == "previous\n"
     leftovers = [p.name for p in tmp_path.iterdir() if p != target]
     assert len(leftovers) == 1 and leftovers[0].startswith(".rewards.jsonl.") and ".partial" in leftovers[0]
+    assert leftovers[0].startswith(f".rewards.jsonl.partial-{writer.pid}-")  # named after its writer
+    write_text_atomic(target, "next\n")  # the next write to the path removes what the dead writer left
+    assert [p.name for p in tmp_path.iterdir()] == ["rewards.jsonl"] and target.read_text() == "next\n"
 
 
 def test_two_writers_to_one_path_each_leave_a_whole_file(tmp_path):
@@ -202,3 +217,103 @@ def test_writing_through_a_symbolic_link_keeps_the_link(tmp_path):
     link.symlink_to(target)
     write_text_atomic(link, "new\n")
     assert link.is_symlink() and target.read_text() == "new\n"
+
+
+def hold(path, kind, cwd):
+    """A process that holds the lock of ``path`` (a folder or a file) and waits to be killed."""
+    script = f"""
+        import time
+        from rewardcollapse._files import locked_output_{kind}
+        with locked_output_{kind}({str(path)!r}, "--output"):
+            print("ready", flush=True)
+            time.sleep(60)
+    """
+    return run_until_ready(script, cwd)
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    output = tmp_path / "out"
+    holder = hold(output, "folder", tmp_path)
+    try:
+        assert json.loads((output / LOCK_FILE).read_text())["pid"] == holder.pid
+        for _ in range(2):  # refused each time, at once, the lock left as it was
+            with pytest.raises(OutputLockedError) as refused, locked_output_folder(output, "--output"):
+                raise AssertionError("the body of a refused writer ran")
+            message = str(refused.value)
+            assert "\n" not in message and f"pid {holder.pid} on {socket.gethostname()}" in message
+            assert message.startswith(f"`--output` {str(output)!r} is being written by another process")
+    finally:
+        kill(holder)
+    with locked_output_folder(output, "--output") as folder:  # the dead holder's lock is taken over
+        assert folder == output and json.loads((output / LOCK_FILE).read_text())["pid"] == os.getpid()
+        (folder / "model.safetensors").write_text("weights")
+    assert [p.name for p in output.iterdir()] == ["model.safetensors"]  # the lock file goes with the job
+
+
+def test_a_file_lock_holds_that_file_only(tmp_path):
+    scores = tmp_path / "scores.jsonl"
+    holder = hold(scores, "file", tmp_path)
+    try:
+        with pytest.raises(OutputLockedError, match=rf"`--output` '.*scores.jsonl' .*\(pid {holder.pid} on "):
+            with locked_output_file(scores, "--output"):
+                pass
+        with locked_output_file(tmp_path / "other.jsonl", "--output") as other:  # another file of the same folder
+            write_text_atomic(other, "x\n")
+    finally:
+        kill(holder)
+    with locked_output_file(scores, "--output") as final:
+        write_text_atomic(final, "whole\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl", "scores.jsonl"]
+
+
+def test_a_lock_file_removed_by_its_ending_holder_before_it_was_locked_is_not_taken(tmp_path, monkeypatch):
+    import rewardcollapse._files as files
+
+    output = tmp_path / "out"
+    output.mkdir()
+    real_lock = files._lock
+
+    def holder_ends_between_open_and_lock(descriptor):
+        monkeypatch.setattr(files, "_lock", real_lock)
+        (output / LOCK_FILE).unlink()  # what the holder does as it ends, while this process has the file open
+        real_lock(descriptor)
+
+    (output / LOCK_FILE).write_text("{}")
+    monkeypatch.setattr(files, "_lock", holder_ends_between_open_and_lock)
+    with locked_output_folder(output, "--output"):  # locks the file now at the path, not the removed one
+        assert json.loads((output / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert list(output.iterdir()) == []
+
+
+def test_a_failing_job_removes_the_folders_it_made_and_only_those(tmp_path):
+    deep = tmp_path / "a" / "b" / "c"
+    with pytest.raises(RuntimeError, match="model missing"), locked_output_file(deep / "out.jsonl", "--output"):
+        raise RuntimeError("model missing")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "a").mkdir()
+    with pytest.raises(KeyboardInterrupt), locked_output_folder(deep, "--output") as folder:
+        (folder / "checkpoint-1").mkdir()  # what the job wrote stays, and the folders holding it
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), locked_output_folder(tmp_path / "a" / "new", "--output"):
+        raise KeyboardInterrupt
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/checkpoint-1",
+    ]
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path, monkeypatch):
+    lock_file = tmp_path / LOCK_FILE
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # as a lock file left by another user's killed job (and not run as root)
+        if str(path) == str(lock_file):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(ValueError, match=r"cannot open its lock file .*\.rewardcollapse\.lock' \(Permission denied\)"):
+        with locked_output_folder(tmp_path, "--output"):
+            pass

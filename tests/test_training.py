@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rewardcollapse import OutputLockedError
+from rewardcollapse._files import LOCK_FILE, locked_output_folder
 from rewardcollapse.cli import main
 from rewardcollapse.data import load_rankings
 from rewardcollapse.loss import ranking_loss
@@ -19,6 +21,8 @@ from rewardcollapse.training import (
     RankingRewardTrainer,
     default_backbone,
     score_batch,
+    score_file,
+    train_reward_model,
 )
 
 from .conftest import kill, run_until_ready, write_jsonl
@@ -553,7 +557,7 @@ def test_an_interrupted_final_save_leaves_no_summary(tmp_path, tiny_dir, monkeyp
 
     monkeypatch.setattr(Trainer, "save_model", broken_save)
     assert main(train_args(tiny_dir, data, output, "--steps", "1", "--save_strategy", "no")) == 130
-    assert sorted(p.name for p in output.iterdir()) == []  # nothing half-written in the model folder
+    assert not output.exists()  # nothing half-written: the model folder the interrupted run made is removed whole
 
 
 def test_resume_past_the_last_step_and_training_into_the_backbone_are_refused(tmp_path, tiny_dir, capsys):
@@ -667,13 +671,17 @@ def test_score_killed_while_writing_leaves_the_old_output(tmp_path, tiny_dir):
         main(["score", "--model", {str(tiny_dir)!r}, "--data", {str(data)!r}, "--output", {str(output)!r},
               "--max-length", "64"])
     """
-    kill(run_until_ready(script, tmp_path))
+    scorer = run_until_ready(script, tmp_path)
+    kill(scorer)
     assert output.read_text() == "the previous scores\n"
+    lock, partial = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))  # what the kill left
+    assert lock == ".rewards.jsonl.lock" and partial.startswith(f".rewards.jsonl.partial-{scorer.pid}-")
     assert (
         main(["score", "--model", str(tiny_dir), "--data", str(data), "--output", str(output), "--max-length", "64"])
         == 0
     )
     assert len(output.read_text().splitlines()) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "rewards.jsonl"]  # the next run cleaned up
 
 
 @pytest.mark.slow
@@ -701,3 +709,24 @@ def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir):
     assert process.returncode == 130
     assert "interrupted: the outputs at their final paths" in err and "Traceback" not in err
     assert output.read_text() == "the previous scores\n"
+
+
+def test_a_failing_train_or_score_leaves_no_folder_it_made(tmp_path, tiny_dir, capsys):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "responses": ["only one"]}] * 2)
+    with pytest.warns(UserWarning, match="dropped 2 of 2"):
+        code = main([*train_args(tiny_dir, bad, tmp_path / "new" / "deep" / "dir", "--steps", "1"), "--skip_invalid"])
+    assert code == 2 and "has no usable prompt left" in capsys.readouterr().err
+    data = write_jsonl(tmp_path / "d.jsonl", rows(2))
+    with pytest.raises(ValueError, match="does not exist"):  # the model fails after the output was checked
+        score_file(model=tmp_path / "gone", data=data, output=tmp_path / "a" / "b" / "c" / "out.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "d.jsonl"]
+
+
+def test_a_second_train_into_a_held_folder_is_refused_before_work(tmp_path, tiny_dir):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    output = tmp_path / "model"
+    with locked_output_folder(output, "--output"):  # as a first `train` into the folder, still running
+        with pytest.raises(OutputLockedError, match=rf"`output_dir` '.*model' is being written by .*pid {os.getpid()}"):
+            train_reward_model(model=str(tiny_dir), data=data, output_dir=output, max_steps=1, report_to="none")
+        assert list(output.iterdir()) == [output / LOCK_FILE]
+    assert list(output.iterdir()) == []

@@ -26,7 +26,7 @@ from rewardcollapse.core import (
     utility,
     utility_for,
 )
-from rewardcollapse.core.errors import InputError, InputTypeError, InputValueError
+from rewardcollapse.core.errors import InputError, InputTypeError, InputValueError, OutputLockedError
 from rewardcollapse.plots import plot_limit_laws, plot_optimal_rewards
 
 __version__ = "0.1.0"
@@ -37,6 +37,7 @@ __all__ = [
     "InputTypeError",
     "InputValueError",
     "OptimalRewards",
+    "OutputLockedError",
     "Ranking",
     "Utility",
     "UtilityDesign",

@@ -22,7 +22,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rewardcollapse._files import atomic_path, check_output_file, check_output_folder, write_text_atomic
+from rewardcollapse._files import (
+    atomic_path,
+    check_output_file,
+    check_output_folder,
+    locked_output_file,
+    locked_output_folder,
+    write_text_atomic,
+)
 from rewardcollapse.core.errors import InputError, InputValueError
 from rewardcollapse.estimators import text_classifier
 
@@ -170,14 +177,15 @@ def _solve(args: SolveOptions) -> int:
 
     if args.plot and args.ranking is not None:
         raise InputValueError("--plot draws n answers of a total order; use -n instead of --ranking")
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
-        if path:
-            check_output_file(path, option)
     if args.plot:
         _check_figure_format(args.plot, "--plot")
     u = utility(args.utility, eps=args.eps)
+    ranking = _parse_ranking(args)  # every input before the output checks, which may create folders
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, option)
     started = time.perf_counter()
-    result = optimal_rewards(_parse_ranking(args), u, tol=args.tol)
+    result = optimal_rewards(ranking, u, tol=args.tol)
     elapsed = time.perf_counter() - started
     rows = [
         ("utility", u.name),
@@ -219,24 +227,24 @@ def _limits(args: LimitsOptions) -> int:
     from rewardcollapse.core import describe_law, ks_distance, limit_distribution, optimal_rewards
     from rewardcollapse.plots import DEFAULT_PLOT_UTILITIES, plot_limit_laws, plot_optimal_rewards
 
-    output = check_output_folder(args.output, "--output")
-    print(f"Reward collapse: optimal rewards of n = {args.n} ranked answers and their limit laws\n")
-    print(f"{'utility':<12} {'limit law':<44} {'KS(n, limit)':>12} {'residual':>9} {'time':>8}")
-    summary = []
-    for spec in DEFAULT_PLOT_UTILITIES:
-        started = time.perf_counter()
-        result = optimal_rewards(args.n, spec)
-        law = limit_distribution(spec)
-        elapsed = time.perf_counter() - started
-        distance = ks_distance(result.rewards, law)
-        print(f"{spec:<12} {describe_law(law):<44} {distance:>12.4f} {result.residual:>9.1e} {elapsed:>7.2f}s")
-        summary.append({"utility": spec, "ks_to_limit": distance, "residual": result.residual})
-    fig, _ = plot_optimal_rewards(args.n)
-    _save_figure(fig, output / "optimal_rewards.png")
-    fig, _ = plot_limit_laws()
-    _save_figure(fig, output / "limit_laws.png")
-    write_text_atomic(output / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print(f"\nwrote {output / 'optimal_rewards.png'}, {output / 'limit_laws.png'} and {output / 'summary.json'}")
+    with locked_output_folder(args.output, "--output") as output:
+        print(f"Reward collapse: optimal rewards of n = {args.n} ranked answers and their limit laws\n")
+        print(f"{'utility':<12} {'limit law':<44} {'KS(n, limit)':>12} {'residual':>9} {'time':>8}")
+        summary = []
+        for spec in DEFAULT_PLOT_UTILITIES:
+            started = time.perf_counter()
+            result = optimal_rewards(args.n, spec)
+            law = limit_distribution(spec)
+            elapsed = time.perf_counter() - started
+            distance = ks_distance(result.rewards, law)
+            print(f"{spec:<12} {describe_law(law):<44} {distance:>12.4f} {result.residual:>9.1e} {elapsed:>7.2f}s")
+            summary.append({"utility": spec, "ks_to_limit": distance, "residual": result.residual})
+        fig, _ = plot_optimal_rewards(args.n)
+        _save_figure(fig, output / "optimal_rewards.png")
+        fig, _ = plot_limit_laws()
+        _save_figure(fig, output / "limit_laws.png")
+        write_text_atomic(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+        print(f"\nwrote {output / 'optimal_rewards.png'}, {output / 'limit_laws.png'} and {output / 'summary.json'}")
     return 0
 
 
@@ -457,19 +465,19 @@ def _read_rows(args: OpennessRows) -> list[dict]:
 def _openness_fit(args: OpennessFit) -> int:
     from rewardcollapse.estimators import fit_openness_classifier, prompts_and_openness
 
-    check_output_folder(args.output, "--output")
-    prompts, labels = prompts_and_openness(_read_rows(args), source=str(args.data), labels=True)
-    classifier = fit_openness_classifier(
-        prompts,
-        labels,
-        encoder=args.encoder,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        c=args.c,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-    )
-    path = classifier.save(args.output)
+    with locked_output_folder(args.output, "--output"):
+        prompts, labels = prompts_and_openness(_read_rows(args), source=str(args.data), labels=True)
+        classifier = fit_openness_classifier(
+            prompts,
+            labels,
+            encoder=args.encoder,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            c=args.c,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+        )
+        path = classifier.save(args.output)
     print()
     _print_table([(name.replace("_", " "), value) for name, value in classifier.metrics.items()])
     print(f"wrote {path}")
@@ -479,12 +487,13 @@ def _openness_fit(args: OpennessFit) -> int:
 def _openness_predict(args: OpennessPredict) -> int:
     from rewardcollapse.estimators import OpennessClassifier, prompts_and_openness
 
-    check_output_file(args.output, "--output")
-    classifier = OpennessClassifier.load(args.model)
-    rows = _read_rows(args)
-    prompts, labels = prompts_and_openness(rows, source=str(args.data))
-    predicted = classifier.predict_openness(prompts, batch_size=args.batch_size)
-    _write_rows([{**row, "predicted_openness": float(o)} for row, o in zip(rows, predicted, strict=True)], args.output)
+    with locked_output_file(args.output, "--output"):
+        classifier = OpennessClassifier.load(args.model)
+        rows = _read_rows(args)
+        prompts, labels = prompts_and_openness(rows, source=str(args.data))
+        predicted = classifier.predict_openness(prompts, batch_size=args.batch_size)
+        written = [{**row, "predicted_openness": float(o)} for row, o in zip(rows, predicted, strict=True)]
+        _write_rows(written, args.output)
     _print_openness_summary(predicted, labels)
     print(f"wrote {args.output}")
     return 0
@@ -494,17 +503,17 @@ def _openness_estimate(args: OpennessEstimate, column: str) -> int:
     from rewardcollapse.core import openness_from_rankings, openness_from_scores
 
     estimate = {"scores": openness_from_scores, "rankings": openness_from_rankings}[column]
-    check_output_file(args.output, "--output")
-    rows = _read_rows(args)
-    estimates = []
-    for number, row in enumerate(rows):
-        if row.get(column) is None:
-            raise InputValueError(f"{args.data}: row {number} has no '{column}' field; every row needs one")
-        try:
-            estimates.append(estimate(row[column]))
-        except (ValueError, TypeError) as error:
-            raise InputValueError(f"{args.data}: row {number}, field '{column}': {error}") from error
-    _write_rows([{**row, "estimated_openness": o} for row, o in zip(rows, estimates, strict=True)], args.output)
+    with locked_output_file(args.output, "--output"):
+        rows = _read_rows(args)
+        estimates = []
+        for number, row in enumerate(rows):
+            if row.get(column) is None:
+                raise InputValueError(f"{args.data}: row {number} has no '{column}' field; every row needs one")
+            try:
+                estimates.append(estimate(row[column]))
+            except (ValueError, TypeError) as error:
+                raise InputValueError(f"{args.data}: row {number}, field '{column}': {error}") from error
+        _write_rows([{**row, "estimated_openness": o} for row, o in zip(rows, estimates, strict=True)], args.output)
     labelled = all(isinstance(row.get("openness"), int | float) for row in rows)
     _print_openness_summary(estimates, [row["openness"] for row in rows] if labelled else None)
     print(f"wrote {args.output}")

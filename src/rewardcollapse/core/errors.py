@@ -7,7 +7,7 @@ prints these as one line and exits with status 2; any other exception is a bug a
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputTypeError", "InputValueError"]
+__all__ = ["InputError", "InputTypeError", "InputValueError", "OutputLockedError"]
 
 
 class InputError(Exception):
@@ -20,3 +20,7 @@ class InputValueError(InputError, ValueError):
 
 class InputTypeError(InputError, TypeError):
     """An argument or field of the wrong type."""
+
+
+class OutputLockedError(InputValueError):
+    """The output folder or file is being written by another process (which the message names); nothing was done."""

@@ -36,7 +36,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from rewardcollapse._files import atomic_path, check_output_folder, write_text_atomic
+from rewardcollapse._files import atomic_path, locked_output_folder, write_text_atomic
 from rewardcollapse.core.checks import check_positive_int, openness_problem
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY
 from rewardcollapse.core.errors import InputValueError
@@ -519,7 +519,12 @@ def write_longform(data: LongFormData, output_dir: str | Path, *, file_format: F
     """Write ``train`` and ``test`` as JSONL or Parquet plus a dataset card ``README.md``; return the paths."""
     if file_format not in get_args(FileFormat):
         raise InputValueError(f"`file_format` must be 'jsonl' or 'parquet', got {file_format!r}")
-    output = check_output_folder(output_dir, "output_dir")
+    with locked_output_folder(output_dir, "output_dir") as output:
+        return _write_into(data, output, file_format)
+
+
+def _write_into(data: LongFormData, output: Path, file_format: FileFormat) -> dict[str, Path]:
+    """The work of :func:`write_longform` once its output folder is checked and held."""
     paths = {}
     for name, rows in (("train", data.train), ("test", data.test)):
         path = output / f"{name}.{file_format}"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardcollapse._files import atomic_directory, atomic_path, check_output_folder, write_text_atomic
+from rewardcollapse._files import atomic_directory, atomic_path, locked_output_folder, write_text_atomic
 from rewardcollapse.core.checks import check_positive_int
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE, PrecisionSetting
 from rewardcollapse.core.errors import InputValueError
@@ -423,17 +423,16 @@ def _train_and_score(
         trained = train_reward_model(
             model=config.model, data=paths["train"], output_dir=model_dir, **run, **config.training
         )
-    with atomic_path(folder / "rewards.jsonl") as partial:
-        score_file(
-            model=folder / "model",
-            data=paths["test"],
-            output=partial,
-            batch_size=config.score_batch_size,
-            max_length=args.max_length,
-            forward_batch_size=args.forward_batch_size,
-            precision=args.precision,
-            description=f"{name} scoring",
-        )
+    score_file(  # writes whole or not at all, and a kill's temporary file is removed by the next score
+        model=folder / "model",
+        data=paths["test"],
+        output=folder / "rewards.jsonl",
+        batch_size=config.score_batch_size,
+        max_length=args.max_length,
+        forward_batch_size=args.forward_batch_size,
+        precision=args.precision,
+        description=f"{name} scoring",
+    )
     return dataclasses.replace(trained, model=str(folder / "model"))
 
 
@@ -471,10 +470,15 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path) -> Experime
         accuracy of the model and of its utility's exact optimum, whether the run was reused, the rewards file);
         the paths written (figure, reports, configuration, data); the precision and the seconds taken.
     """
+    args, precision = _checked(config)
+    with locked_output_folder(output_dir, "output_dir") as output:  # released when it ends, however: a rerun resumes
+        return _run_in(config, args, precision, output)
+
+
+def _run_in(config: ExperimentConfig, args: Any, precision: Any, output: Path) -> ExperimentResult:
+    """The work of :func:`run_experiment` once its output folder is checked and held."""
     from rewardcollapse.training.models import quiet_transformers
 
-    args, precision = _checked(config)
-    output = check_output_folder(output_dir, "output_dir")
     write_text_atomic(output / "config.yaml", config.to_yaml())
     started = time.perf_counter()
     _log.info(_header(config, args, precision))

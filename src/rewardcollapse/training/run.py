@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,13 @@ import numpy as np
 from scipy import special
 from transformers import set_seed
 
-from rewardcollapse._files import atomic_write, check_output_file, check_output_folder, write_text_atomic
+from rewardcollapse._files import (
+    atomic_write,
+    locked_output_file,
+    locked_output_folder,
+    staging_directory,
+    write_text_atomic,
+)
 from rewardcollapse.core.checks import check_positive_int
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
@@ -150,6 +156,24 @@ def train_reward_model(
     args = _training_arguments(args, output_dir, config)
     if merge_lora and peft_config is None:
         raise InputValueError("`merge_lora` needs `peft_config` (LoRA training)")
+    # The process that saves holds the folder (under DDP the main one: the others write nothing there).
+    held = locked_output_folder(args.output_dir, "output_dir") if args.should_save else contextlib.nullcontext()
+    with held:
+        return _train(args, model, data, eval_data, input_format, skip_invalid, resume, peft_config, merge_lora)
+
+
+def _train(
+    args: RankingRewardConfig,
+    model: str | None,
+    data: Any,
+    eval_data: Any,
+    input_format: str,
+    skip_invalid: bool,
+    resume: str | bool | None,
+    peft_config: Any,
+    merge_lora: bool,
+) -> TrainResult:
+    """The work of :func:`train_reward_model` once the output folder is checked and held."""
     checkpoint, start_step = _starting_point(args, model, resume)
     train = _load_data(data, "data", input_format, skip_invalid)
     evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid)
@@ -212,10 +236,8 @@ def _training_arguments(
 
 
 def _starting_point(args: RankingRewardConfig, model: str | None, resume: str | bool | None) -> tuple[str | None, int]:
-    """The checkpoint to resume from (None: start afresh) and its step, after checking the output folder."""
+    """The checkpoint to resume from (None: start afresh) and its step."""
     output_dir = args.output_dir
-    if args.should_save:
-        check_output_folder(output_dir, "output_dir")
     if model is not None and Path(model).exists() and Path(model).resolve() == Path(output_dir).resolve():
         raise InputValueError(
             f"`output_dir` {str(output_dir)!r} is the model folder itself: training would overwrite the backbone; "
@@ -260,10 +282,10 @@ def _save_final_model(trainer: Any, output_dir: Path) -> None:
         with quiet_transformers():
             trainer.save_model(str(output_dir))
         return
-    with tempfile.TemporaryDirectory(prefix=".final-model.", dir=output_dir) as staging:
+    with staging_directory(output_dir / "final-model") as staging:
         with quiet_transformers():
-            trainer.save_model(staging)
-        for path in sorted(Path(staging).iterdir()):
+            trainer.save_model(str(staging))
+        for path in sorted(staging.iterdir()):
             os.replace(path, output_dir / path.name)
 
 
@@ -311,7 +333,22 @@ def score_file(
         precision=precision,
     )
     check_positive_int(batch_size, "batch_size")
-    output = check_output_file(output, "output")
+    with locked_output_file(output, "output") as checked:
+        return _score(checked, model, data, settings, batch_size, input_format, skip_invalid, progress, description)
+
+
+def _score(
+    output: Path,
+    model: str | Path,
+    data: Any,
+    settings: ModelInput,
+    batch_size: int,
+    input_format: str,
+    skip_invalid: bool,
+    progress: bool,
+    description: str,
+) -> ScoreResult:
+    """The work of :func:`score_file` once the output file is checked and held."""
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
     if len(dataset) == 0:
         raise InputValueError(
