@@ -159,11 +159,22 @@ def train_reward_model(
     # The process that saves holds the folder (under DDP the main one: the others write nothing there).
     held = locked_output_folder(args.output_dir, "output_dir") if args.should_save else contextlib.nullcontext()
     with held:
-        return _train(args, model, data, eval_data, input_format, skip_invalid, resume, peft_config, merge_lora)
+        return _train(
+            args,
+            model=model,
+            data=data,
+            eval_data=eval_data,
+            input_format=input_format,
+            skip_invalid=skip_invalid,
+            resume=resume,
+            peft_config=peft_config,
+            merge_lora=merge_lora,
+        )
 
 
 def _train(
     args: RankingRewardConfig,
+    *,
     model: str | None,
     data: Any,
     eval_data: Any,
@@ -334,12 +345,25 @@ def score_file(
     )
     check_positive_int(batch_size, "batch_size")
     with locked_output_file(output, "output") as checked:
-        return _score(checked, model, data, settings, batch_size, input_format, skip_invalid, progress, description)
+        return _score(
+            checked,
+            model=model,
+            base_model=base_model,
+            data=data,
+            settings=settings,
+            batch_size=batch_size,
+            input_format=input_format,
+            skip_invalid=skip_invalid,
+            progress=progress,
+            description=description,
+        )
 
 
 def _score(
     output: Path,
+    *,
     model: str | Path,
+    base_model: str | None,
     data: Any,
     settings: ModelInput,
     batch_size: int,
