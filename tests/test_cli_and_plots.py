@@ -166,6 +166,17 @@ def test_solve_refuses_what_does_not_fit_before_allocating(capsys, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
+def test_openness_rankings_names_the_ragged_rater(tmp_path, capsys):
+    rows = [{"prompt": "p", "rankings": [[1, 2, 3], [3, 2, 1]]}, {"prompt": "q", "rankings": [[1, 2, 3], [2, 1]]}]
+    data = tmp_path / "rankings.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "estimates.jsonl"
+    assert main(["openness", "rankings", "--data", str(data), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "row 1, field 'rankings': `rankings` rater 1 ranks 2 answers but rater 0 ranks 3" in err
+    assert "inhomogeneous" not in err and not out.exists()
+
+
 def test_limits_writes_figures(tmp_path, capsys):
     assert main(["limits", "-n", "40", "--output", str(tmp_path)]) == 0
     for name in ("optimal_rewards.png", "limit_laws.png", "summary.json"):
