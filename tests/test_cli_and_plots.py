@@ -218,3 +218,21 @@ def test_solve_refuses_a_figure_format_it_cannot_write(tmp_path, capsys):
         assert main(["solve", "-n", "5", "--plot", str(tmp_path / name), "--json", str(tmp_path / "j.json")]) == 2
         assert "the figure format comes from the suffix" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_diagnose_checks_levels_and_rows_before_scoring(tmp_path, capsys):
+    # The model does not exist: each refusal below comes before the model is loaded, let alone the answers scored.
+    rows = [{"prompt": f"p{o}", "responses": list("abcd"), "openness": o} for o in (0.0, 1.0)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "diagnosis"
+    base = ["diagnose", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output", str(output)]
+    for levels, message in [
+        (["2"], "each of `levels` [2.0] must be a number in [0, 1]"),
+        (["0"], "`levels` [0.0] must name at least two openness levels"),
+        (["0.1", "0.1001"], "`levels` [0.1, 0.1001] must differ in their first 3 significant digits"),
+        (["0.5", "1"], f"--data {data}: row 0 has openness 0.0, which is none of the levels [0.5, 1.0]"),
+    ]:
+        assert main([*base, "--levels", *levels]) == 2
+        assert message in capsys.readouterr().err
+    assert not output.exists()

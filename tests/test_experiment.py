@@ -36,6 +36,8 @@ from rewardcollapse.experiments.longform import (
     write_longform,
 )
 
+from .conftest import write_jsonl
+
 CONFIGS = Path(__file__).parent.parent / "configs"
 
 
@@ -577,3 +579,42 @@ def test_experiment_settings_are_checked_again_after_command_line_overrides(tmp_
 def test_openness_levels_outside_the_unit_interval_are_refused_by_name(levels, message):
     with pytest.raises(ValueError, match=r"`levels` must lie in \[0, 1\] \(0 closed, 1 open-ended\), " + message):
         build_longform("builtin", train_prompts=8, test_prompts=4, levels=levels)
+
+
+def test_diagnose_leaves_out_prompts_whose_answers_were_cut_to_the_same_tokens(tmp_path):
+    targets = targets_for(8)
+    rows = []
+    for p in range(4):
+        kind = "open" if p % 2 else "closed"
+        row = {"prompt": f"p{p}", "responses": list("abcdefgh"), "openness": float(kind == "open")}
+        rows.append({**row, "normalized_rewards": targets[kind].tolist(), "truncated": 0, "indistinguishable": False})
+    cut = {**rows[1], "prompt": "cut", "normalized_rewards": [0.5] * 8, "truncated": 8, "indistinguishable": True}
+    rewards = write_jsonl(tmp_path / "rewards.jsonl", [*rows, cut])
+    # The cut prompt's equal rewards would read as collapse of an open prompt; left out, the index stays 1.
+    with pytest.warns(UserWarning, match=r"1 of 5 prompts are flagged `indistinguishable` .* and left out"):
+        result = diagnose_file(rewards)
+    assert result.collapse_index == pytest.approx(1.0) and result.left_out == 1 and len(result.rows) == 4
+    assert result.by_group["open"].prompts == 2 and result.to_dict()["left_out_indistinguishable"] == 1
+    write_jsonl(rewards, [cut])
+    with pytest.raises(ValueError, match=r"every row is flagged `indistinguishable`.*larger --max_length"):
+        diagnose_file(rewards)
+    write_jsonl(rewards, [{**rows[0], "indistinguishable": "yes"}])
+    with pytest.raises(ValueError, match="line 1: `indistinguishable` must be true or false"):
+        diagnose_file(rewards)
+
+
+def test_check_diagnosable_refuses_before_scoring_what_the_diagnosis_would():
+    from rewardcollapse.experiments.diagnosis import check_diagnosable, check_levels
+
+    rows = [{"prompt": f"p{o}", "responses": list("abcd"), "openness": o} for o in (0.0, 1.0)]
+    check_diagnosable(rows, name="d")
+    check_diagnosable(rows, [0, 1], name="d")
+    assert check_levels(None) is None and check_levels([1, 0]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match=r"d: row 1 has no `openness`, so it belongs to no group"):
+        check_diagnosable([rows[0], {"prompt": "q", "responses": list("abcd")}], name="d")
+    with pytest.raises(ValueError, match=r"`groups` must name at least two groups to compare, got \['closed'\]"):
+        check_diagnosable(rows[:1], name="d")
+    with pytest.raises(ValueError, match="the targets of the groups are all the same law"):
+        check_diagnosable([{**row, "responses": list("abc")} for row in rows], name="d")  # 3 answers
+    with pytest.raises(ValueError, match=r"each of `levels` \[0, nan\] must be a number in \[0, 1\]"):
+        check_levels([0, float("nan")])
