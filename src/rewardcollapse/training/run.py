@@ -381,7 +381,7 @@ def _check_truncation(cut: list[int], indistinguishable: list[bool], max_length:
     fix = (
         f"the model reads at most {max_length} positions, so shorten the prompts or answers"
         if lowered
-        else "raise --max_length (`max_length`) or shorten the prompts"
+        else "raise --max_length or shorten the prompts"
     )
     same = sum(indistinguishable)
     if same == len(cut):
