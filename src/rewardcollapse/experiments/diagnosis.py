@@ -62,7 +62,7 @@ class Diagnosis:
     """
 
     rows: list[dict[str, Any]]
-    """The scored rows, checked (ranking fields, ``openness`` and ``normalized_rewards``)."""
+    """The scored rows, checked (ranking fields, ``openness`` and ``normalized_rewards``), less those left out."""
     rewards: list[np.ndarray]
     """Each prompt's normalised rewards."""
     groups: list[str]
