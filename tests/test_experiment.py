@@ -212,7 +212,7 @@ def tiny_config(tmp_path, tiny_dir, *, test_prompts):
     config = tmp_path / "tiny.yaml"
     config.write_text(
         f"source: {source}\ntrain_prompts: 8\ntest_prompts: {test_prompts}\nmodel: {tiny_dir}\ntraining:\n"
-        "  max_steps: 2\n  per_device_train_batch_size: 4\n  max_length: 64\n  forward_batch_size: 16\n"
+        "  max_steps: 2\n  per_device_train_batch_size: 4\n  max_length: 128\n  forward_batch_size: 16\n"
         "  learning_rate: 1.0e-3\n  precision: fp32\n"
     )
     return config
@@ -594,7 +594,10 @@ def test_diagnose_leaves_out_prompts_whose_answers_were_cut_to_the_same_tokens(t
     with pytest.warns(UserWarning, match=r"1 of 5 prompts are flagged `indistinguishable` .* and left out"):
         result = diagnose_file(rewards)
     assert result.collapse_index == pytest.approx(1.0) and result.left_out == 1 and len(result.rows) == 4
-    assert result.by_group["open"].prompts == 2 and result.to_dict()["left_out_indistinguishable"] == 1
+    assert result.by_group["open"].prompts == 2 and sum(g.prompts for g in result.by_group.values()) == 4
+    write_jsonl(rewards, [rows[0], rows[2], cut])  # the open group was only the cut prompt
+    with pytest.raises(ValueError, match=r"only the group\(s\) \['closed'\] remain .* larger --max_length"):
+        diagnose_file(rewards)
     write_jsonl(rewards, [cut])
     with pytest.raises(ValueError, match=r"every row is flagged `indistinguishable`.*larger --max_length"):
         diagnose_file(rewards)

@@ -83,9 +83,9 @@ class Diagnosis:
         return sum(getattr(g, metric) * g.prompts for g in self.by_group.values()) / total
 
     def to_dict(self) -> dict[str, Any]:
-        """The collapse index, the per-group diagnostics and the rows left out, as ``diagnostics.json`` holds them."""
+        """The collapse index and the per-group diagnostics, as ``{"collapse_index": ..., "groups": {...}}``."""
         groups = {group: dataclasses.asdict(values) for group, values in self.by_group.items()}
-        return {"collapse_index": self.collapse_index, "groups": groups, "left_out_indistinguishable": self.left_out}
+        return {"collapse_index": self.collapse_index, "groups": groups}
 
 
 def level_label(openness: float) -> str:
@@ -273,6 +273,12 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> Di
     levels = check_levels(levels)
     numbered, left_out = _scored_rows(Path(path))
     rewards, groups, pairs = _rewards_groups_pairs(numbered, path, levels)
+    if left_out and len(set(groups)) < 2:
+        raise InputValueError(
+            f"{path}: with the {left_out} prompts flagged `indistinguishable` left out, only the group(s) "
+            f"{sorted(set(groups))} remain and the diagnosis compares groups; score again with a larger --max_length, "
+            "or shorten the prompts"
+        )
     targets = targets_for(int(np.median([len(r) for r in rewards])), levels)
     measured = group_diagnostics(rewards, groups, targets, pairs, limits=_limit_laws(levels))
     return Diagnosis(
