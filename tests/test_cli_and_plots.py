@@ -166,6 +166,17 @@ def test_solve_refuses_what_does_not_fit_before_allocating(capsys, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
+def test_openness_rankings_names_the_ragged_rater(tmp_path, capsys):
+    rows = [{"prompt": "p", "rankings": [[1, 2, 3], [3, 2, 1]]}, {"prompt": "q", "rankings": [[1, 2, 3], [2, 1]]}]
+    data = tmp_path / "rankings.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "estimates.jsonl"
+    assert main(["openness", "rankings", "--data", str(data), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "row 1, field 'rankings': `rankings` rater 1 ranks 2 answers but rater 0 ranks 3" in err
+    assert "inhomogeneous" not in err and not out.exists()
+
+
 def test_limits_writes_figures(tmp_path, capsys):
     assert main(["limits", "-n", "40", "--output", str(tmp_path)]) == 0
     for name in ("optimal_rewards.png", "limit_laws.png", "summary.json"):
@@ -218,3 +229,21 @@ def test_an_error_after_the_output_check_leaves_no_folder_the_command_made(tmp_p
     assert main(["solve", "--ranking", "[[0]", "--json", str(out / "rewards.json")]) == 2
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_diagnose_checks_levels_and_rows_before_scoring(tmp_path, capsys):
+    # The model does not exist: each refusal below comes before the model is loaded, let alone the answers scored.
+    rows = [{"prompt": f"p{o}", "responses": list("abcd"), "openness": o} for o in (0.0, 1.0)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = tmp_path / "diagnosis"
+    base = ["diagnose", "--model", str(tmp_path / "no-model"), "--data", str(data), "--output", str(output)]
+    for levels, message in [
+        (["2"], "each of `levels` [2.0] must be a number in [0, 1]"),
+        (["0"], "`levels` [0.0] must name at least two openness levels"),
+        (["0.1", "0.1001"], "`levels` [0.1, 0.1001] must differ in their first 3 significant digits"),
+        (["0.5", "1"], f"--data {data}: row 0 has openness 0.0, which is none of the levels [0.5, 1.0]"),
+    ]:
+        assert main([*base, "--levels", *levels]) == 2
+        assert message in capsys.readouterr().err
+    assert not output.exists()

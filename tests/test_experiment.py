@@ -38,7 +38,7 @@ from rewardcollapse.experiments.longform import (
     write_longform,
 )
 
-from .conftest import kill, run_until_ready
+from .conftest import kill, run_until_ready, write_jsonl
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -214,7 +214,7 @@ def tiny_config(tmp_path, tiny_dir, *, test_prompts):
     config = tmp_path / "tiny.yaml"
     config.write_text(
         f"source: {source}\ntrain_prompts: 8\ntest_prompts: {test_prompts}\nmodel: {tiny_dir}\ntraining:\n"
-        "  max_steps: 2\n  per_device_train_batch_size: 4\n  max_length: 64\n  forward_batch_size: 16\n"
+        "  max_steps: 2\n  per_device_train_batch_size: 4\n  max_length: 128\n  forward_batch_size: 16\n"
         "  learning_rate: 1.0e-3\n  precision: fp32\n"
     )
     return config
@@ -619,3 +619,45 @@ def test_reproduce_into_a_folder_being_written_is_refused_before_any_work(tmp_pa
         assert main(["reproduce", "--config", str(config), "--output", str(out)]) == 2
     assert f"is being written by another process (pid {os.getpid()} on " in capsys.readouterr().err
     assert list(out.iterdir()) == []
+
+
+def test_diagnose_leaves_out_prompts_whose_answers_were_cut_to_the_same_tokens(tmp_path):
+    targets = targets_for(8)
+    rows = []
+    for p in range(4):
+        kind = "open" if p % 2 else "closed"
+        row = {"prompt": f"p{p}", "responses": list("abcdefgh"), "openness": float(kind == "open")}
+        rows.append({**row, "normalized_rewards": targets[kind].tolist(), "truncated": 0, "indistinguishable": False})
+    cut = {**rows[1], "prompt": "cut", "normalized_rewards": [0.5] * 8, "truncated": 8, "indistinguishable": True}
+    rewards = write_jsonl(tmp_path / "rewards.jsonl", [*rows, cut])
+    # The cut prompt's equal rewards would read as collapse of an open prompt; left out, the index stays 1.
+    with pytest.warns(UserWarning, match=r"1 of 5 prompts are flagged `indistinguishable` .* and left out"):
+        result = diagnose_file(rewards)
+    assert result.collapse_index == pytest.approx(1.0) and result.left_out == 1 and len(result.rows) == 4
+    assert result.by_group["open"].prompts == 2 and sum(g.prompts for g in result.by_group.values()) == 4
+    write_jsonl(rewards, [rows[0], rows[2], cut])  # the open group was only the cut prompt
+    with pytest.raises(ValueError, match=r"only the group\(s\) \['closed'\] remain .* larger --max_length"):
+        diagnose_file(rewards)
+    write_jsonl(rewards, [cut])
+    with pytest.raises(ValueError, match=r"every row is flagged `indistinguishable`.*larger --max_length"):
+        diagnose_file(rewards)
+    write_jsonl(rewards, [{**rows[0], "indistinguishable": "yes"}])
+    with pytest.raises(ValueError, match="line 1: `indistinguishable` must be true or false"):
+        diagnose_file(rewards)
+
+
+def test_check_diagnosable_refuses_before_scoring_what_the_diagnosis_would():
+    from rewardcollapse.experiments.diagnosis import check_diagnosable, check_levels
+
+    rows = [{"prompt": f"p{o}", "responses": list("abcd"), "openness": o} for o in (0.0, 1.0)]
+    check_diagnosable(rows, name="d")
+    check_diagnosable(rows, [0, 1], name="d")
+    assert check_levels(None) is None and check_levels([1, 0]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match=r"d: row 1 has no `openness`, so it belongs to no group"):
+        check_diagnosable([rows[0], {"prompt": "q", "responses": list("abcd")}], name="d")
+    with pytest.raises(ValueError, match=r"`groups` must name at least two groups to compare, got \['closed'\]"):
+        check_diagnosable(rows[:1], name="d")
+    with pytest.raises(ValueError, match="the targets of the groups are all the same law"):
+        check_diagnosable([{**row, "responses": list("abc")} for row in rows], name="d")  # 3 answers
+    with pytest.raises(ValueError, match=r"each of `levels` \[0, nan\] must be a number in \[0, 1\]"):
+        check_levels([0, float("nan")])

@@ -192,3 +192,25 @@ def test_openness_from_rankings_is_one_minus_kendalls_w():
         rc.openness_from_rankings([[1, 2, 3]])
     with pytest.raises(ValueError, match="every rater tied all answers"):
         rc.openness_from_rankings([[1, 1], [2, 2]])
+
+
+def test_openness_estimators_name_the_bad_rater_or_entry_instead_of_numpys_message():
+    # Ragged rankings: numpy said "inhomogeneous shape after 1 dimensions"; the message names the rater and the fix.
+    with pytest.raises(ValueError, match="`rankings` rater 2 ranks 3 answers but rater 0 ranks 4; every rater must"):
+        rc.openness_from_rankings([[1, 2, 3, 4], [4, 3, 2, 1], [1, 2, 3]])
+    with pytest.raises(TypeError, match="`rankings` rater 1: entry 2 must be a number, got 'c'"):
+        rc.openness_from_rankings([[1, 2, 3], [1, 2, "c"]])
+    with pytest.raises(TypeError, match="`rankings` rater 1: entry 0 must be a number, got True"):
+        rc.openness_from_rankings([[1, 2, 3], [True, 2, 3]])  # numpy read True as 1
+    with pytest.raises(TypeError, match="`rankings` rater 1 must be a list of numbers, got NoneType"):
+        rc.openness_from_rankings([[1, 2, 3], None])
+    with pytest.raises(ValueError, match="rater 1 gives nan for answer 1"):
+        rc.openness_from_rankings([[1, 2, 3], [1, np.nan, 3]])
+    assert rc.openness_from_rankings(np.array([[1, 2], [2, 1]])) == 1.0  # arrays and tuples as before
+    assert rc.openness_from_rankings(((1, 2), np.array([1, 2]))) == 0.0
+    with pytest.raises(TypeError, match="`scores`: entry 1 must be a number, got \\[2, 3\\]"):
+        rc.openness_from_scores([1, [2, 3]])
+    with pytest.raises(TypeError, match="`scores`: entry 2 must be a number, got '3'"):
+        rc.openness_from_scores([1, 2, "3"])  # numpy read "3" as 3.0
+    with pytest.raises(TypeError, match="`quantiles_or_sample` must be a list of numbers, got dict"):
+        rc.fit_beta_shape({"a": 0.5})

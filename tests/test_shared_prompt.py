@@ -260,3 +260,25 @@ def test_sliding_windows_and_caches_that_cannot_be_repeated_fall_back_exactly(de
         layout = SharedLayout(method="auto")
         torch.testing.assert_close(score_batch(model, batch, shared=layout), separate, atol=1e-5, rtol=0)
         assert layout.stats.saved > 0  # the rows served
+
+
+def test_score_flags_prompts_cut_to_the_same_tokens_in_the_layout(tmp_path, decoder_tokenizer, tiny_decoder, capsys):
+    base = tmp_path / "base"
+    tiny_decoder("llama").save_pretrained(base)
+    decoder_tokenizer.save_pretrained(base)
+    long_prompt = ranking(4, "Question 1: explain topic 1." + LONG * 3)  # about 60 tokens before any answer
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in [long_prompt, ranking(3, "Q")]))
+    output = tmp_path / "rewards.jsonl"
+    args = ["score", "--model", str(base), "--data", str(data), "--output", str(output), "--max-length", "24"]
+    with pytest.warns(UserWarning, match="answers were cut at max_length 24; the answers of 1 of 2 prompts"):
+        assert main([*args, "--shared-prompt", "on", "--precision", "fp32"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokens saved" in printed and "indistinguishable prompts  1" in printed
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert lines[0]["indistinguishable"] and lines[0]["truncated"] == 4 and not lines[1]["indistinguishable"]
+    assert len(set(lines[0]["rewards"])) == 1
+    # The try-out's case: every prompt longer than max_length, so every answer reads as its prompt's first tokens.
+    data.write_text(json.dumps(long_prompt) + "\n")
+    assert main(args) == 2
+    assert "cuts the answers of every prompt (1) to the same tokens" in capsys.readouterr().err

@@ -730,3 +730,36 @@ def test_a_second_train_into_a_held_folder_is_refused_before_work(tmp_path, tiny
             train_reward_model(model=str(tiny_dir), data=data, output_dir=output, max_steps=1, report_to="none")
         assert list(output.iterdir()) == [output / LOCK_FILE]
     assert list(output.iterdir()) == []
+
+
+def test_score_counts_cut_answers_and_flags_prompts_cut_to_the_same_tokens(tmp_path, tiny_dir, capsys):
+    from rewardcollapse.diagnostics import ranking_metrics
+    from rewardcollapse.training.run import score_file
+
+    # Prompt 0's two answers differ only after 40 words: at 16 tokens both are "[CLS] p [SEP] word word ... [SEP]".
+    cut_alike = {"prompt": "p", "responses": ["word " * 40 + "first", "word " * 40 + "second"], "openness": 0}
+    data = write_jsonl(tmp_path / "d.jsonl", [cut_alike, *rows(2, k=3)])
+    output = tmp_path / "rewards.jsonl"
+    with pytest.warns(UserWarning, match=r"2 answers were cut at max_length 16; the answers of 1 of 3 prompts") as got:
+        result = score_file(model=tiny_dir, data=data, output=output, max_length=16, progress=False)
+    assert "left out of the ranking metrics; raise --max_length" in str(got[0].message)
+    assert (result.max_length, result.truncated_answers, result.indistinguishable_prompts) == (16, 2, 1)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["truncated"], r["indistinguishable"]) for r in lines] == [(2, True), (0, False), (0, False)]
+    assert lines[0]["rewards"][0] == lines[0]["rewards"][1]  # the same tokens, the same reward
+    # The ranking metrics are those of the two prompts the model could tell apart, not averaged with 0.5.
+    rewards = np.array([r["normalized_rewards"] for r in lines[1:]])
+    want = ranking_metrics(rewards, np.triu(np.ones((2, 3, 3), dtype=bool), k=1))
+    assert result.pairwise_accuracy == pytest.approx(want["pairwise_accuracy"])
+    assert result.reward_spread == pytest.approx(want["reward_spread"])
+
+    args = ["score", "--model", str(tiny_dir), "--data", str(data), "--output", str(output), "--max-length", "16"]
+    with pytest.warns(UserWarning, match="2 answers were cut at max_length 16"):
+        assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "truncated answers          2" in printed and "indistinguishable prompts  1" in printed
+    # Every prompt cut to the same tokens: refused before the model runs, the previous output kept.
+    only = write_jsonl(tmp_path / "only.jsonl", [cut_alike])
+    assert main([*args[:4], str(only), *args[5:]]) == 2
+    assert "`max_length` 16 cuts the answers of every prompt (1) to the same tokens" in capsys.readouterr().err
+    assert len(output.read_text().splitlines()) == 3

@@ -376,16 +376,20 @@ def _print_diagnosis(name: str, diagnosis: Any) -> None:
 
 
 def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
-    from rewardcollapse.experiments.diagnosis import diagnose_file
-    from rewardcollapse.plots import plot_group_rewards
+    from rewardcollapse.experiments.diagnosis import check_levels, diagnose_file
 
+    levels = check_levels(args.levels)  # before the heavy imports, any reading or scoring
     output = Path(args.output)
     rewards_path = args.rewards
     if rewards_path is None:
         if args.model is None or args.data is None:
             raise InputValueError("give --rewards FILE, or --model DIR with --data FILE to score first")
+        from rewardcollapse.data import load_rankings
+        from rewardcollapse.experiments.diagnosis import check_diagnosable
         from rewardcollapse.training.run import score_file
 
+        # Everything the diagnosis checks that does not need the rewards, before scoring (score_file checks --output).
+        check_diagnosable(load_rankings(args.data), levels, name=f"--data {args.data}")
         rewards_path = output / "rewards.jsonl"
         score_file(
             model=args.model,
@@ -394,9 +398,11 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
             base_model=args.base_model,
             **dataclasses.asdict(model_input),
         )
-    diagnosis = diagnose_file(rewards_path, args.levels)  # checks every row before anything is written
+    diagnosis = diagnose_file(rewards_path, levels)  # checks every row before anything is written
     check_output_folder(output, "--output")
     _print_diagnosis(str(rewards_path), diagnosis)
+    from rewardcollapse.plots import plot_group_rewards
+
     title = f"collapse index {diagnosis.collapse_index:.2f}"
     fig, _ = plot_group_rewards(diagnosis.rewards, diagnosis.groups, diagnosis.targets, title=title)
     _save_figure(fig, output / "rewards.png")

@@ -26,13 +26,15 @@ form with one :math:`o` per prompt (``ranking_loss(..., utilities=openness, fami
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from rewardcollapse.core.checks import check_eps, check_openness
-from rewardcollapse.core.errors import InputValueError
+from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.laws import symmetric_law
 from rewardcollapse.core.utilities import Utility, UtilityFamily, utility, utility_from_family
 
@@ -182,7 +184,7 @@ def fit_beta_shape(quantiles_or_sample) -> float:
     ``(k + 0.5) / 1000``. Symmetrising first (averaging the law and its mirror image ``1 - r``) matches the symmetry
     of every reachable reward law.
     """
-    values = np.asarray(quantiles_or_sample, dtype=float).ravel()
+    values = _real_numbers(quantiles_or_sample, "`quantiles_or_sample`").ravel()
     if values.size < 2 or not np.all(np.isfinite(values)):
         raise InputValueError("fitting a Beta shape needs at least 2 finite values")
     # For 1000 sorted quantiles at the midpoints, the inverted empirical CDF at those levels returns them as they are.
@@ -198,6 +200,50 @@ def fit_beta_shape(quantiles_or_sample) -> float:
     alpha = float(best.x)
     # Rewards all at 0 and 1 sit at the bounded search's edge; report the closed end exactly.
     return 0.0 if distance(1e-3) <= distance(alpha) and alpha < 2e-3 else alpha
+
+
+def _real_numbers(values: Any, name: str) -> np.ndarray:
+    """``values`` as a float array when it holds real numbers only (a list, tuple or numeric array).
+
+    Anything else is an error naming ``name`` and the first entry that is no number, instead of numpy's conversion
+    message (which names neither); booleans and numeric strings are refused rather than read as numbers.
+    """
+    if hasattr(values, "__array__") and not isinstance(values, np.ndarray):
+        values = np.asarray(values)  # pandas columns, tensors on the CPU
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "iuf":
+            return values.astype(float)
+        values = values.tolist()
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise InputTypeError(f"{name} must be a list of numbers, got {type(values).__name__} {values!r:.60}")
+    for position, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputTypeError(
+                f"{name}: entry {position} must be a number, got {value!r:.60}; give one number per answer"
+            )
+    return np.asarray(values, dtype=float)
+
+
+def _rankings_matrix(rankings: Any) -> np.ndarray:
+    """The ``(raters, answers)`` float matrix of ``rankings``: each rater's row checked, all rows of one length.
+
+    A ragged input is an error naming the first rater whose row differs in length from rater 0's.
+    """
+    if isinstance(rankings, np.ndarray) and rankings.dtype.kind in "iuf":
+        return rankings.astype(float)
+    rows = rankings.tolist() if isinstance(rankings, np.ndarray) else rankings
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise InputTypeError(
+            f"`rankings` must be a list of raters' rankings (one list of ranks per rater), got {type(rows).__name__}"
+        )
+    raters = [_real_numbers(row, f"`rankings` rater {r}").ravel() for r, row in enumerate(rows)]
+    for r, row in enumerate(raters[1:], start=1):
+        if row.size != raters[0].size:
+            raise InputValueError(
+                f"`rankings` rater {r} ranks {row.size} answers but rater 0 ranks {raters[0].size}; every rater "
+                "must give one rank (or score) per answer, for the same answers in the same order"
+            )
+    return np.array(raters) if raters else np.empty((0, 0))
 
 
 def openness_from_scores(scores) -> float:
@@ -219,7 +265,7 @@ def openness_from_scores(scores) -> float:
     """
     from scipy import optimize
 
-    values = np.asarray(scores, dtype=float).ravel()
+    values = _real_numbers(scores, "`scores`").ravel()
     if values.size < 2 or not np.all(np.isfinite(values)):
         raise InputValueError(f"`scores` must hold at least 2 finite numbers, got {values.size} values")
     low, high = values.min(), values.max()
@@ -261,11 +307,14 @@ def openness_from_rankings(rankings) -> float:
     >>> openness_from_rankings([[1, 2, 3, 4], [4, 3, 2, 1]])
     1.0
     """
-    ranks = np.asarray(rankings, dtype=float)
+    ranks = _rankings_matrix(rankings)
     if ranks.ndim != 2 or ranks.shape[0] < 2 or ranks.shape[1] < 2:
         raise InputValueError(f"`rankings` must be (raters >= 2, answers >= 2), got shape {ranks.shape}")
-    if not np.all(np.isfinite(ranks)):
-        raise InputValueError("`rankings` must hold finite numbers")
+    rater, answer = np.unravel_index(np.argmin(np.isfinite(ranks)), ranks.shape)
+    if not np.isfinite(ranks[rater, answer]):
+        raise InputValueError(
+            f"`rankings` must hold finite numbers; rater {rater} gives {ranks[rater, answer]} for answer {answer}"
+        )
     m, n = ranks.shape
     ranks = np.apply_along_axis(stats.rankdata, 1, ranks)  # average ranks for ties
     totals = ranks.sum(axis=0)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rewardcollapse.core.checks import check_openness
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, is_open, prompt_utility
 from rewardcollapse.core.errors import InputValueError
 
@@ -24,6 +26,8 @@ __all__ = [
     "GROUP_UTILITIES",
     "Diagnosis",
     "GroupDiagnostics",
+    "check_diagnosable",
+    "check_levels",
     "diagnose_file",
     "level_label",
     "optimum_accuracy",
@@ -58,7 +62,7 @@ class Diagnosis:
     """
 
     rows: list[dict[str, Any]]
-    """The scored rows, checked (ranking fields, ``openness`` and ``normalized_rewards``)."""
+    """The scored rows, checked (ranking fields, ``openness`` and ``normalized_rewards``), less those left out."""
     rewards: list[np.ndarray]
     """Each prompt's normalised rewards."""
     groups: list[str]
@@ -70,6 +74,8 @@ class Diagnosis:
     collapse_index: float
     by_group: dict[str, GroupDiagnostics]
     """In the order of the targets (the levels)."""
+    left_out: int = 0
+    """Rows flagged ``indistinguishable`` by ``score`` (answers all cut to the same tokens), not diagnosed."""
 
     def overall(self, metric: str) -> float:
         """A ranking metric over all prompts: the groups' values weighted by their prompts."""
@@ -108,8 +114,11 @@ def _limit_laws(levels: Sequence[float] | None) -> dict[str, Any]:
     return {level_label(o): openness_law(o) for o in levels}
 
 
-def _scored_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """The (line number, row) pairs of a scored JSONL file, each checked like a loaded ranking row plus its rewards."""
+def _scored_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """The (line number, row) pairs of a scored JSONL file, each checked like a loaded ranking row plus its rewards.
+
+    Rows that ``score`` flagged ``indistinguishable`` are left out (with a warning); also returns how many.
+    """
     import math
 
     from rewardcollapse.data.schema import ranking_row
@@ -154,10 +163,29 @@ def _scored_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
             )
         if canonical["openness"] is None:
             raise InputValueError(f"{where} has no `openness`, so it belongs to no group (open or closed)")
-        rows.append((number, {**canonical, "normalized_rewards": rewards}))
+        flag = row.get("indistinguishable", False)
+        if not isinstance(flag, bool):
+            raise InputValueError(
+                f"{where}: `indistinguishable` must be true or false (as `score` writes it), got {flag!r}"
+            )
+        rows.append((number, {**canonical, "normalized_rewards": rewards}, flag))
     if not rows:
         raise InputValueError(f"{path}: no rows; give the JSONL file that `rewardcollapse score` wrote")
-    return rows
+    kept = [(number, row) for number, row, flag in rows if not flag]
+    left_out = len(rows) - len(kept)
+    fix = "score again with a larger --max_length, or shorten the prompts"
+    if not kept:
+        raise InputValueError(
+            f"{path}: every row is flagged `indistinguishable` (answers cut to the same tokens); {fix}"
+        )
+    if left_out:
+        warnings.warn(
+            f"{path}: {left_out} of {len(rows)} prompts are flagged `indistinguishable` (their answers were all cut to "
+            f"the same tokens when scored, so their rewards are equal by construction) and left out; {fix}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return kept, left_out
 
 
 def read_scored(
@@ -170,8 +198,8 @@ def read_scored(
     loader checks it, and its ``normalized_rewards`` must be one finite number in [0, 1] per response; a bad row is
     an error naming its line and field.
     """
-    rows = _scored_rows(Path(path))
-    return _rewards_groups_pairs(rows, path, levels)
+    rows, _ = _scored_rows(Path(path))
+    return _rewards_groups_pairs(rows, path, check_levels(levels))
 
 
 def _rewards_groups_pairs(
@@ -181,19 +209,54 @@ def _rewards_groups_pairs(
 
     rewards, groups, pairs = [], [], []
     for number, row in rows:
-        openness = row["openness"]
-        if levels is None:
-            groups.append("open" if is_open(openness) else "closed")
-        else:
-            matches = [o for o in levels if abs(o - openness) <= 1e-9]
-            if not matches:
-                raise InputValueError(
-                    f"{path}: line {number} has openness {openness}, which is none of the levels {levels}"
-                )
-            groups.append(level_label(matches[0]))
+        groups.append(_group(row["openness"], levels, f"{path}: line {number}"))
         rewards.append(np.asarray(row["normalized_rewards"], dtype=float))
         pairs.append(ranked_pairs(row))
     return rewards, groups, pairs
+
+
+def check_levels(levels: Sequence[float] | None) -> list[float] | None:
+    """``levels`` as floats when each is an openness in [0, 1] and their labels differ, else an error naming them."""
+    if levels is None:
+        return None
+    levels = [check_openness(o, f"each of `levels` {list(levels)}") for o in levels]
+    if len(levels) < 2:
+        raise InputValueError(f"`levels` {levels} must name at least two openness levels to compare, e.g. 0 0.5 1")
+    if len({level_label(o) for o in levels}) != len(levels):
+        raise InputValueError(f"`levels` {levels} must differ in their first 3 significant digits")
+    return levels
+
+
+def _group(openness: float | None, levels: list[float] | None, where: str) -> str:
+    """The group of a row of ``openness``: open or closed, or the label of the level it equals (to 1e-9)."""
+    if openness is None:
+        raise InputValueError(f"{where} has no `openness`, so it belongs to no group (open or closed)")
+    if levels is None:
+        return "open" if is_open(openness) else "closed"
+    matches = [o for o in levels if abs(o - openness) <= 1e-9]
+    if not matches:
+        raise InputValueError(f"{where} has openness {openness}, which is none of the levels {levels}")
+    return level_label(matches[0])
+
+
+def check_diagnosable(rows: Iterable[Mapping[str, Any]], levels: Sequence[float] | None = None, *, name: str) -> None:
+    """Check, before they are scored, that ranking rows can be diagnosed with ``levels``; an error names what cannot.
+
+    The checks :func:`diagnose_file` makes that do not need the rewards: the levels (each an openness in [0, 1],
+    labels that differ), each row's openness and group, and the groups' targets (at least two groups whose targets
+    differ, as the collapse index needs). ``name`` names the rows' source in messages.
+    """
+    from rewardcollapse.diagnostics import collapse_index
+
+    levels = check_levels(levels)
+    groups, sizes = [], []
+    for index, row in enumerate(rows):
+        groups.append(_group(row.get("openness"), levels, f"{name}: row {index}"))
+        sizes.append(len(row["responses"]))
+    if not groups:
+        raise InputValueError(f"{name}: no rows to diagnose")
+    targets = targets_for(int(np.median(sizes)), levels)
+    collapse_index([targets[group] for group in groups], groups, targets)  # raises what the diagnosis would
 
 
 def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> Diagnosis:
@@ -201,12 +264,21 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> Di
 
     Per group: ``ks`` and ``wasserstein`` to the group's n-answer target (:func:`targets_for`, n the median number
     of answers), ``ks_limit`` to its limit law (uniform for open, atoms at 0 and 1 for closed, Beta(o, o) for level
-    ``o``), prompts, pairwise accuracy and Kendall tau.
+    ``o``), prompts, pairwise accuracy and Kendall tau. Rows that ``score`` flagged ``indistinguishable`` (answers
+    all cut to the same tokens: equal rewards by construction, which would read as collapse) are left out with a
+    warning and counted in ``left_out``.
     """
     from rewardcollapse.diagnostics import collapse_index, group_diagnostics
 
-    numbered = _scored_rows(Path(path))
+    levels = check_levels(levels)
+    numbered, left_out = _scored_rows(Path(path))
     rewards, groups, pairs = _rewards_groups_pairs(numbered, path, levels)
+    if left_out and len(set(groups)) < 2:
+        raise InputValueError(
+            f"{path}: with the {left_out} prompts flagged `indistinguishable` left out, only the group(s) "
+            f"{sorted(set(groups))} remain and the diagnosis compares groups; score again with a larger --max_length, "
+            "or shorten the prompts"
+        )
     targets = targets_for(int(np.median([len(r) for r in rewards])), levels)
     measured = group_diagnostics(rewards, groups, targets, pairs, limits=_limit_laws(levels))
     return Diagnosis(
@@ -218,6 +290,7 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> Di
         collapse_index=collapse_index(rewards, groups, targets),
         # In the order of the targets (the levels).
         by_group={group: GroupDiagnostics(**measured[group]) for group in targets if group in measured},
+        left_out=left_out,
     )
 
 

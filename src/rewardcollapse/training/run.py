@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from rewardcollapse.training.models import (
     resolve_sequence_format,
 )
 from rewardcollapse.training.precision import choose_precision
-from rewardcollapse.training.scoring import SharedLayout, score_rankings
+from rewardcollapse.training.scoring import SharedLayout, score_rankings, truncation_by_prompt
 from rewardcollapse.training.shared_prompt import resolve_shared_prompt
 from rewardcollapse.training.trainer import RankingRewardTrainer
 
@@ -102,6 +103,13 @@ class ScoreResult:
     """Fraction of tokens the shared-prompt layout saved; None without it."""
     prompts: int
     answers: int
+    max_length: int
+    """Tokens per sequence the answers were read with (lowered to the model's positions where it has fewer)."""
+    truncated_answers: int
+    """Answers whose sequence was cut at ``max_length``."""
+    indistinguishable_prompts: int
+    """Prompts whose answers were all cut to the same tokens (equal rewards by construction): flagged in the output
+    and left out of the ranking metrics below."""
     pairwise_accuracy: float
     kendall_tau: float
     reward_mean: float
@@ -320,8 +328,12 @@ def score_file(
 ) -> ScoreResult:
     """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
 
-    Each output line is the ranking row plus ``rewards`` (raw scores) and ``normalized_rewards`` (their sigmoid, in
-    [0, 1], the scale the paper's loss works on). The settings of the model input (``max_length``,
+    Each output line is the ranking row plus ``rewards`` (raw scores), ``normalized_rewards`` (their sigmoid, in
+    [0, 1], the scale the paper's loss works on), ``truncated`` (how many of its answers were cut at ``max_length``)
+    and ``indistinguishable`` (True when its answers were all cut to the same tokens, so their rewards are equal by
+    construction). Cut answers are counted and warned about (a ``UserWarning`` with the counts and the fix);
+    indistinguishable prompts are left out of the ranking metrics, and when every prompt is one, scoring is refused
+    before the model runs. The settings of the model input (``max_length``,
     ``forward_batch_size``, ``precision``, ``sequence_format``, ``shared_prompt``, ``shared_prompt_row_tokens``)
     are those of :class:`~rewardcollapse.settings.ModelInput`, as in training: ``sequence_format="auto"`` reads the
     model the way it was trained (its saved settings), or else as suits its architecture; ``shared_prompt="auto"``
@@ -332,8 +344,14 @@ def score_file(
     Returns
     -------
     ScoreResult
-        The output file, the prompts and answers scored, and the ranking metrics of
-        :func:`rewardcollapse.diagnostics.ranking_metrics` on the normalised rewards.
+        The output file, the prompts and answers scored, the truncation counts, and the ranking metrics of
+        :func:`rewardcollapse.diagnostics.ranking_metrics` on the normalised rewards of the prompts whose answers
+        the model could tell apart.
+
+    Raises
+    ------
+    InputValueError
+        For bad settings or data, and when ``max_length`` cuts the answers of every prompt to the same tokens.
     """
     settings = ModelInput(
         sequence_format=sequence_format,
@@ -383,6 +401,8 @@ def _score(
     fmt = resolve_sequence_format(settings.sequence_format, network)
     collator = RankingCollator(tokenizer, max_length=max_length, sequence_format=fmt)
     tokenized = tokenize_rankings(dataset, tokenizer, max_length=max_length, name=str(data), sequence_format=fmt)
+    cut, indistinguishable = truncation_by_prompt(tokenized)
+    _check_truncation(cut, indistinguishable, max_length, lowered=max_length < settings.max_length)
     use_shared, layout = resolve_shared_prompt(settings.shared_prompt, network)
     row_tokens = max(settings.shared_prompt_row_tokens, max_length)
     shared = SharedLayout(row_tokens, when_cheaper=settings.shared_prompt == "auto") if use_shared else None
@@ -397,7 +417,8 @@ def _score(
         description=description,
         shared=shared,
     )
-    normalized, pairs = _write_scores(output, dataset, scored)
+    normalized, pairs = _write_scores(output, dataset, scored, cut, indistinguishable)
+    told_apart = ~np.asarray(indistinguishable)
     return ScoreResult(
         output=str(output),
         sequence_format=fmt,
@@ -405,11 +426,44 @@ def _score(
         tokens_saved=None if shared is None else round(shared.stats.saved, 4),
         prompts=len(dataset),
         answers=int(np.isfinite(normalized).sum()),
-        **ranking_metrics(normalized, pairs),
+        max_length=max_length,
+        truncated_answers=sum(cut),
+        indistinguishable_prompts=int(sum(indistinguishable)),
+        **ranking_metrics(normalized[told_apart], pairs[told_apart]),
     )
 
 
-def _write_scores(output: Path, dataset: Any, scored: Any) -> tuple[np.ndarray, np.ndarray]:
+def _check_truncation(cut: list[int], indistinguishable: list[bool], max_length: int, *, lowered: bool) -> None:
+    """Warn, in one line with the counts and the fix, when answers were cut; refuse when no prompt is left to rank.
+
+    A prompt whose answers were all cut to the same tokens gets one reward for all of them; when that is every
+    prompt, the scores would say nothing, so this refuses before the model runs.
+    """
+    if not any(cut):
+        return
+    fix = (
+        f"the model reads at most {max_length} positions, so shorten the prompts or answers"
+        if lowered
+        else "raise --max_length or shorten the prompts"
+    )
+    same = sum(indistinguishable)
+    if same == len(cut):
+        raise InputValueError(
+            f"`max_length` {max_length} cuts the answers of every prompt ({same}) to the same tokens, so the model "
+            f"would give all answers of a prompt one reward and the scores would rank nothing; {fix}"
+        )
+    flagged = (
+        f"; the answers of {same} of {len(cut)} prompts were all cut to the same tokens (equal rewards, no "
+        "ranking): flagged `indistinguishable` in the output and left out of the ranking metrics"
+        if same
+        else ""
+    )
+    warnings.warn(f"{sum(cut)} answers were cut at max_length {max_length}{flagged}; {fix}", UserWarning, stacklevel=3)
+
+
+def _write_scores(
+    output: Path, dataset: Any, scored: Any, cut: list[int], indistinguishable: list[bool]
+) -> tuple[np.ndarray, np.ndarray]:
     """Write each row with its rewards as it is scored; return the ``(P, K)`` normalised rewards and their pairs."""
     widest = max(2, max_responses(dataset))
     normalized = np.full((len(dataset), widest), np.nan)
@@ -417,7 +471,9 @@ def _write_scores(output: Path, dataset: Any, scored: Any) -> tuple[np.ndarray, 
     with atomic_write(output) as handle:  # the previous file stays whole until this one is
         for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):
             squashed = special.expit(np.asarray(rewards)).tolist()
-            handle.write(json.dumps({**row, "rewards": rewards, "normalized_rewards": squashed}) + "\n")
+            scores = {"rewards": rewards, "normalized_rewards": squashed}
+            flags = {"truncated": cut[p], "indistinguishable": indistinguishable[p]}
+            handle.write(json.dumps({**row, **scores, **flags}) + "\n")
             n = len(rewards)
             normalized[p, :n] = squashed
             pairs[p, :n, :n] = ranked_pairs(row)

@@ -12,7 +12,7 @@ import torch
 from rewardcollapse.training.precision import Precision, score_head_in_float32
 from rewardcollapse.training.shared_prompt import SharedPromptStats, score_shared
 
-__all__ = ["MODEL_INPUTS", "SharedLayout", "score_batch", "score_rankings"]
+__all__ = ["MODEL_INPUTS", "SharedLayout", "score_batch", "score_rankings", "truncation_by_prompt"]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -135,3 +135,26 @@ def score_rankings(
             for b, row in enumerate(rows):
                 yield rewards[b, : len(row["responses"])].tolist()
             bar.update(len(rows))
+
+
+def truncation_by_prompt(dataset: Any) -> tuple[list[int], list[bool]]:
+    """Per row of a tokenised ranking dataset: its answers cut at ``max_length``, and whether all were cut alike.
+
+    ``dataset`` comes from :func:`~rewardcollapse.training.collator.tokenize_rankings`; "cut alike" means cut to the
+    same token ids.
+    Answers that reach the model as the same token ids get the same reward whatever the model (in every layout:
+    the shared-prompt layout runs these very sequences), so such a prompt's rewards say nothing about its ranking.
+    Comparing ``input_ids`` is enough: the token types and the attention mask follow from them.
+
+    Returns
+    -------
+    tuple of list
+        ``(cut, indistinguishable)``, one entry per row.
+    """
+    cut = [int(n) for n in dataset["num_truncated"]]
+    indistinguishable = [False] * len(cut)
+    for p, n in enumerate(cut):
+        if n:
+            sequences = dataset[p]["input_ids"]
+            indistinguishable[p] = all(ids == sequences[0] for ids in sequences[1:])
+    return cut, indistinguishable
