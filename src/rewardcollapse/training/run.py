@@ -458,7 +458,8 @@ def _check_truncation(cut: list[int], indistinguishable: list[bool], max_length:
         if same
         else ""
     )
-    warnings.warn(f"{sum(cut)} answers were cut at max_length {max_length}{flagged}; {fix}", UserWarning, stacklevel=3)
+    answers = "1 answer was" if sum(cut) == 1 else f"{sum(cut)} answers were"
+    warnings.warn(f"{answers} cut at max_length {max_length}{flagged}; {fix}", UserWarning, stacklevel=3)
 
 
 def _write_scores(
