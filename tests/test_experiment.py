@@ -1,5 +1,6 @@
 import json
 import re
+import time
 from pathlib import Path
 
 import datasets
@@ -577,3 +578,32 @@ def test_experiment_settings_are_checked_again_after_command_line_overrides(tmp_
 def test_openness_levels_outside_the_unit_interval_are_refused_by_name(levels, message):
     with pytest.raises(ValueError, match=r"`levels` must lie in \[0, 1\] \(0 closed, 1 open-ended\), " + message):
         build_longform("builtin", train_prompts=8, test_prompts=4, levels=levels)
+
+
+def billion_laughs(levels=9):
+    """A YAML alias chain: each level lists the previous one 9 times, 9**levels strings when expanded."""
+    text = "training:\n  lr_scheduler_kwargs:\n    a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for previous, name in zip("abcdefghi", "bcdefghij"[: levels - 1], strict=False):
+        text += f"    {name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (billion_laughs(), r"bomb.yaml is refused at line 4, column 12: an alias \(\*a\)"),
+        ("training:\n  lr_scheduler_kwargs: {x: " + "[" * 10_000 + "]" * 10_000 + "}\n", r"nested deeper than 32"),
+        ("# a comment\n" * 10_000, r"is larger than 65536 bytes"),
+        ("seed: 1\nutilities: &u [x, log]\nmore: *u\n", r"line 3, column 7: an alias \(\*u\)"),
+    ],
+    ids=["alias-bomb", "deep-nesting", "oversized", "plain-alias"],
+)
+def test_configuration_files_are_bounded_before_their_values_are_read(tmp_path, capsys, content, message):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(content)
+    started = time.perf_counter()
+    assert main(["reproduce", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    assert time.perf_counter() - started < 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
