@@ -1,7 +1,9 @@
 import json
 import os
+import re
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -11,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardcollapse.cli import main
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import load_rankings
 from rewardcollapse.loss import ranking_loss
 from rewardcollapse.training import (
@@ -20,6 +23,7 @@ from rewardcollapse.training import (
     default_backbone,
     score_batch,
 )
+from rewardcollapse.training.models import resolve_sequence_format
 
 from .conftest import kill, run_until_ready, write_jsonl
 
@@ -701,3 +705,22 @@ def test_ctrl_c_during_score_is_one_line_and_status_130(tmp_path, tiny_dir):
     assert process.returncode == 130
     assert "interrupted: the outputs at their final paths" in err and "Traceback" not in err
     assert output.read_text() == "the previous scores\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"sequence_format": "bogus"}', r"`sequence_format` must be one of 'pair', 'trl', got 'bogus'"),
+        ('["pair"]', r"must hold a JSON object of settings, got list"),
+        ("[" * 100_000 + "]" * 100_000, r"is larger than 65536 bytes"),
+        ("[" * 30_000 + "]" * 30_000, r"is not valid JSON"),
+    ],
+    ids=["unknown-format", "not-an-object", "oversized", "deep"],
+)
+def test_saved_model_settings_are_refused_when_wrong(tmp_path, content, message):
+    (tmp_path / "rewardcollapse.json").write_text(content)
+    model = SimpleNamespace(config=SimpleNamespace(_name_or_path=str(tmp_path), model_type="bert"))
+    with pytest.raises(InputValueError, match=re.escape(str(tmp_path / "rewardcollapse.json")) + ".*" + message):
+        resolve_sequence_format("auto", model)
+    (tmp_path / "rewardcollapse.json").write_text('{"sequence_format": "trl", "max_length": 64}')
+    assert resolve_sequence_format("auto", model) == "trl" and resolve_sequence_format("pair", model) == "pair"
