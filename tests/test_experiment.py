@@ -607,3 +607,22 @@ def test_configuration_files_are_bounded_before_their_values_are_read(tmp_path, 
     err = capsys.readouterr().err
     assert re.search(message, err) and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("training:\n  report_to: wandb\n", "`training` must not set ['report_to']: the experiment sets them"),
+        ("training:\n  logging_steps: 5\n", "`training` must not set ['logging_steps']"),
+        ("training:\n  eval_strategy: steps\n", "`eval_strategy` 'steps' evaluates during training, but no evaluation"),
+        ("seed: 4294967296\n", "`seed` must be an integer from 0 to 4294967295"),
+    ],
+    ids=["logger", "logging-steps", "evaluation", "seed"],
+)
+def test_each_runs_training_settings_are_checked_before_work(tmp_path, capsys, content, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(content)
+    assert main(["reproduce", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

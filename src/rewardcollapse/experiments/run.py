@@ -65,6 +65,18 @@ _PER_PROMPT = (PROMPT_AWARE, OPENNESS)
 _RUN_RECORD = "run.json"
 _log = logging.getLogger(__name__)
 
+_SET_BY_THE_EXPERIMENT = (
+    "utility",
+    "seed",
+    "output_dir",
+    "save_strategy",
+    "logging_steps",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+)
+"""The training settings each run sets itself (``_train_and_score``); a ``training`` mapping may not set them."""
+
 PAPER_TRAINING = {
     "max_steps": 1000,
     "per_device_train_batch_size": 8,
@@ -161,6 +173,8 @@ class ExperimentConfig(LongformDesign):
     def training_arguments(self, **overrides: Any) -> RankingRewardConfig:
         """The :class:`~rewardcollapse.training.RankingRewardConfig` of one run: ``training`` plus ``overrides``.
 
+        The runs have no evaluation data, so settings that evaluate during training are refused here too.
+
         Raises
         ------
         ValueError
@@ -168,16 +182,18 @@ class ExperimentConfig(LongformDesign):
         """
         from rewardcollapse.training.config import RankingRewardConfig
 
-        reserved = sorted({"utility", "seed", "output_dir"} & set(self.training))
+        reserved = sorted(set(_SET_BY_THE_EXPERIMENT) & set(self.training))
         if reserved:
             raise InputValueError(
-                f"`training` must not set {reserved}: the experiment sets them (seed: top-level `seed`)"
+                f"`training` must not set {reserved}: the experiment sets them for each run (seed: top-level `seed`)"
             )
         fields = {f.name for f in dataclasses.fields(RankingRewardConfig) if f.init}
         unknown = sorted(set(self.training) - fields)
         if unknown:
             raise InputValueError(f"`training` has {unknown}, which are not RankingRewardConfig fields")
-        return RankingRewardConfig(**{"output_dir": "unused", "seed": self.seed, **self.training, **overrides})
+        args = RankingRewardConfig(**{"output_dir": "unused", "seed": self.seed, **self.training, **overrides})
+        args.check_evaluation_data(False)
+        return args
 
 
 @dataclass

@@ -148,6 +148,7 @@ def train_reward_model(
         model folder; also written to ``training_summary.json`` there, last.
     """
     args = _training_arguments(args, output_dir, config)
+    args.check_evaluation_data(eval_data is not None)  # before any folder is made or anything loaded
     if merge_lora and peft_config is None:
         raise InputValueError("`merge_lora` needs `peft_config` (LoRA training)")
     checkpoint, start_step = _starting_point(args, model, resume)
