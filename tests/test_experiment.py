@@ -626,3 +626,10 @@ def test_each_runs_training_settings_are_checked_before_work(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_flat_training_keys_beside_a_training_mapping_are_refused_not_merged(tmp_path):
+    config = tmp_path / "both.yaml"
+    config.write_text("max_steps: 3\nsteps: 4\ntraining:\n  max_steps: 5\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['max_steps', 'steps'\]; training settings go under"):
+        ExperimentConfig.from_yaml(config)
