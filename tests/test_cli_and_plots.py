@@ -247,3 +247,58 @@ def test_diagnose_checks_levels_and_rows_before_scoring(tmp_path, capsys):
         assert main([*base, "--levels", *levels]) == 2
         assert message in capsys.readouterr().err
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "d.jsonl", "--output", "o", "--precision", "maybe"], "invalid choice: 'maybe'"),
+        (["train", "--data", "d.jsonl", "--output", "o", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["score", "--data", "d.jsonl"], "the following arguments are required: --model, --output"),
+        (["reproduce", "--steps", "many"], "invalid int value: 'many'"),
+        (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    ],
+    ids=["choice", "unknown", "required", "type", "command"],
+)
+def test_usage_errors_are_one_line_pointing_to_help(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    prog = "rewardcollapse" if argv == ["bogus"] else f"rewardcollapse {argv[0]}"
+    assert err.strip().endswith(f"; `{prog} --help` lists the options")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--output", "a", "--output_dir", "b"], "--output and --output_dir set the same option (output_dir)"),
+        (["--output", "a", "--steps", "3", "--max_steps", "4"], "--steps and --max_steps set the same option"),
+        (["--output", "a", "--max-steps", "3", "--max_steps", "4"], "--max-steps and --max_steps set the same option"),
+        (["--output", "a", "--batch-size", "2", "--per_device_train_batch_size", "3"], "--batch-size and --per_device"),
+        (["--output", "a", "--disable_dropout", "--no_disable_dropout"], "--disable_dropout and --no_disable_dropout"),
+    ],
+    ids=["output", "steps", "dashes", "batch-size", "negation"],
+)
+def test_one_setting_under_two_names_is_refused(tmp_path, capsys, options, message):
+    assert main(["train", "--data", str(tmp_path / "missing.jsonl"), *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "give it once, under one name" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_same_name_twice_keeps_the_last_value_and_reproduce_names_both_spellings(tmp_path, capsys):
+    assert main(["solve", "-n", "5", "-n", "7"]) == 0
+    assert "answers       7" in capsys.readouterr().out
+    output = ["--output", str(tmp_path / "out")]
+    assert main(["reproduce", *output, "--levels", "0", "1", "--openness_levels", "0", "1"]) == 2
+    assert "--levels and --openness_levels set the same option (openness_levels)" in capsys.readouterr().err
+
+
+def test_json_options_nested_too_deep_are_refused_in_one_line(capsys):
+    deep = "[" * 20_000 + "]" * 20_000
+    assert main(["solve", "--ranking", deep]) == 2
+    assert capsys.readouterr().err.startswith("error: --ranking is nested too deep")
+    nested = '{"a": ' * 20_000 + "1" + "}" * 20_000
+    assert main(["train", "--data", "d.jsonl", "--output", "o", "--lr_scheduler_kwargs", nested]) == 2
+    assert capsys.readouterr().err.startswith("error: an option's JSON value is nested too deep")

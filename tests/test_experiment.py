@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import datasets
@@ -661,3 +662,58 @@ def test_check_diagnosable_refuses_before_scoring_what_the_diagnosis_would():
         check_diagnosable([{**row, "responses": list("abc")} for row in rows], name="d")  # 3 answers
     with pytest.raises(ValueError, match=r"each of `levels` \[0, nan\] must be a number in \[0, 1\]"):
         check_levels([0, float("nan")])
+
+
+def billion_laughs(levels=9):
+    """A YAML alias chain: each level lists the previous one 9 times, 9**levels strings when expanded."""
+    text = "training:\n  lr_scheduler_kwargs:\n    a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for previous, name in zip("abcdefghi", "bcdefghij"[: levels - 1], strict=False):
+        text += f"    {name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (billion_laughs(), r"bomb.yaml is refused at line 4, column 12: an alias \(\*a\)"),
+        ("training:\n  lr_scheduler_kwargs: {x: " + "[" * 10_000 + "]" * 10_000 + "}\n", r"nested deeper than 32"),
+        ("# a comment\n" * 10_000, r"is larger than 65536 bytes"),
+        ("seed: 1\nutilities: &u [x, log]\nmore: *u\n", r"line 3, column 7: an alias \(\*u\)"),
+    ],
+    ids=["alias-bomb", "deep-nesting", "oversized", "plain-alias"],
+)
+def test_configuration_files_are_bounded_before_their_values_are_read(tmp_path, capsys, content, message):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(content)
+    started = time.perf_counter()
+    assert main(["reproduce", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    assert time.perf_counter() - started < 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("training:\n  report_to: wandb\n", "`training` must not set ['report_to']: the experiment sets them"),
+        ("training:\n  logging_steps: 5\n", "`training` must not set ['logging_steps']"),
+        ("training:\n  eval_strategy: steps\n", "`eval_strategy` 'steps' evaluates during training, but no evaluation"),
+        ("seed: 4294967296\n", "`seed` must be an integer from 0 to 4294967295"),
+    ],
+    ids=["logger", "logging-steps", "evaluation", "seed"],
+)
+def test_each_runs_training_settings_are_checked_before_work(tmp_path, capsys, content, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(content)
+    assert main(["reproduce", "--config", str(config), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_flat_training_keys_beside_a_training_mapping_are_refused_not_merged(tmp_path):
+    config = tmp_path / "both.yaml"
+    config.write_text("max_steps: 3\nsteps: 4\ntraining:\n  max_steps: 5\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['max_steps', 'steps'\]; training settings go under"):
+        ExperimentConfig.from_yaml(config)

@@ -1,7 +1,9 @@
 import json
 import os
+import re
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -13,6 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardcollapse import OutputLockedError
 from rewardcollapse._files import LOCK_FILE, locked_output_folder
 from rewardcollapse.cli import main
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import load_rankings
 from rewardcollapse.loss import ranking_loss
 from rewardcollapse.training import (
@@ -24,6 +27,7 @@ from rewardcollapse.training import (
     score_file,
     train_reward_model,
 )
+from rewardcollapse.training.models import resolve_sequence_format
 
 from .conftest import kill, run_until_ready, write_jsonl
 
@@ -763,3 +767,72 @@ def test_score_counts_cut_answers_and_flags_prompts_cut_to_the_same_tokens(tmp_p
     assert main([*args[:4], str(only), *args[5:]]) == 2
     assert "`max_length` 16 cuts the answers of every prompt (1) to the same tokens" in capsys.readouterr().err
     assert len(output.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"sequence_format": "bogus"}', r"`sequence_format` must be one of 'pair', 'trl', got 'bogus'"),
+        ('["pair"]', r"must hold a JSON object of settings, got list"),
+        ("[" * 100_000 + "]" * 100_000, r"is larger than 65536 bytes"),
+        ("[" * 30_000 + "]" * 30_000, r"is not valid JSON"),
+    ],
+    ids=["unknown-format", "not-an-object", "oversized", "deep"],
+)
+def test_saved_model_settings_are_refused_when_wrong(tmp_path, content, message):
+    (tmp_path / "rewardcollapse.json").write_text(content)
+    model = SimpleNamespace(config=SimpleNamespace(_name_or_path=str(tmp_path), model_type="bert"))
+    with pytest.raises(InputValueError, match=re.escape(str(tmp_path / "rewardcollapse.json")) + ".*" + message):
+        resolve_sequence_format("auto", model)
+    (tmp_path / "rewardcollapse.json").write_text('{"sequence_format": "trl", "max_length": 64}')
+    assert resolve_sequence_format("auto", model) == "trl" and resolve_sequence_format("pair", model) == "pair"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--eval_strategy", "steps"], "`eval_strategy` 'steps' evaluates during training, but no evaluation data"),
+        (["--eval_steps", "2"], "`eval_steps` needs evaluations during training, but `eval_strategy` is 'no'"),
+        (["--save_strategy", "best"], "`save_strategy` 'best' saves when an evaluation improves"),
+        (["--report_to", "wandb"], "`report_to` 'wandb': its package is not installed here"),
+        (["--report_to", "bogus"], "`report_to`: bogus is not supported"),
+        (["--seed", "-1"], "`seed` must be an integer from 0 to 4294967295 (numpy's seeds), got -1"),
+        (["--seed", str(2**32)], "`seed` must be an integer from 0 to 4294967295 (numpy's seeds), got 4294967296"),
+        (["--data_seed", "-1"], "`data_seed` must be an integer from 0 to 4294967295"),
+    ],
+    ids=[
+        "eval-without-data",
+        "eval-steps-alone",
+        "save-best",
+        "wandb",
+        "unknown-logger",
+        "seed",
+        "big-seed",
+        "data-seed",
+    ],
+)
+def test_what_the_trainer_would_refuse_is_refused_before_any_folder(tmp_path, tiny_dir, capsys, extra, message):
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    output = tmp_path / "out"
+    assert main(train_args(tiny_dir, data, output, "--steps", "1", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()
+
+
+def test_evaluation_settings_train_with_evaluation_data(tmp_path, tiny_dir):
+    from rewardcollapse.training import RankingRewardConfig
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    args = RankingRewardConfig(output_dir=str(tmp_path / "out"), eval_strategy="steps", eval_steps=1, max_steps=1)
+    args.check_evaluation_data(True)
+    with pytest.raises(InputValueError, match="pass --eval_data FILE, or --eval_strategy no"):
+        args.check_evaluation_data(False)
+    assert (
+        main(
+            train_args(
+                tiny_dir, data, tmp_path / "out", "--steps", "1", "--eval_strategy", "steps", "--eval_data", str(data)
+            )
+        )
+        == 0
+    )

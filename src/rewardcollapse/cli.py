@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rewardcollapse._files import (
     atomic_path,
@@ -158,6 +158,8 @@ def _parse_ranking(args: SolveOptions) -> Any:
         value = json.loads(args.ranking)
     except json.JSONDecodeError as error:
         raise InputValueError(f"--ranking is not valid JSON ({error}); {example}") from None
+    except RecursionError:  # json nests by recursion
+        raise InputValueError(f"--ranking is nested too deep for a ranking; {example}") from None
     if isinstance(value, dict):
         edges = value.get("edges")
         if set(value) != {"edges"} or not isinstance(edges, list) or not all(isinstance(e, list) for e in edges):
@@ -621,6 +623,53 @@ def _commands() -> dict[tuple[str, ...], _Command]:
     }
 
 
+class _ShortUsageErrors:
+    """A parser whose usage errors are one line and a pointer to ``--help``, without the usage dump.
+
+    argparse prints the whole usage before its error (over a hundred lines for ``train``), so the line that says what
+    is wrong ends up last; here it comes alone, and the exit status stays argparse's 2.
+    """
+
+    prog: str
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; `{self.prog} --help` lists the options", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class _Parser(_ShortUsageErrors, argparse.ArgumentParser):
+    """The top-level parser (and its groups' parsers), with one-line usage errors."""
+
+
+def _refuse_two_spellings(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse one setting given under two names (``--output`` and ``--output_dir``, ``--x`` and ``--no_x``, ...).
+
+    argparse keeps the last value given, silently, whichever name it came under; the same name given twice keeps
+    that behaviour (a later option replaces an earlier one, as a script's defaults are overridden).
+    """
+    names = parser._option_string_actions  # argparse keeps no public map from option names to their actions
+    given: dict[str, list[str]] = {}
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        action = names.get(name)
+        if action is None and name.startswith("--") and parser.allow_abbrev:  # argparse takes unique prefixes too
+            matches = {option: names[option] for option in names if option.startswith(name)}
+            action = next(iter(matches.values())) if len({id(a) for a in matches.values()}) == 1 else None
+            name = min(matches, key=len) if action is not None else name
+        if action is None or not action.option_strings or action.dest == "help":
+            continue
+        spellings = given.setdefault(action.dest, [])
+        if name not in spellings:
+            spellings.append(name)
+    for dest, spellings in given.items():
+        if len(spellings) > 1:
+            raise InputValueError(
+                f"{' and '.join(spellings)} set the same option ({dest}); give it once, under one name"
+            )
+
+
 _GROUPS = {
     "data": "build datasets",
     "openness": "estimate prompts' openness: from prompt text, scores or rankings",
@@ -643,7 +692,8 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
     settings = _train_settings(every_option=False) if short else command.settings()
     prog = "rewardcollapse " + " ".join(words)
     usage = f"{prog} --data FILE --output DIR [options]" if words == ("train",) else None
-    parser = HfArgumentParser(
+    parser_class = type("CommandParser", (_ShortUsageErrors, HfArgumentParser), {})
+    parser = parser_class(
         settings, prog=prog, usage=usage, description=f"{command.help[:1].upper()}{command.help[1:]}. {command.more}"
     )
     for action in parser._actions:  # argparse keeps no public list of its options
@@ -657,7 +707,7 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: ``--version`` and the list of subcommands (each parsed by :func:`command_parser`)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rewardcollapse", description="Study and prevent reward collapse in ranking-trained reward models."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('rewardcollapse')}")
@@ -677,19 +727,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse(words: tuple[str, ...], argv: list[str]) -> list[Any]:
     """The dataclasses of one subcommand's options; ``train --help`` shows the short list (``--help-all``: all).
 
-    A value a dataclass refuses (its ``__post_init__``, or ``TrainingArguments``' own checks) is an input error.
+    A value a dataclass refuses (its ``__post_init__``, or ``TrainingArguments``' own checks) is an input error, and
+    so is one setting given under two of its names.
     """
     every_option = words != ("train",) or "--help-all" in argv or not {"-h", "--help"} & set(argv)
     parser = command_parser(words, every_option=every_option)
     if words == ("train",) and "--help-all" in argv:
         parser.print_help()
         raise SystemExit(0)
+    _refuse_two_spellings(parser, argv)
     try:
         *settings, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as error:
         if isinstance(error, InputError):
             raise
-        raise InputValueError(str(error)) from error
+        raise InputValueError(" ".join(str(error).split())) from error  # transformers' messages span lines
+    except RecursionError as error:  # json.loads of a mapping option (lr_scheduler_kwargs, ...) nests by recursion
+        raise InputValueError(
+            f"an option's JSON value is nested too deep ({error}); settings nest a few levels"
+        ) from None
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return settings

@@ -30,6 +30,7 @@ family track the targets.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewardcollapse._files import atomic_directory, atomic_path, locked_output_folder, write_text_atomic
-from rewardcollapse.core.checks import check_positive_int
+from rewardcollapse.core.checks import MAX_CONFIG_DEPTH, check_positive_int, read_config_text
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE, PrecisionSetting
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.experiments.diagnosis import Diagnosis, diagnose_file, level_label, optimum_accuracy
@@ -63,6 +64,18 @@ __all__ = [
 _PER_PROMPT = (PROMPT_AWARE, OPENNESS)
 _RUN_RECORD = "run.json"
 _log = logging.getLogger(__name__)
+
+_SET_BY_THE_EXPERIMENT = (
+    "utility",
+    "seed",
+    "output_dir",
+    "save_strategy",
+    "logging_steps",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+)
+"""The training settings each run sets itself (``_train_and_score``); a ``training`` mapping may not set them."""
 
 PAPER_TRAINING = {
     "max_steps": 1000,
@@ -115,7 +128,12 @@ class ExperimentConfig(LongformDesign):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
-        """Read a YAML mapping of these fields (``yaml.safe_load``); an unknown key is an error.
+        """Read a YAML mapping of these fields (YAML's safe subset); an unknown key is an error.
+
+        The file is bounded before its values are read: at most :data:`~rewardcollapse.core.checks.MAX_CONFIG_BYTES`
+        bytes, lists and mappings nested at most :data:`~rewardcollapse.core.checks.MAX_CONFIG_DEPTH` deep, and no
+        aliases (``*name``), whose expansion is unbounded (a "billion laughs" of nested aliases); each is refused
+        with the file and the line.
 
         A training setting at the top level (``max_steps: 3``, or a ``train`` command's short name such as
         ``steps``) is refused with the place it belongs: under ``training:``.
@@ -124,15 +142,15 @@ class ExperimentConfig(LongformDesign):
 
         if not Path(path).is_file():
             raise InputValueError(f"`config` {str(path)!r} is not a file; see configs/ for examples")
+        text = read_config_text(path)
         try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            values = yaml.load(text, Loader=_bounded_loader()) or {}  # a SafeLoader subclass: no Python objects
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise InputValueError(f"{path} is not valid YAML{where}: {problem}") from error
-        except UnicodeDecodeError as error:
-            raise InputValueError(f"{path} is not UTF-8 text: {error}") from error
+            kind = "is refused" if getattr(error, "context", None) == _REFUSED else "is not valid YAML"
+            raise InputValueError(f"{path} {kind}{where}: {problem}") from error
         if not isinstance(values, dict):
             raise InputValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -155,6 +173,8 @@ class ExperimentConfig(LongformDesign):
     def training_arguments(self, **overrides: Any) -> RankingRewardConfig:
         """The :class:`~rewardcollapse.training.RankingRewardConfig` of one run: ``training`` plus ``overrides``.
 
+        The runs have no evaluation data, so settings that evaluate during training are refused here too.
+
         Raises
         ------
         ValueError
@@ -162,16 +182,18 @@ class ExperimentConfig(LongformDesign):
         """
         from rewardcollapse.training.config import RankingRewardConfig
 
-        reserved = sorted({"utility", "seed", "output_dir"} & set(self.training))
+        reserved = sorted(set(_SET_BY_THE_EXPERIMENT) & set(self.training))
         if reserved:
             raise InputValueError(
-                f"`training` must not set {reserved}: the experiment sets them (seed: top-level `seed`)"
+                f"`training` must not set {reserved}: the experiment sets them for each run (seed: top-level `seed`)"
             )
         fields = {f.name for f in dataclasses.fields(RankingRewardConfig) if f.init}
         unknown = sorted(set(self.training) - fields)
         if unknown:
             raise InputValueError(f"`training` has {unknown}, which are not RankingRewardConfig fields")
-        return RankingRewardConfig(**{"output_dir": "unused", "seed": self.seed, **self.training, **overrides})
+        args = RankingRewardConfig(**{"output_dir": "unused", "seed": self.seed, **self.training, **overrides})
+        args.check_evaluation_data(False)
+        return args
 
 
 @dataclass
@@ -217,6 +239,48 @@ class ReproduceOptions:
                 config.training[name] = getattr(self, name)
         config.__post_init__()
         return config
+
+
+_REFUSED = "a configuration refuses"
+"""The context of the YAML errors that :func:`_bounded_loader` raises for valid YAML it does not take."""
+
+
+@functools.cache
+def _bounded_loader() -> type:
+    """YAML's safe loader refusing aliases and nesting deeper than ``MAX_CONFIG_DEPTH``, as it composes the nodes.
+
+    Both are checked on the node tree, before any value is constructed, so that neither an alias chain (each level
+    doubling what the next reader walks) nor a deep nesting (Python's recursion) costs more than the file's size.
+    """
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    _REFUSED,
+                    None,
+                    f"an alias (*{event.anchor}): configurations are written by hand and take no aliases, whose "
+                    "expansion has no bound; write the value out",
+                    event.start_mark,
+                )
+            if self.depth >= MAX_CONFIG_DEPTH:
+                raise yaml.composer.ComposerError(
+                    _REFUSED,
+                    None,
+                    f"lists and mappings nested deeper than {MAX_CONFIG_DEPTH} levels; a configuration nests a few",
+                    event.start_mark,
+                )
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
 
 
 def _where_they_go(unknown: list[str], values: dict[str, Any], known: set[str]) -> str:

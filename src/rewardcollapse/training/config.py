@@ -48,6 +48,71 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
             self.use_cpu = True
         self._resolve_precision()
         TrainingArguments.__post_init__(self)
+        self._check_trainer_settings()
+
+    def _check_trainer_settings(self) -> None:
+        """Refuse what the Trainer would refuse only once the output folder, the data and the model are there.
+
+        The seeds go to ``numpy.random.seed`` (0 to 2**32 - 1); every ``report_to`` logger must be one transformers
+        knows and whose package is installed (transformers' own availability checks); ``save_strategy='best'``
+        needs evaluations and a metric (``Trainer._validate_args``). What needs the data is
+        :meth:`check_evaluation_data`.
+        """
+        from transformers.integrations import (
+            get_available_reporting_integrations,
+            get_reporting_integration_callbacks,
+            is_flytekit_available,
+        )
+
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32):
+                raise InputValueError(
+                    f"`{name}` must be an integer from 0 to {2**32 - 1} (numpy's seeds), got {value!r}"
+                )
+        try:
+            get_reporting_integration_callbacks(self.report_to)
+        except ValueError as error:
+            raise InputValueError(f"`report_to`: {error} Or 'none'.") from error
+        # The loggers transformers finds installed; flyte is left out of that list (it is never picked by 'all').
+        available = set(get_available_reporting_integrations()) | ({"flyte"} if is_flytekit_available() else set())
+        missing = [name for name in self.report_to if name not in available]
+        if missing:
+            raise InputValueError(
+                f"`report_to` {missing[0]!r}: its package is not installed here (installed loggers: "
+                f"{sorted(available) or 'none'}); install it, or log to none with --report_to none"
+            )
+        if self.save_strategy == "best" and (self.eval_strategy == "no" or self.metric_for_best_model is None):
+            raise InputValueError(
+                "`save_strategy` 'best' saves when an evaluation improves `metric_for_best_model`: set "
+                "--eval_strategy steps (or epoch), --metric_for_best_model (e.g. loss) and --eval_data"
+            )
+
+    def check_evaluation_data(self, given: bool) -> None:
+        """Refuse settings that evaluate during training when no evaluation data is ``given``, and the reverse.
+
+        The Trainer raises for an ``eval_strategy`` without an evaluation set once the model is loaded
+        (``Trainer._validate_args``); ``eval_steps`` and ``load_best_model_at_end`` do nothing without
+        evaluations, so a user who set them meant to evaluate.
+
+        Raises
+        ------
+        InputValueError
+            Naming the setting and the fix (``--eval_data FILE``, or the setting off).
+        """
+        evaluating = self.eval_strategy != "no"
+        if evaluating and not given:
+            raise InputValueError(
+                f"`eval_strategy` {self.eval_strategy.value!r} evaluates during training, but no evaluation data was "
+                "given: pass --eval_data FILE, or --eval_strategy no"
+            )
+        # Without evaluations transformers leaves eval_steps as given: not None only when the user set it.
+        named = [name for name in ("eval_steps", "load_best_model_at_end") if getattr(self, name) not in (None, False)]
+        if named and not evaluating:
+            raise InputValueError(
+                f"`{named[0]}` needs evaluations during training, but `eval_strategy` is 'no': add --eval_strategy "
+                "steps (or epoch) with --eval_data FILE, or drop it"
+            )
 
     def _check_numbers(self) -> None:
         """Refuse text where a field takes a number or a flag (a YAML ``1e-4`` is text; a CLI value is converted).

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
+from rewardcollapse.core.checks import read_config_text
 from rewardcollapse.core.conventions import SequenceFormat
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.settings import check_lora_alpha
@@ -135,23 +136,39 @@ def resolve_sequence_format(setting: str, model: Any) -> str:
     if setting != "auto":
         return setting
     saved = read_model_settings(getattr(getattr(model, "config", None), "_name_or_path", None))
-    if saved.get("sequence_format") in get_args(SequenceFormat):
+    if "sequence_format" in saved:
         return saved["sequence_format"]
     return "pair" if is_encoder(model) else "trl"
 
 
 def read_model_settings(folder: str | Path | None) -> dict[str, Any]:
-    """The settings a trained model was saved with (:data:`MODEL_SETTINGS_FILE`), or {} for any other model."""
+    """The settings a trained model was saved with (:data:`MODEL_SETTINGS_FILE`), or {} for any other model.
+
+    Raises
+    ------
+    InputValueError
+        For a file that is larger than a settings file, not a JSON object, or whose ``sequence_format`` is none of
+        the formats: each names the file, what it holds and the fix.
+    """
     if not folder:
         return {}
     path = Path(folder) / MODEL_SETTINGS_FILE
     if not path.is_file():
         return {}
+    fix = "delete it to use the defaults, or correct it"
     try:
-        settings = json.loads(path.read_text())
-    except ValueError as error:
-        raise InputValueError(f"{path} is not valid JSON ({error}); delete it to score with the defaults") from error
-    return settings if isinstance(settings, dict) else {}
+        settings = json.loads(read_config_text(path))
+    except (ValueError, RecursionError) as error:  # json nests by recursion
+        raise InputValueError(f"{path} is not valid JSON ({str(error)[:200]}); {fix}") from error
+    if not isinstance(settings, dict):
+        raise InputValueError(f"{path} must hold a JSON object of settings, got {type(settings).__name__}; {fix}")
+    formats = get_args(SequenceFormat)
+    if "sequence_format" in settings and settings["sequence_format"] not in formats:
+        raise InputValueError(
+            f"{path}: `sequence_format` must be one of {', '.join(map(repr, formats))}, got "
+            f"{settings['sequence_format']!r}; {fix}"
+        )
+    return settings
 
 
 @contextlib.contextmanager

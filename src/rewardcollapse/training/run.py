@@ -162,6 +162,7 @@ def train_reward_model(
         model folder; also written to ``training_summary.json`` there, last.
     """
     args = _training_arguments(args, output_dir, config)
+    args.check_evaluation_data(eval_data is not None)  # before any folder is made or anything loaded
     if merge_lora and peft_config is None:
         raise InputValueError("`merge_lora` needs `peft_config` (LoRA training)")
     # The process that saves holds the folder (under DDP the main one: the others write nothing there).
