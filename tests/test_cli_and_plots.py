@@ -2,6 +2,7 @@ import json
 import resource
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 
 import matplotlib.pyplot as plt
@@ -123,6 +124,24 @@ def test_help_imports_no_torch_and_is_quick(words):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage: rewardcollapse")
     assert seconds < 3
+
+
+def test_warnings_print_as_one_line_without_the_source_line(capsys):
+    # In a fresh interpreter: pytest records warnings itself, so Python's own printing is only seen outside it.
+    script = (
+        "import sys, warnings\n"
+        "from rewardcollapse import cli\n"
+        "def run(args):\n"
+        "    warnings.warn('3 answers were cut\\n at max_length 16', UserWarning)\n"
+        "    return 0\n"
+        "cli._commands = lambda: {('solve',): cli._Command('h', lambda: (cli.SolveOptions,), run)}\n"
+        "sys.exit(cli.main(['solve']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "warning: 3 answers were cut at max_length 16\n"
+    shown = warnings.formatwarning
+    assert main(["solve", "-n", "3"]) == 0
+    assert warnings.formatwarning is shown  # the library called from Python keeps Python's format
 
 
 def test_solve_prints_summary_and_writes_files(tmp_path, capsys):

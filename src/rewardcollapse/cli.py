@@ -11,12 +11,14 @@ transformers' training code; ``train --help`` lists the project's options and th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -763,7 +765,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().parse_args(argv)  # prints the help, the version or what is wrong, and exits
         return 2
     _show_progress_messages()
-    return _run(_parse_and_run, words, argv[len(words) :])
+    with _one_line_warnings():
+        return _run(_parse_and_run, words, argv[len(words) :])
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each warning as ``warning: <message>``, one line, instead of Python's file, line number and source line.
+
+    A command's warnings (answers cut at ``max_length``, rows skipped) are for its user, not for a programmer reading
+    the library's source; the library called from Python keeps Python's format.
+    """
+    shown = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = shown
+
+
+def _format_warning(message: Warning | str, *_: Any, **__: Any) -> str:
+    return f"warning: {' '.join(str(message).split())}\n"
 
 
 class _StderrHandler(logging.StreamHandler):
