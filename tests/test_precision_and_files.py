@@ -317,3 +317,20 @@ def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"cannot open its lock file .*\.rewardcollapse\.lock' \(Permission denied\)"):
         with locked_output_folder(tmp_path, "--output"):
             pass
+
+
+def test_on_windows_a_leftovers_process_is_probed_without_os_kill(monkeypatch):
+    # There os.kill(pid, 0) sends CTRL_C_EVENT to the process instead of probing it: psutil asks, or nothing is removed.
+    import types
+
+    import rewardcollapse._files as files
+
+    def no_signal(pid, sig):
+        raise AssertionError("os.kill must not be called on Windows")
+
+    monkeypatch.setattr(files.os, "kill", no_signal)
+    monkeypatch.setattr(files, "_WINDOWS", True)
+    monkeypatch.setitem(sys.modules, "psutil", types.SimpleNamespace(pid_exists=lambda pid: pid == 12345))
+    assert files._running(12345) and not files._running(54321)
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed: the leftovers are kept
+    assert files._running(54321)

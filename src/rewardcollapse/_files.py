@@ -36,6 +36,8 @@ else:
 
 from rewardcollapse.core.errors import InputValueError, OutputLockedError
 
+_WINDOWS = os.name == "nt"
+
 __all__ = [
     "LOCK_FILE",
     "atomic_directory",
@@ -156,8 +158,15 @@ def _remove_orphans(final: Path) -> None:
 
 
 def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs; where that cannot be told safely, True (its leftovers are kept, never lost)."""
     if pid == os.getpid():
         return True
+    if _WINDOWS:  # there os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, sent to the process
+        try:
+            import psutil  # installed with the train extra (accelerate needs it)
+        except ImportError:
+            return True
+        return psutil.pid_exists(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -301,7 +310,7 @@ def _acquire(lock_file: Path, output: Path, option: str) -> int | None:
 
 def _lock(descriptor: int) -> None:
     """Take the operating system's exclusive lock on an open file, or raise ``OSError`` at once."""
-    if os.name == "nt":
+    if _WINDOWS:
         os.lseek(descriptor, _WINDOWS_LOCK_BYTE, os.SEEK_SET)
         msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
     else:
@@ -312,7 +321,7 @@ def _release(lock_file: Path, descriptor: int | None) -> None:
     """Remove the lock file and release the lock (closing the descriptor releases it)."""
     if descriptor is None:
         return
-    if os.name == "nt":  # Windows cannot remove an open file: remove it after closing, unless another job opened it
+    if _WINDOWS:  # Windows cannot remove an open file: remove it after closing, unless another job opened it
         os.close(descriptor)
         with contextlib.suppress(OSError):
             lock_file.unlink()
