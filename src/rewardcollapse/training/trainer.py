@@ -150,10 +150,10 @@ class RankingRewardTrainer(Trainer):
         if processing_class is not None:
             set_padding_token(processing_class, model)
         self.sequence_format = resolve_sequence_format(args.sequence_format, model)
-        if args.disable_dropout:
-            disable_dropout(model)
         if peft_config is not None:
             model = wrap_with_peft(model, peft_config, gradient_checkpointing=args.gradient_checkpointing)
+        if args.disable_dropout:  # after wrapping, so that the adapters' own dropout (`lora_dropout`) is off too
+            disable_dropout(model)
         use_shared, self.layout = resolve_shared_prompt(args.shared_prompt, model)
         if use_shared:
             rows = args.world_size > 1 or args.gradient_checkpointing  # one forward per backward, or no cache
