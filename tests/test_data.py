@@ -110,7 +110,7 @@ def test_implicit_prompt_text_and_conversational(tmp_path):
     assert ds.num_rows == 1
     row = ds[0]
     assert row["prompt"] == "Human: hi there\n\nAssistant:"
-    assert row["responses"] == ["hello friend", "go away", "hey"]
+    assert row["responses"] == [" hello friend", " go away", " hey"]
     assert row["ranks"] == [1, 2, 0]  # hey above hello friend above go away
 
     user = {"role": "user", "content": "What is 2+2?"}
@@ -127,7 +127,7 @@ def test_implicit_prompt_text_and_conversational(tmp_path):
 
 
 def test_split_implicit_prompt_never_cuts_a_word():
-    assert split_implicit_prompt("Q: hi A: yes", "Q: hi A: yeah") == ("Q: hi A:", "yes", "yeah")
+    assert split_implicit_prompt("Q: hi A: yes", "Q: hi A: yeah") == ("Q: hi A:", " yes", " yeah")
     # No whole word in common: no prompt (it used to come back as "", which merged unrelated rows).
     with pytest.raises(ValueError, match=r"the pair: `chosen` and `rejected` have no common prompt"):
         split_implicit_prompt("abc", "abd")

@@ -179,6 +179,32 @@ def test_bad_peft_config_is_named_before_training(tmp_path, decoder_tokenizer, t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("disable", [True, False], ids=["disabled", "kept"])
+def test_lora_dropout_follows_disable_dropout(disable, tmp_path, decoder_tokenizer, tiny_decoder):
+    from peft import LoraConfig
+
+    model = tiny_decoder("gpt2")  # GPT-2 has dropout of its own (0.1) beside the adapters'
+    trainer = RankingRewardTrainer(
+        model=model,
+        args=config(tmp_path, disable_dropout=disable),
+        train_dataset=load_rankings(datasets.Dataset.from_list(rows(2))),
+        processing_class=decoder_tokenizer,
+        peft_config=LoraConfig(r=2, lora_alpha=4, lora_dropout=0.05, target_modules=["c_attn"]),
+    )
+    adapters = [
+        dropout
+        for name, module in trainer.model.named_modules()
+        if name.endswith("lora_dropout")
+        for dropout in module.values()
+    ]
+    assert adapters and all(isinstance(dropout, torch.nn.Dropout) for dropout in adapters)
+    if disable:
+        dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert {dropout.p for dropout in dropouts} == {0.0}
+    else:
+        assert {dropout.p for dropout in adapters} == {0.05}
+
+
 def test_trl_metric_names_are_logged(tmp_path, decoder_tokenizer, tiny_decoder):
     data = load_rankings(datasets.Dataset.from_list(rows(6)))
     args = config(tmp_path, max_steps=2, logging_steps=1, eval_strategy="steps", eval_steps=2)

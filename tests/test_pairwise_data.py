@@ -46,7 +46,7 @@ def test_answers_that_begin_alike_keep_their_words(tmp_path):
     got = load_rankings(write_jsonl(tmp_path / "p.jsonl", first + second)).to_list()
     assert [row["prompt"] for row in got] == [question(i) for i in range(10)]
     for row in got:
-        assert row["responses"] == ["The answer is A because it is first.", "The answer is B.", "I am not sure."]
+        assert row["responses"] == [" The answer is A because it is first.", " The answer is B.", " I am not sure."]
         assert row["ranks"] == [0, 1, 2]
 
 
@@ -57,9 +57,9 @@ def test_the_shorter_prompt_wins_whichever_row_comes_first():
     ]
     for order in (rows, rows[::-1]):
         (row,) = load(order)
-        # No trailing whitespace in the prompt, no leading whitespace in an answer, whatever separated them.
+        # No trailing whitespace in the prompt, whatever separated it: that whitespace begins each answer.
         assert row["prompt"] == "Q: pick one."
-        assert set(row["responses"]) == {"It is A, clearly.", "It is B, clearly.", "No idea."}
+        assert set(row["responses"]) == {"\nIt is A, clearly.", "\nIt is B, clearly.", "\n\nNo idea."}
 
 
 def test_a_key_that_extends_another_inside_a_word_is_another_prompt():
@@ -78,7 +78,7 @@ def test_an_answer_is_judged_after_the_group_split():
         {"chosen": "P: go? It is A.", "rejected": "P: go? It is ."},
     ]
     (row,) = load(rows)
-    assert row["prompt"] == "P: go?" and row["responses"] == ["Yes.", "It is A.", "It is ."]
+    assert row["prompt"] == "P: go?" and row["responses"] == [" Yes.", " It is A.", " It is ."]
 
 
 def test_pairs_without_a_common_prompt_are_refused_not_merged(tmp_path):
@@ -124,7 +124,7 @@ def test_a_bad_row_leaves_the_rest_of_its_prompt():
     ]
     with pytest.warns(UserWarning, match=r"dropped 1 of 2 prompts: 1 empty answer \(first: row 1"):
         (row,) = load(rows, skip_invalid=True)
-    assert row["responses"] == ["Yes.", "No.", "Maybe."] and row["ranks"] == [0, 2, 0]
+    assert row["responses"] == [" Yes.", " No.", " Maybe."] and row["ranks"] == [0, 2, 0]
 
 
 def test_identical_chosen_and_rejected_are_named():
@@ -133,11 +133,56 @@ def test_identical_chosen_and_rejected_are_named():
 
 
 def test_split_implicit_prompt_for_one_pair():
-    assert split_implicit_prompt("Q: hi\n\nA: yes", "Q: hi\n\nA: yeah") == ("Q: hi\n\nA:", "yes", "yeah")
+    assert split_implicit_prompt("Q: hi\n\nA: yes", "Q: hi\n\nA: yeah") == ("Q: hi\n\nA:", " yes", " yeah")
     with pytest.raises(ValueError, match=r"the pair: the `rejected` answer .* is '!', punctuation only"):
         split_implicit_prompt("Q: hi A", "Q: hi !")
     with pytest.raises(ValueError, match=r"`chosen` and `rejected` must both be texts or both lists of chat messages"):
         split_implicit_prompt("Q: hi", [{"role": "assistant", "content": "hi"}])
+
+
+IMPLICIT_PAIRS = [
+    ("Beautiful is better than ugly.", "Beautiful is better than beautiful."),  # words
+    ("Q: why? Because, of course!", "Q: why? No; never."),  # punctuation
+    ("Name a colour:   red  and blue", "Name a colour:   green"),  # several spaces, inside the answers too
+    ("Q: hi\n\nA: yes\nreally", "Q: hi\n\nA:\tno"),  # newlines and a tab
+    (
+        "Größe des Baums?\u00a0Zwölf Meter — ungefähr.",
+        "Größe des Baums?\u00a0日本語の答え",
+    ),  # unicode, a no-break space
+]
+
+
+@pytest.mark.parametrize(
+    ("chosen", "rejected"), IMPLICIT_PAIRS, ids=["words", "punctuation", "spaces", "newlines", "unicode"]
+)
+def test_an_implicit_prompt_and_its_answer_give_back_the_text(chosen, rejected):
+    # TRL tokenises an implicit-prompt row as the whole text, so prompt + answer must be that text exactly.
+    prompt, first, second = split_implicit_prompt(chosen, rejected)
+    assert (prompt + first, prompt + second) == (chosen, rejected)
+    (row,) = load([{"chosen": chosen, "rejected": rejected}])
+    assert [row["prompt"] + answer for answer in row["responses"]] == [chosen, rejected]
+
+
+def test_implicit_prompts_give_back_every_text_of_their_group():
+    rows = [{"chosen": c, "rejected": r} for c, r in IMPLICIT_PAIRS]
+    rows += [  # a second pair of the first prompt, whose answers begin alike
+        {"chosen": "Beautiful is better than  ugly, they say.", "rejected": "Beautiful is better than ugly."}
+    ]
+    texts = {row["prompt"] + answer for row in load(rows) for answer in row["responses"]}
+    assert texts == {text for row in rows for text in (row["chosen"], row["rejected"])}
+
+
+def test_the_pair_format_gives_an_encoder_the_words_of_an_implicit_answer(tokenizer):
+    # The whitespace that begins an implicit answer is no token for a WordPiece encoder (the shipped backbone): its
+    # text pair is that of the same row given with an explicit prompt and the bare answers.
+    from rewardcollapse.training.collator import encode_rows
+
+    rows = [{"chosen": c, "rejected": r} for c, r in IMPLICIT_PAIRS]
+    implicit = load(rows, transitive_closure=False)
+    explicit = [{**row, "responses": [answer.lstrip() for answer in row["responses"]]} for row in implicit]
+    assert implicit != explicit
+    encoded = [encode_rows(data, tokenizer, max_length=128)["input_ids"] for data in (implicit, explicit)]
+    assert encoded[0] == encoded[1]
 
 
 @settings(max_examples=20, deadline=None)
@@ -159,7 +204,7 @@ def test_prompts_come_back_whole_whatever_their_answers_share(answer_words):
         if len({answer.split()[0] for answer in answers}) < 2:
             answers.append("unsure")
         prompts.append(f"Prompt {p}: say something.")
-        expected.append(answers)
+        expected.append([f" {answer}" for answer in answers])
         rows += [
             {"chosen": f"{prompts[p]} {a}", "rejected": f"{prompts[p]} {b}"} for a, b in itertools.pairwise(answers)
         ]
@@ -177,7 +222,7 @@ def test_implicit_prompts_group_across_batches(tmp_path):
     second = [{"chosen": f"Q{i}? It is {i + 1}.", "rejected": f"Q{i}? No."} for i in range(n)]
     ds = load_rankings(write_jsonl(tmp_path / "many.jsonl", first + second))
     assert ds.num_rows == n and ds["prompt"][:2] == ["Q0?", "Q1?"]
-    assert ds[1234]["responses"] == ["It is 1234.", "It is 1235.", "No."] and ds[1234]["ranks"] == [0, 1, 2]
+    assert ds[1234]["responses"] == [" It is 1234.", " It is 1235.", " No."] and ds[1234]["ranks"] == [0, 1, 2]
 
 
 # 2. Implicit conversational prompts: everything before the final assistant message(s).

@@ -471,6 +471,22 @@ def train_args(tiny_dir, data, output, *extra):
     return [*args, "--utility", "log", "--report_to", "none", "--max-length", "32", *extra]
 
 
+def test_a_bfloat16_checkpoint_trains_in_float32(tmp_path, tokenizer, tiny_model):
+    # Adam's first step moves a weight by about the learning rate: 1e-4 is lost to bfloat16's rounding near 1.0
+    # (spacing 2^-8 below it), where the layer norms start.
+    stored = tmp_path / "bf16"
+    tiny_model().to(torch.bfloat16).save_pretrained(stored)
+    tokenizer.save_pretrained(stored)
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    trainer = RankingRewardTrainer(model=str(stored), args=config(tmp_path), train_dataset=load_rankings(data))
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    settings = {"max_steps": 1, "learning_rate": 1e-4, "precision": "fp32", "max_length": 32, "report_to": "none"}
+    train_reward_model(model=str(stored), data=data, output_dir=tmp_path / "model", save_strategy="no", **settings)
+    norm = load_file(tmp_path / "model" / "model.safetensors")["bert.encoder.layer.0.output.LayerNorm.weight"]
+    assert norm.dtype == torch.float32
+    assert 0 < (norm - 1).abs().max() < 1e-3
+
+
 def test_pairs_reach_the_loss(tmp_path, tokenizer):
     from rewardcollapse.training.collator import RankingCollator
 

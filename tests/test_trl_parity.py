@@ -52,6 +52,27 @@ def test_trl_format_token_ids_equal_trls(tmp_path, decoder_tokenizer, tiny_decod
     assert ours[0][0][-1] == decoder_tokenizer.eos_token_id
 
 
+def test_trl_format_implicit_prompt_token_ids_equal_trls(tmp_path, decoder_tokenizer, tiny_decoder):
+    # No `prompt` column: TRL tokenises each whole text; the loader splits it and groups the pairs per prompt.
+    implicit = [
+        {"chosen": "Beautiful is better than ugly.", "rejected": "Beautiful is better than beautiful."},
+        {"chosen": "Question 1: explain topic 1. The answer is yes", "rejected": "Question 1: explain topic 1.  no"},
+        {"chosen": "Question 1: explain topic 1.  no", "rejected": "Question 1: explain topic 1.\nmaybe"},
+        {"chosen": "Question 2:\n\nThe answer is short.", "rejected": "Question 2:\n\n\tshort"},
+    ]
+    theirs = trl_trainer(tiny_decoder("llama"), decoder_tokenizer, implicit, tmp_path).train_dataset
+    data = load_rankings(datasets.Dataset.from_list(implicit), transitive_closure=False)
+    assert len(data) == 3  # the two pairs of question 1 are one prompt with 3 answers
+    encoded = encode_rows(data.to_list(), decoder_tokenizer, max_length=1024, sequence_format="trl")["input_ids"]
+    ours = {
+        row["prompt"] + answer: ids
+        for row, row_ids in zip(data, encoded, strict=True)
+        for answer, ids in zip(row["responses"], row_ids, strict=True)
+    }
+    assert [ours.get(row["chosen"]) for row in implicit] == theirs["chosen_ids"]
+    assert [ours.get(row["rejected"]) for row in implicit] == theirs["rejected_ids"]
+
+
 def test_trl_format_conversational_token_ids_equal_trls(tmp_path, decoder_tokenizer, tiny_decoder):
     chats = [
         {

@@ -462,9 +462,10 @@ def load_rankings(
     An implicit prompt (pairwise rows without a ``prompt`` column) is split as
     :func:`~rewardcollapse.data.split_implicit_prompt` describes: conversations before their final assistant
     message(s); texts per prompt group, at the longest common word prefix of all the chosen and rejected texts of
-    the rows that share the prompt, so that answers that begin with the same words keep them. A pair with no common
-    prompt, or an answer that the split leaves empty or punctuation only, is an invalid row. A ``margin`` column
-    must hold a finite number in every row; a prompt's merged row then has ``pairs`` and ``margins`` (TRL's loss
+    the rows that share the prompt, so that answers that begin with the same words keep them; the whitespace after
+    the prompt begins each answer, so that prompt + answer is the text given. A pair with no common prompt, or an
+    answer that the split leaves empty or punctuation only, is an invalid row. A ``margin`` column must hold a
+    finite number in every row; a prompt's merged row then has ``pairs`` and ``margins`` (TRL's loss
     ``-log sigmoid(r_chosen - r_rejected - margin)``), with margin 0.0 for a pair implied only by the transitive
     closure.
 

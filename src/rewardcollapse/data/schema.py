@@ -403,10 +403,14 @@ def _split_conversations(chosen: list, rejected: list, where: str) -> tuple[tupl
 
 
 def split_at_prompt(prompt: str, chosen: str, rejected: str, where: str) -> tuple[tuple | None, RowError | None]:
-    """Split two texts that start with ``prompt`` and whitespace; the whitespace belongs to neither part."""
+    """Split two texts that start with ``prompt`` and whitespace; the whitespace begins the answers.
+
+    So ``prompt + answer`` is each text exactly, as TRL tokenises it (the whole text), and every row of a prompt
+    group shares one prompt whatever whitespace separates it from the answer.
+    """
     if not prompt:
         return None, _no_common_prompt(where, conversations=False)
-    return _answers(prompt, chosen[len(prompt) :].lstrip(), rejected[len(prompt) :].lstrip(), where)
+    return _answers(prompt, chosen[len(prompt) :], rejected[len(prompt) :], where)
 
 
 def _answers(prompt: Any, chosen: Any, rejected: Any, where: str) -> tuple[tuple | None, RowError | None]:
@@ -450,7 +454,9 @@ def split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     Conversations (lists of chat messages) split before their final assistant message(s): the prompt is the
     messages both share up to the last one that is not from the assistant; the answers are the assistant messages
     after it. Texts split at the last whitespace of their common prefix, so that no word is cut; the whitespace
-    between the prompt and the answers belongs to neither.
+    between the prompt and the answers begins the answers, so that ``prompt + chosen`` and ``prompt + rejected``
+    are the texts given, character for character (TRL tokenises an implicit-prompt row as its whole text, and
+    ``sequence_format="trl"`` joins prompt and answer as they are).
 
     Parameters
     ----------
@@ -481,7 +487,7 @@ def split_implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     Examples
     --------
     >>> split_implicit_prompt("Q: hi A: yes", "Q: hi A: yeah")
-    ('Q: hi A:', 'yes', 'yeah')
+    ('Q: hi A:', ' yes', ' yeah')
     >>> user = {"role": "user", "content": "2+2?"}
     >>> prompt, chosen, rejected = split_implicit_prompt(
     ...     [user, {"role": "assistant", "content": "4"}], [user, {"role": "assistant", "content": "5"}]

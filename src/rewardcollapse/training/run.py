@@ -33,6 +33,7 @@ from rewardcollapse.training.checkpoints import resume_checkpoint
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import RankingRewardConfig
 from rewardcollapse.training.models import (
+    TRAINING_DTYPE,
     default_backbone,
     fit_max_length,
     load_reward_model,
@@ -136,7 +137,9 @@ def train_reward_model(
     Parameters
     ----------
     model : str or None
-        Hub name or local path of the backbone; None for :func:`default_backbone`.
+        Hub name or local path of the backbone; None for :func:`default_backbone`. Its weights are loaded in
+        float32 (:data:`~rewardcollapse.training.models.TRAINING_DTYPE`) whatever they were stored in; mixed
+        precision is the ``precision`` setting's autocast.
     data, eval_data : str, Path or datasets.Dataset
         Training and optional evaluation data, any source :func:`rewardcollapse.data.load_rankings` reads.
     output_dir : str or Path, optional
@@ -198,7 +201,7 @@ def _train(
     train = _load_data(data, "data", input_format, skip_invalid)
     evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid)
     set_seed(args.seed)  # the new score head's initial weights too
-    network, tokenizer = load_reward_model(model or default_backbone())
+    network, tokenizer = load_reward_model(model or default_backbone(), dtype=TRAINING_DTYPE)
     trainer = RankingRewardTrainer(
         model=network,
         args=args,

@@ -29,6 +29,7 @@ from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.models import (
     MODEL_SETTINGS_FILE,
+    TRAINING_DTYPE,
     anchor_adapter_base,
     check_single_score,
     disable_dropout,
@@ -106,8 +107,10 @@ class RankingRewardTrainer(Trainer):
 
     Parameters
     ----------
-    model : transformers.PreTrainedModel
-        A sequence classifier with one output (see :func:`load_reward_model`).
+    model : transformers.PreTrainedModel or str
+        A sequence classifier with one output (see :func:`load_reward_model`), or its Hub name or path, loaded
+        with its weights in float32 (:data:`~rewardcollapse.training.models.TRAINING_DTYPE`) whatever it was
+        stored in, as TRL does; a model object is trained in the dtype it has.
     args : RankingRewardConfig
         Training arguments, including the utility (fixed or ``"prompt-aware"``), ``eps``, ``normalize`` and
         ``max_length``.
@@ -142,7 +145,7 @@ class RankingRewardTrainer(Trainer):
         # that two runs with one seed are the same run.
         set_seed(args.seed)
         if isinstance(model, str):  # a Hub name or a path, as TRL takes it
-            model, tokenizer = load_reward_model(model)
+            model, tokenizer = load_reward_model(model, dtype=TRAINING_DTYPE)
             processing_class = tokenizer if processing_class is None else processing_class
         check_single_score(model)
         if processing_class is None and data_collator is None:
@@ -150,10 +153,10 @@ class RankingRewardTrainer(Trainer):
         if processing_class is not None:
             set_padding_token(processing_class, model)
         self.sequence_format = resolve_sequence_format(args.sequence_format, model)
-        if args.disable_dropout:
-            disable_dropout(model)
         if peft_config is not None:
             model = wrap_with_peft(model, peft_config, gradient_checkpointing=args.gradient_checkpointing)
+        if args.disable_dropout:  # after wrapping, so that the adapters' own dropout (`lora_dropout`) is off too
+            disable_dropout(model)
         use_shared, self.layout = resolve_shared_prompt(args.shared_prompt, model)
         if use_shared:
             rows = args.world_size > 1 or args.gradient_checkpointing  # one forward per backward, or no cache
