@@ -852,3 +852,74 @@ def test_evaluation_settings_train_with_evaluation_data(tmp_path, tiny_dir):
         )
         == 0
     )
+
+
+HUB_DATA = "trl-lib/ultrafeedback_binarized"
+
+
+def test_a_saved_model_folder_holds_its_model_card(tmp_path, tokenizer, tiny_model):
+    from huggingface_hub import ModelCard
+
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
+    args = config(tmp_path, max_steps=1, utility="-1/x", pair_weighting="pair")
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.save_model(str(tmp_path / "saved"))
+    card = ModelCard.load(tmp_path / "saved" / "README.md")
+    assert card.data.tags[:2] == ["rewardcollapse", "reward-model"]
+    assert card.data.model_name == "out" and card.data.library_name == "transformers"
+    text = card.text
+    assert "**Utility:** `-1/x` for every prompt" in text and "each ranked pair weighs the same" in text
+    assert "s = sigmoid(r)" in text and "8 rankings" in text and "sequence format `pair`" in text
+    assert "Reward Collapse in Aligning Large Language Models" in text and "arXiv:2305.17608" in text
+    assert "@article{" in text and "Song, Ziang and Cai, Tianle and Lee, Jason D. and Su, Weijie J." in text
+    # TRL's arguments; the data set and tags stay for later saves
+    trainer.create_model_card(model_name="my-rm", dataset_name=HUB_DATA, tags=["mine"])
+    named = ModelCard.load(tmp_path / "out" / "README.md")
+    assert named.data.model_name == "my-rm" and named.data.datasets == [HUB_DATA]
+    assert named.data.tags == ["rewardcollapse", "reward-model", "mine"]
+    trainer.save_model(str(tmp_path / "again"))
+    again = ModelCard.load(tmp_path / "again" / "README.md")
+    assert again.data.datasets == [HUB_DATA] and again.data.tags == named.data.tags
+
+
+def test_push_to_hub_takes_trls_arguments_and_uploads_the_card_with_the_model(tmp_path, tokenizer, tiny_model):
+    from unittest import mock
+
+    from huggingface_hub import HfApi, ModelCard
+
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
+    args = config(tmp_path, max_steps=1, hub_model_id="someone/tiny-rm")
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    uploaded = {}
+
+    def upload_folder(self, *, folder_path, repo_id, ignore_patterns, **kwargs):  # what the Hub would receive
+        uploaded.update(repo_id=repo_id, files=sorted(p.name for p in Path(folder_path).iterdir()))
+        uploaded.update(ignored=ignore_patterns, card=ModelCard.load(Path(folder_path) / "README.md"))
+        return "commit"
+
+    repo = SimpleNamespace(repo_id="someone/tiny-rm")
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=repo) as create_repo,
+        mock.patch.object(HfApi, "upload_folder", upload_folder),
+    ):
+        # as TRL's reward.py calls it
+        assert trainer.push_to_hub(dataset_name=HUB_DATA, tags="mine") == "commit"
+    assert create_repo.call_args.args == ("someone/tiny-rm",)
+    assert uploaded["repo_id"] == "someone/tiny-rm"
+    assert {"README.md", "config.json", "model.safetensors", "rewardcollapse.json"} <= set(uploaded["files"])
+    assert {"tokenizer_config.json", "training_args.bin"} <= set(uploaded["files"])
+    card = uploaded["card"]
+    assert card.data.datasets == [HUB_DATA] and card.data.model_name == "tiny-rm"
+    assert card.data.tags[:3] == ["rewardcollapse", "reward-model", "mine"]
+    assert "arXiv:2305.17608" in card.text
+
+
+def test_train_reward_model_saves_the_model_card(tmp_path, tiny_dir):
+    from huggingface_hub import ModelCard
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    output = tmp_path / "model"
+    assert main(train_args(tiny_dir, data, output, "--steps", "1", "--save_strategy", "no")) == 0
+    card = ModelCard.load(output / "README.md")
+    assert card.data.model_name == "model" and card.data.tags[:2] == ["rewardcollapse", "reward-model"]
+    assert f"**Base model:** `{tiny_dir}`" in card.text and card.data.base_model is None  # a local folder

@@ -216,6 +216,8 @@ def _train(
     if merge_lora:
         trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     _save_final_model(trainer, Path(args.output_dir))
+    if isinstance(data, str) and not Path(data).exists():  # a Hub data set: named in the model card
+        trainer.create_model_card(dataset_name=data)
     # Prompts this run trained on: its own steps (not those before a resume), each at most the whole dataset.
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     prompts = (outcome.global_step - start_step) * min(per_step, len(train))
