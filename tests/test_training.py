@@ -923,3 +923,63 @@ def test_train_reward_model_saves_the_model_card(tmp_path, tiny_dir):
     card = ModelCard.load(output / "README.md")
     assert card.data.model_name == "model" and card.data.tags[:2] == ["rewardcollapse", "reward-model"]
     assert f"**Base model:** `{tiny_dir}`" in card.text and card.data.base_model is None  # a local folder
+
+
+SCORED_PAIRS = [  # question 1 and 2 come back later; answers recur across rows
+    ("Question 1: explain topic 1.", " The answer is yes because", " The answer is no"),
+    ("Question 2: explain topic 2.", " a long and careful one", " short"),
+    ("Question 1: explain topic 1.", " The answer is yes because", " maybe"),
+    ("Question 3: explain topic 3.", " The answer is maybe", " no"),
+    ("Question 2: explain topic 2.", " short", " no"),
+]
+
+
+def _pair_row(prompt, chosen, rejected, kind):
+    if kind.startswith("conversational"):
+        prompt = [{"role": "user", "content": prompt}]
+        chosen, rejected = ([{"role": "assistant", "content": text.strip()}] for text in (chosen, rejected))
+    if kind.endswith("implicit"):
+        return {"chosen": prompt + chosen, "rejected": prompt + rejected}
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+@pytest.fixture(scope="module")
+def decoder_dir(tmp_path_factory, decoder_tokenizer, tiny_decoder):
+    """A tiny decoder reward model and its tokenizer saved to a folder."""
+    path = tmp_path_factory.mktemp("decoder")
+    tiny_decoder("llama").save_pretrained(path)
+    decoder_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit", "conversational", "conversational-implicit"])
+def test_score_writes_a_pairwise_file_back_row_by_row(tmp_path, decoder_dir, capsys, kind):
+    from scipy import special
+
+    model = decoder_dir
+    rows = [{**_pair_row(*pair, kind), "id": i} for i, pair in enumerate(SCORED_PAIRS)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    output = tmp_path / "scores.jsonl"
+    result = score_file(model=model, data=data, output=output, progress=False, precision="fp32", max_length=64)
+    assert (result.pair_rows, result.prompts, result.answers) == (5, 3, 8)  # each distinct answer scored once
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [{key: line[key] for key in row} for line, row in zip(lines, rows, strict=True)] == rows  # in order
+    # Each row alone, as a two-answer ranking, gives the same two rewards.
+    alone = [
+        _pair_row(*pair, "conversational" if kind.startswith("conversational") else "explicit") for pair in SCORED_PAIRS
+    ]
+    ranked = write_jsonl(
+        tmp_path / "alone.jsonl", [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]} for r in alone]
+    )
+    settings = {"progress": False, "precision": "fp32", "max_length": 64}
+    score_file(model=model, data=ranked, output=tmp_path / "alone-scores.jsonl", **settings)
+    want = [json.loads(line)["rewards"] for line in (tmp_path / "alone-scores.jsonl").read_text().splitlines()]
+    got = [[line["chosen_reward"], line["rejected_reward"]] for line in lines]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    normalized = [[line["normalized_chosen_reward"], line["normalized_rejected_reward"]] for line in lines]
+    np.testing.assert_allclose(normalized, special.expit(got), atol=1e-12)
+    if kind == "explicit":
+        args = ["score", "--model", str(model), "--data", str(data), "--output", str(output), "--max-length", "64"]
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        assert "pair rows" in printed and f"wrote {output} (one line per input row, in its order)" in printed

@@ -342,7 +342,8 @@ def _score(job: Any, model_input: Any) -> int:
     print()
     shown = {name: value for name, value in dataclasses.asdict(result).items() if value is not None}
     _print_table([(name.replace("_", " "), value) for name, value in shown.items() if name != "output"])
-    print(f"wrote {result.output}")
+    lines = "one line per prompt" if result.pair_rows is None else "one line per input row, in its order"
+    print(f"wrote {result.output} ({lines})")
     return 0
 
 
