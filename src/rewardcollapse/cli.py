@@ -401,6 +401,7 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
             data=args.data,
             output=rewards_path,
             base_model=args.base_model,
+            pairwise_output=False,  # the diagnosis reads rankings, one line per prompt
             **dataclasses.asdict(model_input),
         )
     diagnosis = diagnose_file(rewards_path, levels)  # checks every row before anything is written

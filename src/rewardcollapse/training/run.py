@@ -334,6 +334,7 @@ def score_file(
     shared_prompt: str = "auto",
     shared_prompt_row_tokens: int = ModelInput.shared_prompt_row_tokens,
     base_model: str | None = None,
+    pairwise_output: bool = True,
 ) -> ScoreResult:
     """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt or pair row.
 
@@ -353,7 +354,8 @@ def score_file(
     architecture; ``shared_prompt="auto"`` encodes each prompt once for its answers on causal models;
     ``precision="auto"`` uses bf16 where the machine computes it natively. ``base_model``: for a ``model`` folder of
     adapters, the base model to load them on instead of the one their ``adapter_config.json`` names (see
-    :func:`~rewardcollapse.training.load_reward_model`).
+    :func:`~rewardcollapse.training.load_reward_model`). ``pairwise_output=False`` writes a pairwise file as rankings
+    too, one line per prompt (what ``diagnose`` reads).
 
     Returns
     -------
@@ -388,6 +390,7 @@ def score_file(
             skip_invalid=skip_invalid,
             progress=progress,
             description=description,
+            pairwise_output=pairwise_output,
         )
 
 
@@ -403,6 +406,7 @@ def _score(
     skip_invalid: bool,
     progress: bool,
     description: str,
+    pairwise_output: bool,
 ) -> ScoreResult:
     """The work of :func:`score_file` once the output file is checked and held."""
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
@@ -432,7 +436,8 @@ def _score(
         shared=shared,
     )
     table = read_table(data)  # the rows as given: a pairwise file is written back row by row
-    pairwise = (detect_format(table.column_names) if input_format == "auto" else input_format) == "pairwise"
+    given = detect_format(table.column_names) if input_format == "auto" else input_format
+    pairwise = pairwise_output and given == "pairwise"
     pair_rows = (table, pair_positions(table, dataset)) if pairwise else None
     normalized, pairs = _write_scores(output, dataset, scored, cut, indistinguishable, pair_rows=pair_rows)
     told_apart = ~np.asarray(indistinguishable)
