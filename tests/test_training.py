@@ -983,3 +983,21 @@ def test_score_writes_a_pairwise_file_back_row_by_row(tmp_path, decoder_dir, cap
         assert main(args) == 0
         printed = capsys.readouterr().out
         assert "pair rows" in printed and f"wrote {output} (one line per input row, in its order)" in printed
+
+
+def test_an_adapter_folders_model_card_says_peft(tmp_path, decoder_tokenizer, tiny_decoder):
+    from huggingface_hub import ModelCard
+    from peft import LoraConfig
+
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("llama"),
+        args=config(tmp_path),
+        train_dataset=load_rankings(datasets.Dataset.from_list(ranking_rows())),
+        processing_class=decoder_tokenizer,
+        peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]),
+    )
+    trainer.save_model(str(tmp_path / "adapters"))
+    assert (tmp_path / "adapters" / "adapter_config.json").exists()
+    card = ModelCard.load(tmp_path / "adapters" / "README.md")  # ours, in place of peft's
+    assert card.data.library_name == "peft" and card.data.tags[:2] == ["rewardcollapse", "reward-model"]
+    assert "AutoPeftModelForSequenceClassification.from_pretrained" in card.text

@@ -60,6 +60,17 @@ def _tags(tags: str | list[str] | None, extra: list[str]) -> list[str]:
     return list(dict.fromkeys([*MODEL_CARD_TAGS, *given, *extra]))
 
 
+def _usage(model_name: str, adapters: bool) -> str:
+    """The lines that load the model: the adapters on their base with peft, or the whole model."""
+    loader = "AutoPeftModelForSequenceClassification" if adapters else "AutoModelForSequenceClassification"
+    source = "peft" if adapters else "transformers"
+    return (
+        f"from {source} import {loader}\nfrom transformers import AutoTokenizer\n\n"
+        f'model = {loader}.from_pretrained("{model_name}", num_labels=1)\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{model_name}")'
+    )
+
+
 def model_card(
     *,
     args: Any,
@@ -70,6 +81,7 @@ def model_card(
     model_tags: list[str] | None = None,
     sequence_format: str,
     train_prompts: int | None = None,
+    adapters: bool = False,
 ) -> ModelCard:
     """The model card of a reward model trained with ``args``.
 
@@ -93,6 +105,8 @@ def model_card(
         How the model reads a (prompt, answer) pair.
     train_prompts : int, optional
         How many rankings (prompts) the training data held.
+    adapters : bool, default False
+        The folder holds LoRA adapters (peft) on ``base_model``, not a whole model.
 
     Returns
     -------
@@ -103,7 +117,7 @@ def model_card(
     metadata = ModelCardData(
         base_model=hub_base,
         datasets=[dataset_name] if dataset_name else None,
-        library_name="transformers",
+        library_name="peft" if adapters else "transformers",
         model_name=model_name,
         pipeline_tag="text-classification",
         tags=_tags(tags, list(model_tags or [])),
@@ -137,10 +151,7 @@ prompt makes them collapse to one distribution for every prompt (Song et al., 20
 ## Usage
 
 ```python
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-model = AutoModelForSequenceClassification.from_pretrained("{model_name}")
-tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+{_usage(model_name, adapters)}
 ```
 
 or score a file of rankings or of TRL's pairwise rows: `rewardcollapse score --model <this folder> --data <file>`.

@@ -364,6 +364,7 @@ class RankingRewardTrainer(Trainer):
             model_tags=getattr(model, "model_tags", None),
             sequence_format=self.sequence_format,
             train_prompts=len(train) if hasattr(train, "__len__") else None,
+            adapters=hasattr(model, "peft_config"),
             **self._card_settings,
         )
 
