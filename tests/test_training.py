@@ -911,7 +911,7 @@ def test_push_to_hub_takes_trls_arguments_and_uploads_the_card_with_the_model(tm
     card = uploaded["card"]
     assert card.data.datasets == [HUB_DATA] and card.data.model_name == "tiny-rm"
     assert card.data.tags[:3] == ["rewardcollapse", "reward-model", "mine"]
-    assert "arXiv:2305.17608" in card.text
+    assert "arXiv:2305.17608" in card.text and 'from_pretrained("someone/tiny-rm", num_labels=1)' in card.text
 
 
 def test_train_reward_model_saves_the_model_card(tmp_path, tiny_dir):

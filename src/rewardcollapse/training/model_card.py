@@ -60,14 +60,18 @@ def _tags(tags: str | list[str] | None, extra: list[str]) -> list[str]:
     return list(dict.fromkeys([*MODEL_CARD_TAGS, *given, *extra]))
 
 
-def _usage(model_name: str, adapters: bool) -> str:
+def _usage(repo: str, adapters: bool) -> str:
     """The lines that load the model: the adapters on their base with peft, or the whole model."""
     loader = "AutoPeftModelForSequenceClassification" if adapters else "AutoModelForSequenceClassification"
-    source = "peft" if adapters else "transformers"
+    imports = (
+        f"from peft import {loader}\nfrom transformers import AutoTokenizer"
+        if adapters
+        else f"from transformers import {loader}, AutoTokenizer"
+    )
     return (
-        f"from {source} import {loader}\nfrom transformers import AutoTokenizer\n\n"
-        f'model = {loader}.from_pretrained("{model_name}", num_labels=1)\n'
-        f'tokenizer = AutoTokenizer.from_pretrained("{model_name}")'
+        f"{imports}\n\n"
+        f'model = {loader}.from_pretrained("{repo}", num_labels=1)\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")'
     )
 
 
@@ -82,6 +86,7 @@ def model_card(
     sequence_format: str,
     train_prompts: int | None = None,
     adapters: bool = False,
+    repo_id: str | None = None,
 ) -> ModelCard:
     """The model card of a reward model trained with ``args``.
 
@@ -107,6 +112,8 @@ def model_card(
         How many rankings (prompts) the training data held.
     adapters : bool, default False
         The folder holds LoRA adapters (peft) on ``base_model``, not a whole model.
+    repo_id : str, optional
+        The Hub repository the usage example loads from; default ``model_name``.
 
     Returns
     -------
@@ -126,7 +133,7 @@ def model_card(
     if train_prompts is not None:
         data += f", {train_prompts} rankings (prompts with their ranked answers)"
     centring = (
-        f" plus {args.center_rewards_coefficient} times the mean over ranked pairs of (r_i + r_j)^2 (centring)"
+        f"\n- **Centring:** plus {args.center_rewards_coefficient} times the mean over ranked pairs of (r_i + r_j)^2."
         if args.center_rewards_coefficient is not None
         else ""
     )
@@ -140,9 +147,9 @@ the `RankingRewardTrainer` of `rewardcollapse` on ranked answers.
 - **Base model:** {f"`{base_model}`" if base_model else "not known"}
 - **Training data:** {data}
 - **Utility:** {_utility(args)}
-- **Loss:** minus the utility U of the score gap s_i - s_j of each ranked pair (answer i ranked above answer j),
-  averaged so that {_WEIGHTED[args.pair_weighting]}, where s is {_NORMALIZED[args.normalize]}; eps = {args.eps}
-  shifts the utilities singular at 0{centring}.
+- **Loss:** -U(s_i - s_j) for each ranked pair (answer i ranked above answer j), where s is
+  {_NORMALIZED[args.normalize]}, averaged so that {_WEIGHTED[args.pair_weighting]}; a utility singular at 0 is
+  shifted by eps = {args.eps}: U(x + eps) - U(eps) (Song et al., 2023, Section 3).{centring}
 - **Input:** sequence format `{sequence_format}`, {length} per (prompt, answer).
 
 The utility decides the shape of the rewards a prompt's answers converge to: a utility that does not depend on the
@@ -151,7 +158,7 @@ prompt makes them collapse to one distribution for every prompt (Song et al., 20
 ## Usage
 
 ```python
-{_usage(model_name, adapters)}
+{_usage(repo_id or model_name, adapters)}
 ```
 
 or score a file of rankings or of TRL's pairwise rows: `rewardcollapse score --model <this folder> --data <file>`.

@@ -365,6 +365,7 @@ class RankingRewardTrainer(Trainer):
             sequence_format=self.sequence_format,
             train_prompts=len(train) if hasattr(train, "__len__") else None,
             adapters=hasattr(model, "peft_config"),
+            repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id,
             **self._card_settings,
         )
 
