@@ -209,6 +209,21 @@ def test_data_and_diagnose_commands(tmp_path, tiny_dir, capsys):
     assert "give --rewards FILE" in capsys.readouterr().err
 
 
+def test_diagnose_scores_a_pairwise_file_per_prompt(tmp_path, tiny_dir, capsys):
+    rows = [
+        {"prompt": f"prompt {p}", "chosen": f"answer {a} " * 3, "rejected": f"answer {a + 1}", "openness": p % 2}
+        for p in range(4)
+        for a in range(2)
+    ]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    output = tmp_path / "diagnosis"
+    args = ["diagnose", "--model", str(tiny_dir), "--data", str(data), "--output", str(output), "--max-length", "64"]
+    assert main(args) == 0
+    scored = [json.loads(line) for line in (output / "rewards.jsonl").read_text().splitlines()]
+    assert len(scored) == 4 and all(len(row["rewards"]) == 4 for row in scored)  # rankings, as diagnose reads
+    assert "collapse index" in capsys.readouterr().out
+
+
 def tiny_config(tmp_path, tiny_dir, *, test_prompts):
     """A reproduce configuration of 2 steps on a tiny BERT and a LongForm-format file."""
     source = longform_file(tmp_path / "lf.jsonl", invalid=0)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rewardcollapse.data import load_rankings, merge_pairs, pair_margins, split_implicit_prompt
+from rewardcollapse.data import load_rankings, merge_pairs, pair_margins, pair_positions, split_implicit_prompt
 from rewardcollapse.data.schema import check_margin, ranking_row
 
 from .conftest import write_jsonl
@@ -426,3 +426,28 @@ def test_pairwise_rows_of_one_prompt_must_agree_and_carry_no_ranking_columns(tmp
     rows_ = [{"prompt": "p", "chosen": "a", "rejected": "b", "pairs": [[1, 0]]}]
     with pytest.raises(ValueError, match=r"with \['pairs'\] columns: each row is one pair"):
         load_rankings(write_jsonl(tmp_path / "e.jsonl", rows_))
+
+
+def test_pair_positions_find_each_rows_answers_in_the_merged_rankings():
+    rows = [
+        {"chosen": "Q1 is it? yes it is", "rejected": "Q1 is it? no"},
+        {"chosen": "Q2 why? because", "rejected": "Q2 why? because"},  # identical answers: dropped
+        {"chosen": "Q1 is it? maybe", "rejected": "Q1 is it? no"},
+        {"chosen": "Q3 how? well", "rejected": "Q3 how? badly"},
+    ]
+    table = datasets.Dataset.from_list(rows)
+    with pytest.warns(UserWarning, match="dropped 1 of"):
+        rankings = load_rankings(table, skip_invalid=True)
+    positions = pair_positions(table, rankings)
+    assert positions[1] is None
+    for row, position in zip(rows, positions, strict=True):
+        if position is not None:
+            p, chosen, rejected = position
+            prompt, responses = rankings[p]["prompt"], rankings[p]["responses"]
+            assert (prompt + responses[chosen], prompt + responses[rejected]) == (row["chosen"], row["rejected"])
+    assert positions[0][0] == positions[2][0] and positions[0][2] == positions[2][2]  # one prompt, one "no"
+    # An explicit prompt finds the answers in that very prompt's ranking, not in one whose texts join alike.
+    explicit = datasets.Dataset.from_list(
+        [{"prompt": "Q", "chosen": " a b", "rejected": " a c"}, {"prompt": "Q a", "chosen": " b", "rejected": " c"}]
+    )
+    assert pair_positions(explicit, load_rankings(explicit)) == [(0, 0, 1), (1, 0, 1)]

@@ -852,3 +852,152 @@ def test_evaluation_settings_train_with_evaluation_data(tmp_path, tiny_dir):
         )
         == 0
     )
+
+
+HUB_DATA = "trl-lib/ultrafeedback_binarized"
+
+
+def test_a_saved_model_folder_holds_its_model_card(tmp_path, tokenizer, tiny_model):
+    from huggingface_hub import ModelCard
+
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
+    args = config(tmp_path, max_steps=1, utility="-1/x", pair_weighting="pair")
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.save_model(str(tmp_path / "saved"))
+    card = ModelCard.load(tmp_path / "saved" / "README.md")
+    assert card.data.tags[:2] == ["rewardcollapse", "reward-model"]
+    assert card.data.model_name == "out" and card.data.library_name == "transformers"
+    text = card.text
+    assert "**Utility:** `-1/x` for every prompt" in text and "each ranked pair weighs the same" in text
+    assert "s = sigmoid(r)" in text and "8 rankings" in text and "sequence format `pair`" in text
+    assert "Reward Collapse in Aligning Large Language Models" in text and "arXiv:2305.17608" in text
+    assert "@article{" in text and "Song, Ziang and Cai, Tianle and Lee, Jason D. and Su, Weijie J." in text
+    # TRL's arguments; the data set and tags stay for later saves
+    trainer.create_model_card(model_name="my-rm", dataset_name=HUB_DATA, tags=["mine"])
+    named = ModelCard.load(tmp_path / "out" / "README.md")
+    assert named.data.model_name == "my-rm" and named.data.datasets == [HUB_DATA]
+    assert named.data.tags == ["rewardcollapse", "reward-model", "mine"]
+    trainer.save_model(str(tmp_path / "again"))
+    again = ModelCard.load(tmp_path / "again" / "README.md")
+    assert again.data.datasets == [HUB_DATA] and again.data.tags == named.data.tags
+
+
+def test_push_to_hub_takes_trls_arguments_and_uploads_the_card_with_the_model(tmp_path, tokenizer, tiny_model):
+    from unittest import mock
+
+    from huggingface_hub import HfApi, ModelCard
+
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
+    args = config(tmp_path, max_steps=1, hub_model_id="someone/tiny-rm")
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    uploaded = {}
+
+    def upload_folder(self, *, folder_path, repo_id, ignore_patterns, **kwargs):  # what the Hub would receive
+        uploaded.update(repo_id=repo_id, files=sorted(p.name for p in Path(folder_path).iterdir()))
+        uploaded.update(ignored=ignore_patterns, card=ModelCard.load(Path(folder_path) / "README.md"))
+        return "commit"
+
+    repo = SimpleNamespace(repo_id="someone/tiny-rm")
+    with (
+        mock.patch.object(HfApi, "create_repo", return_value=repo) as create_repo,
+        mock.patch.object(HfApi, "upload_folder", upload_folder),
+    ):
+        # as TRL's reward.py calls it
+        assert trainer.push_to_hub(dataset_name=HUB_DATA, tags="mine") == "commit"
+    assert create_repo.call_args.args == ("someone/tiny-rm",)
+    assert uploaded["repo_id"] == "someone/tiny-rm"
+    assert {"README.md", "config.json", "model.safetensors", "rewardcollapse.json"} <= set(uploaded["files"])
+    assert {"tokenizer_config.json", "training_args.bin"} <= set(uploaded["files"])
+    card = uploaded["card"]
+    assert card.data.datasets == [HUB_DATA] and card.data.model_name == "tiny-rm"
+    assert card.data.tags[:3] == ["rewardcollapse", "reward-model", "mine"]
+    assert "arXiv:2305.17608" in card.text and 'from_pretrained("someone/tiny-rm", num_labels=1)' in card.text
+
+
+def test_train_reward_model_saves_the_model_card(tmp_path, tiny_dir):
+    from huggingface_hub import ModelCard
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows(4))
+    output = tmp_path / "model"
+    assert main(train_args(tiny_dir, data, output, "--steps", "1", "--save_strategy", "no")) == 0
+    card = ModelCard.load(output / "README.md")
+    assert card.data.model_name == "model" and card.data.tags[:2] == ["rewardcollapse", "reward-model"]
+    assert f"**Base model:** `{tiny_dir}`" in card.text and card.data.base_model is None  # a local folder
+
+
+SCORED_PAIRS = [  # question 1 and 2 come back later; answers recur across rows
+    ("Question 1: explain topic 1.", " The answer is yes because", " The answer is no"),
+    ("Question 2: explain topic 2.", " a long and careful one", " short"),
+    ("Question 1: explain topic 1.", " The answer is yes because", " maybe"),
+    ("Question 3: explain topic 3.", " The answer is maybe", " no"),
+    ("Question 2: explain topic 2.", " short", " no"),
+]
+
+
+def _pair_row(prompt, chosen, rejected, kind):
+    if kind.startswith("conversational"):
+        prompt = [{"role": "user", "content": prompt}]
+        chosen, rejected = ([{"role": "assistant", "content": text.strip()}] for text in (chosen, rejected))
+    if kind.endswith("implicit"):
+        return {"chosen": prompt + chosen, "rejected": prompt + rejected}
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+@pytest.fixture(scope="module")
+def decoder_dir(tmp_path_factory, decoder_tokenizer, tiny_decoder):
+    """A tiny decoder reward model and its tokenizer saved to a folder."""
+    path = tmp_path_factory.mktemp("decoder")
+    tiny_decoder("llama").save_pretrained(path)
+    decoder_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["explicit", "implicit", "conversational", "conversational-implicit"])
+def test_score_writes_a_pairwise_file_back_row_by_row(tmp_path, decoder_dir, capsys, kind):
+    from scipy import special
+
+    model = decoder_dir
+    rows = [{**_pair_row(*pair, kind), "id": i} for i, pair in enumerate(SCORED_PAIRS)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    output = tmp_path / "scores.jsonl"
+    result = score_file(model=model, data=data, output=output, progress=False, precision="fp32", max_length=64)
+    assert (result.pair_rows, result.prompts, result.answers) == (5, 3, 8)  # each distinct answer scored once
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [{key: line[key] for key in row} for line, row in zip(lines, rows, strict=True)] == rows  # in order
+    # Each row alone, as a two-answer ranking, gives the same two rewards.
+    alone = [
+        _pair_row(*pair, "conversational" if kind.startswith("conversational") else "explicit") for pair in SCORED_PAIRS
+    ]
+    ranked = write_jsonl(
+        tmp_path / "alone.jsonl", [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]} for r in alone]
+    )
+    settings = {"progress": False, "precision": "fp32", "max_length": 64}
+    score_file(model=model, data=ranked, output=tmp_path / "alone-scores.jsonl", **settings)
+    want = [json.loads(line)["rewards"] for line in (tmp_path / "alone-scores.jsonl").read_text().splitlines()]
+    got = [[line["chosen_reward"], line["rejected_reward"]] for line in lines]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    normalized = [[line["normalized_chosen_reward"], line["normalized_rejected_reward"]] for line in lines]
+    np.testing.assert_allclose(normalized, special.expit(got), atol=1e-12)
+    if kind == "explicit":
+        args = ["score", "--model", str(model), "--data", str(data), "--output", str(output), "--max-length", "64"]
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        assert "pair rows" in printed and f"wrote {output} (one line per input row, in its order)" in printed
+
+
+def test_an_adapter_folders_model_card_says_peft(tmp_path, decoder_tokenizer, tiny_decoder):
+    from huggingface_hub import ModelCard
+    from peft import LoraConfig
+
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("llama"),
+        args=config(tmp_path),
+        train_dataset=load_rankings(datasets.Dataset.from_list(ranking_rows())),
+        processing_class=decoder_tokenizer,
+        peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]),
+    )
+    trainer.save_model(str(tmp_path / "adapters"))
+    assert (tmp_path / "adapters" / "adapter_config.json").exists()
+    card = ModelCard.load(tmp_path / "adapters" / "README.md")  # ours, in place of peft's
+    assert card.data.library_name == "peft" and card.data.tags[:2] == ["rewardcollapse", "reward-model"]
+    assert "AutoPeftModelForSequenceClassification.from_pretrained" in card.text

@@ -342,7 +342,8 @@ def _score(job: Any, model_input: Any) -> int:
     print()
     shown = {name: value for name, value in dataclasses.asdict(result).items() if value is not None}
     _print_table([(name.replace("_", " "), value) for name, value in shown.items() if name != "output"])
-    print(f"wrote {result.output}")
+    lines = "one line per prompt" if result.pair_rows is None else "one line per input row, in its order"
+    print(f"wrote {result.output} ({lines})")
     return 0
 
 
@@ -400,6 +401,7 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
             data=args.data,
             output=rewards_path,
             base_model=args.base_model,
+            pairwise_output=False,  # the diagnosis reads rankings, one line per prompt
             **dataclasses.asdict(model_input),
         )
     diagnosis = diagnose_file(rewards_path, levels)  # checks every row before anything is written

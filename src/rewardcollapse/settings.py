@@ -403,7 +403,12 @@ class ScoreJob(DataSource):
     _argument_group_name = "data and model"
 
     model: str = field(metadata={"help": "Trained model folder or Hub name."})
-    output: str = field(metadata={"help": "JSONL file: each row plus its rewards and normalized_rewards."})
+    output: str = field(
+        metadata={
+            "help": "JSONL file: each row plus its rewards and normalized_rewards (a TRL pairwise row: "
+            "chosen_reward, rejected_reward and their normalized twins, in the input's row order)."
+        }
+    )
     base_model: str | None = field(
         default=None,
         metadata={

@@ -6,6 +6,7 @@ from rewardcollapse.data.loaders import (
     detect_format,
     load_rankings,
     max_responses,
+    pair_positions,
     read_table,
 )
 from rewardcollapse.data.schema import (
@@ -27,6 +28,7 @@ __all__ = [
     "max_responses",
     "merge_pairs",
     "pair_margins",
+    "pair_positions",
     "ranked_pairs",
     "read_table",
     "split_implicit_prompt",

@@ -30,7 +30,15 @@ from rewardcollapse.data.schema import (
     text_key,
 )
 
-__all__ = ["INPUT_FORMATS", "InputFormat", "detect_format", "load_rankings", "max_responses", "read_table"]
+__all__ = [
+    "INPUT_FORMATS",
+    "InputFormat",
+    "detect_format",
+    "load_rankings",
+    "max_responses",
+    "pair_positions",
+    "read_table",
+]
 
 InputFormat = Literal["ranking", "pairwise", "scored"]
 """A row format; where a setting takes ``"auto"`` too, its type is ``Literal["auto", InputFormat]``."""
@@ -543,3 +551,47 @@ def max_responses(*datasets_: Any) -> int:
         else:
             largest = max([largest, *(len(row["responses"]) for row in dataset)])
     return largest
+
+
+def pair_positions(pairs: Any, rankings: Any) -> list[tuple[int, int, int] | None]:
+    """Where the answers of each pairwise row went when :func:`load_rankings` merged the rows into rankings.
+
+    Parameters
+    ----------
+    pairs : datasets.Dataset
+        TRL pairwise rows (``chosen``/``rejected``, with an explicit ``prompt`` or an implicit one, text or
+        conversational), as :func:`read_table` reads them.
+    rankings : datasets.Dataset
+        ``load_rankings(pairs)``: one row per prompt, each distinct answer once.
+
+    Returns
+    -------
+    list
+        Per row of ``pairs``, in order: ``(ranking row, chosen index, rejected index)`` into ``rankings`` and its
+        ``responses``; None for a row that loading dropped as invalid (``skip_invalid``).
+
+    Notes
+    -----
+    Loading keeps every text whole (the prompt followed by the answer is the row's text, also for an implicit
+    prompt), so a row's answers are found by prompt + answer; with an explicit prompt, in the ranking of that very
+    prompt.
+    """
+    explicit = "prompt" in pairs.column_names
+    prompts = [text_key(prompt) for prompt in rankings["prompt"]]
+    found: dict[str, list[tuple[int, int]]] = {}  # text_key(prompt + answer) -> (ranking row, answer index)
+    for p, (prompt, responses) in enumerate(zip(rankings["prompt"], rankings["responses"], strict=True)):
+        for a, answer in enumerate(responses):
+            found.setdefault(text_key(prompt + answer), []).append((p, a))
+    given = pairs["prompt"] if explicit else [None] * len(pairs)
+    positions: list[tuple[int, int, int] | None] = []
+    for prompt, chosen, rejected in zip(given, pairs["chosen"], pairs["rejected"], strict=True):
+        if explicit:
+            chosen, rejected = prompt + chosen, prompt + rejected
+        rejected_at = dict(found.get(text_key(rejected), []))
+        in_place = [
+            (p, a, rejected_at[p])
+            for p, a in found.get(text_key(chosen), [])
+            if p in rejected_at and (prompt is None or prompts[p] == text_key(prompt))
+        ]
+        positions.append(in_place[0] if in_place else None)
+    return positions

@@ -26,7 +26,7 @@ from rewardcollapse._files import (
 )
 from rewardcollapse.core.checks import check_positive_int
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.data import load_rankings, max_responses, ranked_pairs
+from rewardcollapse.data import detect_format, load_rankings, max_responses, pair_positions, ranked_pairs, read_table
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.settings import MAX_LENGTH, ModelInput, ScoreJob
 from rewardcollapse.training.checkpoints import resume_checkpoint
@@ -116,6 +116,9 @@ class ScoreResult:
     reward_mean: float
     reward_std: float
     reward_spread: float
+    pair_rows: int | None = None
+    """Input rows written with a reward for their chosen and rejected answers (a pairwise file); None for a file
+    of rankings (one output row per prompt)."""
 
 
 def train_reward_model(
@@ -216,6 +219,8 @@ def _train(
     if merge_lora:
         trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     _save_final_model(trainer, Path(args.output_dir))
+    if isinstance(data, str) and not Path(data).exists():  # a Hub data set: named in the model card
+        trainer.create_model_card(dataset_name=data)
     # Prompts this run trained on: its own steps (not those before a resume), each at most the whole dataset.
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     prompts = (outcome.global_step - start_step) * min(per_step, len(train))
@@ -329,21 +334,28 @@ def score_file(
     shared_prompt: str = "auto",
     shared_prompt_row_tokens: int = ModelInput.shared_prompt_row_tokens,
     base_model: str | None = None,
+    pairwise_output: bool = True,
 ) -> ScoreResult:
-    """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt.
+    """Score every answer of ``data`` with a trained reward model and write one JSON line per prompt or pair row.
 
-    Each output line is the ranking row plus ``rewards`` (raw scores), ``normalized_rewards`` (their sigmoid, in
-    [0, 1], the scale the paper's loss works on), ``truncated`` (how many of its answers were cut at ``max_length``)
-    and ``indistinguishable`` (True when its answers were all cut to the same tokens, so their rewards are equal by
-    construction). Cut answers are counted and warned about (a ``UserWarning`` with the counts and the fix);
-    indistinguishable prompts are left out of the ranking metrics, and when every prompt is one, scoring is refused
-    before the model runs. The settings of the model input (``max_length``,
-    ``forward_batch_size``, ``precision``, ``sequence_format``, ``shared_prompt``, ``shared_prompt_row_tokens``)
-    are those of :class:`~rewardcollapse.settings.ModelInput`, as in training: ``sequence_format="auto"`` reads the
-    model the way it was trained (its saved settings), or else as suits its architecture; ``shared_prompt="auto"``
-    encodes each prompt once for its answers on causal models; ``precision="auto"`` uses bf16 where the machine
-    computes it natively. ``base_model``: for a ``model`` folder of adapters, the base model to load them on instead
-    of the one their ``adapter_config.json`` names (see :func:`~rewardcollapse.training.load_reward_model`).
+    A file of TRL's pairwise rows (``chosen``/``rejected``; explicit, implicit or conversational prompts) gives one
+    output line per input row, in the input's order: the row as given plus ``chosen_reward``, ``rejected_reward``,
+    their sigmoids ``normalized_chosen_reward`` and ``normalized_rejected_reward``, and ``indistinguishable`` (of
+    its prompt); each distinct answer of a prompt is still scored once, and a row dropped as invalid
+    (``skip_invalid``) gets None rewards. For ranking data each output line is the ranking row plus ``rewards``
+    (raw scores), ``normalized_rewards`` (their sigmoid, in [0, 1], the scale the paper's loss works on),
+    ``truncated`` (how many of its answers were cut at ``max_length``) and ``indistinguishable`` (True when its
+    answers were all cut to the same tokens, so their rewards are equal by construction). Cut answers are counted
+    and warned about (a ``UserWarning`` with the counts and the fix); indistinguishable prompts are left out of the
+    ranking metrics, and when every prompt is one, scoring is refused before the model runs. The settings of the
+    model input (``max_length``, ``forward_batch_size``, ``precision``, ``sequence_format``, ``shared_prompt``,
+    ``shared_prompt_row_tokens``) are those of :class:`~rewardcollapse.settings.ModelInput`, as in training:
+    ``sequence_format="auto"`` reads the model the way it was trained (its saved settings), or else as suits its
+    architecture; ``shared_prompt="auto"`` encodes each prompt once for its answers on causal models;
+    ``precision="auto"`` uses bf16 where the machine computes it natively. ``base_model``: for a ``model`` folder of
+    adapters, the base model to load them on instead of the one their ``adapter_config.json`` names (see
+    :func:`~rewardcollapse.training.load_reward_model`). ``pairwise_output=False`` writes a pairwise file as rankings
+    too, one line per prompt (what ``diagnose`` reads).
 
     Returns
     -------
@@ -378,6 +390,7 @@ def score_file(
             skip_invalid=skip_invalid,
             progress=progress,
             description=description,
+            pairwise_output=pairwise_output,
         )
 
 
@@ -393,6 +406,7 @@ def _score(
     skip_invalid: bool,
     progress: bool,
     description: str,
+    pairwise_output: bool,
 ) -> ScoreResult:
     """The work of :func:`score_file` once the output file is checked and held."""
     dataset = load_rankings(data, input_format=input_format, skip_invalid=skip_invalid)
@@ -421,7 +435,11 @@ def _score(
         description=description,
         shared=shared,
     )
-    normalized, pairs = _write_scores(output, dataset, scored, cut, indistinguishable)
+    table = read_table(data)  # the rows as given: a pairwise file is written back row by row
+    given = detect_format(table.column_names) if input_format == "auto" else input_format
+    pairwise = pairwise_output and given == "pairwise"
+    pair_rows = (table, pair_positions(table, dataset)) if pairwise else None
+    normalized, pairs = _write_scores(output, dataset, scored, cut, indistinguishable, pair_rows=pair_rows)
     told_apart = ~np.asarray(indistinguishable)
     return ScoreResult(
         output=str(output),
@@ -434,6 +452,7 @@ def _score(
         truncated_answers=sum(cut),
         indistinguishable_prompts=int(sum(indistinguishable)),
         **ranking_metrics(normalized[told_apart], pairs[told_apart]),
+        pair_rows=len(table) if pairwise else None,
     )
 
 
@@ -467,19 +486,54 @@ def _check_truncation(cut: list[int], indistinguishable: list[bool], max_length:
 
 
 def _write_scores(
-    output: Path, dataset: Any, scored: Any, cut: list[int], indistinguishable: list[bool]
+    output: Path,
+    dataset: Any,
+    scored: Any,
+    cut: list[int],
+    indistinguishable: list[bool],
+    *,
+    pair_rows: tuple[Any, list[tuple[int, int, int] | None]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Write each row with its rewards as it is scored; return the ``(P, K)`` normalised rewards and their pairs."""
+    """Write the rows with their rewards; return the ``(P, K)`` normalised rewards of the prompts and their pairs.
+
+    Without ``pair_rows`` each ranking row is written as it is scored. With ``pair_rows`` (the input's pairwise
+    rows and :func:`~rewardcollapse.data.pair_positions` of their answers) each input row is written instead, in
+    the input's order, with the rewards of its chosen and rejected answers (each distinct answer scored once, in
+    its prompt's ranking).
+    """
     widest = max(2, max_responses(dataset))
     normalized = np.full((len(dataset), widest), np.nan)
     pairs = np.zeros((len(dataset), widest, widest), dtype=bool)
+    by_prompt = []
     with atomic_write(output) as handle:  # the previous file stays whole until this one is
         for p, (row, rewards) in enumerate(zip(dataset, scored, strict=True)):
             squashed = special.expit(np.asarray(rewards)).tolist()
-            scores = {"rewards": rewards, "normalized_rewards": squashed}
-            flags = {"truncated": cut[p], "indistinguishable": indistinguishable[p]}
-            handle.write(json.dumps({**row, **scores, **flags}) + "\n")
+            if pair_rows is None:
+                scores = {"rewards": rewards, "normalized_rewards": squashed}
+                flags = {"truncated": cut[p], "indistinguishable": indistinguishable[p]}
+                handle.write(json.dumps({**row, **scores, **flags}) + "\n")
+            else:
+                by_prompt.append((rewards, squashed, indistinguishable[p]))
             n = len(rewards)
             normalized[p, :n] = squashed
             pairs[p, :n, :n] = ranked_pairs(row)
+        if pair_rows is not None:
+            for row, position in zip(*pair_rows, strict=True):
+                handle.write(json.dumps({**row, **_pair_scores(position, by_prompt)}) + "\n")
     return normalized, pairs
+
+
+def _pair_scores(position: tuple[int, int, int] | None, by_prompt: list[tuple[Any, Any, bool]]) -> dict[str, Any]:
+    """The rewards of a pairwise row's two answers, from its prompt's; None for a row dropped as invalid."""
+    if position is None:
+        names = ("chosen_reward", "rejected_reward", "normalized_chosen_reward", "normalized_rejected_reward")
+        return {**dict.fromkeys(names), "indistinguishable": None}
+    p, chosen, rejected = position
+    rewards, squashed, indistinguishable = by_prompt[p]
+    return {
+        "chosen_reward": rewards[chosen],
+        "rejected_reward": rewards[rejected],
+        "normalized_chosen_reward": squashed[chosen],
+        "normalized_rejected_reward": squashed[rejected],
+        "indistinguishable": indistinguishable,
+    }

@@ -12,7 +12,9 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import centering_penalty, ranking_loss
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
+from rewardcollapse.training.model_card import MODEL_CARD_FILE, model_card
 from rewardcollapse.training.models import (
     MODEL_SETTINGS_FILE,
     TRAINING_DTYPE,
@@ -306,6 +309,65 @@ class RankingRewardTrainer(Trainer):
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
         settings = {"sequence_format": self.sequence_format, "max_length": self.args.max_length}
         write_text_atomic(folder / MODEL_SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save as the Trainer does, with the model card (``README.md``) in the folder (checkpoints too, as TRL).
+
+        The card keeps the ``dataset_name`` and ``tags`` last given to :meth:`create_model_card`.
+        """
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.args.should_save:
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            write_text_atomic(folder / MODEL_CARD_FILE, str(self._model_card()))
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ) -> None:
+        """Write the model card (``README.md``) into ``args.output_dir``, with TRL's arguments.
+
+        ``Trainer.push_to_hub(**kwargs)`` passes its extra keywords here, so ``push_to_hub(dataset_name=...)``
+        works as in TRL. The card gives the base model, the data, the utility, the loss, the tags
+        ``rewardcollapse`` and ``reward-model`` and the paper's citation
+        (:func:`~rewardcollapse.training.model_card.model_card`).
+
+        Parameters
+        ----------
+        model_name : str, optional
+            The card's title. Default: the last part of ``args.hub_model_id``, else the output folder's name.
+        dataset_name : str, optional
+            The training data's name (a Hub data set id lands in the card's metadata); kept for later saves.
+        tags : str or list of str, optional
+            More tags for the card's metadata; kept for later saves.
+        """
+        given = {"dataset_name": dataset_name, "tags": tags}
+        self._card_settings = {**self._card_settings, **{key: value for key, value in given.items() if value}}
+        if self.is_world_process_zero():
+            card = self._model_card(model_name)
+            write_text_atomic(Path(self.args.output_dir) / MODEL_CARD_FILE, str(card))
+
+    _card_settings: Mapping[str, Any] = MappingProxyType({})  # what create_model_card was given
+
+    def _model_card(self, model_name: str | None = None) -> Any:
+        """The card of the model: :func:`model_card` with what the trainer knows and :meth:`create_model_card` got."""
+        if model_name is None:
+            hub = self.args.hub_model_id
+            model_name = hub.split("/")[-1] if hub else Path(self.args.output_dir).name
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        train = self.train_dataset
+        return model_card(
+            args=self.args,
+            model_name=model_name,
+            base_model=getattr(model.config, "_name_or_path", None) or None,
+            model_tags=getattr(model, "model_tags", None),
+            sequence_format=self.sequence_format,
+            train_prompts=len(train) if hasattr(train, "__len__") else None,
+            adapters=hasattr(model, "peft_config"),
+            repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id,
+            **self._card_settings,
+        )
 
     def truncation_counts(self) -> tuple[int, int]:
         """``(truncated, total)`` training sequences so far, summed over processes in distributed training."""
