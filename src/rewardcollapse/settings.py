@@ -37,6 +37,7 @@ __all__ = [
     "MAX_LENGTH",
     "DataSource",
     "ModelInput",
+    "OverLong",
     "RankingRewardOptions",
     "ScoreJob",
     "TrainJob",
@@ -44,6 +45,9 @@ __all__ = [
     "check_lora_alpha",
     "field_help",
 ]
+
+OverLong = Literal["truncate", "drop"]
+"""What training does with a sequence longer than ``max_length``: cut it, or leave it out as TRL does."""
 
 MAX_LENGTH = 512
 """Tokens per (prompt, answer) sequence, in training and scoring alike, unless set (BERT's 512 positions)."""
@@ -125,9 +129,12 @@ class ModelInput:
             "rows that each carry it once."
         },
     )
-    max_length: int = field(
+    max_length: int | None = field(
         default=MAX_LENGTH,
-        metadata={"help": "Tokens per (prompt, answer) sequence; longer ones are truncated and counted."},
+        metadata={
+            "help": "Tokens per (prompt, answer) sequence; longer ones are truncated and counted (in training: "
+            "see over_long). None (training only): no cut."
+        },
     )
     forward_batch_size: int | None = field(
         default=None,
@@ -148,11 +155,16 @@ class ModelInput:
     def __post_init__(self) -> None:
         self.check_model_input()
 
+    _uncut_allowed = False
+    """Whether ``max_length=None`` (no cut) is allowed: in training, as in TRL; scoring always has a limit."""
+
     def check_model_input(self) -> None:
         """Refuse a choice that is none of its field's, a length below 2 tokens, or a batch size below 1."""
         check_choices(self, ModelInput)
         for name in ("max_length", "shared_prompt_row_tokens"):
             value = getattr(self, name)
+            if name == "max_length" and value is None and self._uncut_allowed:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise InputValueError(f"`{name}` must be at least 2 tokens, got {value!r}")
         check_positive_int(self.forward_batch_size, "forward_batch_size", optional=True)
@@ -262,6 +274,23 @@ class RankingRewardOptions:
     )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Processes that tokenise the datasets (once, before training); None: one."}
+    )
+    over_long: OverLong = field(
+        default="truncate",
+        metadata={
+            "help": "Training sequences longer than max_length. 'truncate': cut them (keeping the end-of-sequence "
+            "token in the trl sequence format) and count them; 'drop': leave each such answer out, and with it "
+            "every ranked pair it is in (TRL's way: it drops the pairwise row), counted and logged; a ranking left "
+            "with fewer than two answers is dropped."
+        },
+    )
+    group_pairs: bool = field(
+        default=True,
+        metadata={
+            "help": "TRL pairwise rows of one prompt: True merges them into one ranking (each answer scored once); "
+            "False keeps each row its own two-answer ranking, so a batch holds per_device_train_batch_size pair "
+            "rows and the loss per step is TRL's."
+        },
     )
 
     def __post_init__(self) -> None:

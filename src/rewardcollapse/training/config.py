@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from transformers import TrainingArguments
@@ -12,6 +14,7 @@ from transformers import TrainingArguments
 from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.settings import ModelInput, RankingRewardOptions
+from rewardcollapse.training.models import TRAINING_DTYPE
 from rewardcollapse.training.precision import choose_precision
 
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
@@ -30,10 +33,63 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
     """
 
     _argument_group_name = "training: every TrainingArguments option and the ranking loss"
+    _VALID_DICT_FIELDS: ClassVar[list[str]] = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+    _uncut_allowed = True
 
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the ranking collator reads the prompt, responses and ranks columns."},
+    )
+    # TRL's RewardConfig fields, with TRL's meaning (tests/test_training.py walks its fields).
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for AutoModelForSequenceClassification.from_pretrained when the trainer "
+            "loads the model by name (dtype, revision, attn_implementation, ...; revision also for the tokenizer). "
+            "Default dtype: float32, as in TRL. A JSON object on the command line."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Let a model or tokenizer loaded by name run the Python code it ships (from_pretrained's "
+            "trust_remote_code); passed on only when set."
+        },
+    )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Set the tokenizer's chat template: a .jinja/.j2 file, or a tokenizer (folder or Hub name) "
+            "whose chat template is copied. Special tokens the template uses must already be in the vocabulary."
+        },
+    )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "End-of-sequence token appended in the trl sequence format (must be in the vocabulary); None: "
+            "the tokenizer's."
+        },
+    )
+    pad_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Padding token (must be in the vocabulary); None: the tokenizer's, else its end-of-sequence "
+            "token. (TRL deprecates it for setting tokenizer.pad_token.)"
+        },
+    )
+    pad_to_multiple_of: int | str | None = field(
+        default=None,
+        metadata={
+            "help": "Pad each batch's sequences to a multiple of this many tokens; 'auto': 128 on Neuron (which "
+            "compiles once per shape), none elsewhere, as TRL; None: no extra padding."
+        },
+    )
+    activation_offloading: bool = field(
+        default=False,
+        metadata={
+            "help": "Move activations to CPU memory during the forward pass and back for the backward pass "
+            "(TRL's mechanism; CUDA only)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -49,6 +105,50 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
         self._resolve_precision()
         TrainingArguments.__post_init__(self)
         self._check_trainer_settings()
+        self._check_trl_fields()
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """What ``from_pretrained`` gets when the trainer loads the model by name, beyond ``num_labels=1``.
+
+        ``model_init_kwargs`` as given, weights in float32 unless it names a ``dtype`` (as TRL), and
+        ``trust_remote_code`` only when it is set.
+        """
+        kwargs = dict(self.model_init_kwargs or {})
+        kwargs.setdefault("dtype", kwargs.pop("torch_dtype", TRAINING_DTYPE))
+        if self.trust_remote_code:
+            kwargs.setdefault("trust_remote_code", True)
+        return kwargs
+
+    def _check_trl_fields(self) -> None:
+        """Check TRL's fields and refuse a feature that cannot run here, before the model is loaded."""
+        if not isinstance(self.model_init_kwargs, dict | None):
+            raise InputTypeError(
+                f"`model_init_kwargs` must be a mapping of from_pretrained arguments (a JSON object on the command "
+                f"line), got {self.model_init_kwargs!r}"
+            )
+        if "num_labels" in (self.model_init_kwargs or {}):
+            raise InputValueError(
+                "`model_init_kwargs` sets num_labels, but a reward model has one output per sequence: leave it out"
+            )
+        value = self.pad_to_multiple_of
+        if isinstance(value, str) and value != "auto":  # the command line gives text, as TRL's parser reads it
+            value = None if value.lower() in ("none", "null") else int(value) if value.isdigit() else value
+        if value == "auto":
+            value = 128 if self.device.type == "neuron" else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputValueError(
+                f"`pad_to_multiple_of` must be a positive number of tokens, 'auto' or None, got {value!r}"
+            )
+        self.pad_to_multiple_of = value
+        if self.activation_offloading and self.device.type != "cuda":
+            raise InputValueError(
+                f"`activation_offloading` moves activations between a CUDA device and the CPU, but this run is on "
+                f"{self.device.type}: leave it off here"
+            )
+        if self.activation_offloading and importlib.util.find_spec("trl") is None:
+            raise InputValueError(
+                "`activation_offloading` runs through TRL's offloading: pip install trl, or leave it off"
+            )
 
     def _check_trainer_settings(self) -> None:
         """Refuse what the Trainer would refuse only once the output folder, the data and the model are there.
