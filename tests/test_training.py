@@ -281,11 +281,11 @@ def test_config_gains_the_torch_free_options_by_inheritance_and_keeps_its_signat
 
     from transformers import TrainingArguments
 
-    from rewardcollapse.settings import ModelInput, RankingRewardOptions
+    from rewardcollapse.settings import ModelInput, ModelLoading, RankingRewardOptions
 
     theirs = {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.init}
     ours = {f.name: f.default for f in dataclasses.fields(RankingRewardConfig) if f.init}
-    project = [f.name for cls in (RankingRewardOptions, ModelInput) for f in dataclasses.fields(cls)]
+    project = [f.name for cls in (RankingRewardOptions, ModelInput, ModelLoading) for f in dataclasses.fields(cls)]
     parameters = list(inspect.signature(RankingRewardConfig).parameters)
     assert parameters[0] == "output_dir" and set(theirs) | set(project) == set(parameters) == set(ours)
     # The fields redefined with this project's help keep TrainingArguments' defaults, but for TRL's two.
@@ -923,3 +923,14 @@ def test_max_length_none_cuts_nothing_and_pad_to_multiple_of_pads(tmp_path, toke
     trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     assert trainer.truncation_counts() == (0, 2)
+
+
+def test_train_command_passes_model_init_kwargs_and_trl_token_fields(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "responses": ["a b", "c"]}] * 2)
+    out = tmp_path / "out"
+    common = ["train", "--data", str(data), "--model", str(tiny_dir), "--output", str(out), "--steps", "1"]
+    extra = ["--report_to", "none", "--precision", "fp32", "--use_cpu", "--max_length", "32"]
+    assert main([*common, *extra, "--model_init_kwargs", '{"dtype": "bfloat16"}']) == 0
+    assert {tensor.dtype for tensor in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    assert main([*common[:-3], str(tmp_path / "out2"), "--steps", "1", *extra, "--pad_token", "<nope>"]) == 2
+    assert "`pad_token` '<nope>' is not in the tokenizer's vocabulary" in capsys.readouterr().err

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_LENGTH",
     "DataSource",
     "ModelInput",
+    "ModelLoading",
     "OverLong",
     "RankingRewardOptions",
     "ScoreJob",
@@ -168,6 +169,67 @@ class ModelInput:
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise InputValueError(f"`{name}` must be at least 2 tokens, got {value!r}")
         check_positive_int(self.forward_batch_size, "forward_batch_size", optional=True)
+
+
+@dataclass
+class ModelLoading:
+    """The fields of ``trl.RewardConfig`` on loading the model and its tokens, with TRL's meaning.
+
+    :class:`~rewardcollapse.training.RankingRewardConfig` inherits them (and checks them once the device is known).
+    """
+
+    _argument_group_name = "model loading and tokens (TRL's RewardConfig fields)"
+
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for AutoModelForSequenceClassification.from_pretrained when the trainer "
+            "loads the model by name (dtype, revision, attn_implementation, ...; revision also for the tokenizer). "
+            "Default dtype: float32, as in TRL. A JSON object on the command line."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Let a model or tokenizer loaded by name run the Python code it ships (from_pretrained's "
+            "trust_remote_code); passed on only when set."
+        },
+    )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Set the tokenizer's chat template: a .jinja/.j2 file, or a tokenizer (folder or Hub name) "
+            "whose chat template is copied. Special tokens the template uses must already be in the vocabulary."
+        },
+    )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "End-of-sequence token appended in the trl sequence format (must be in the vocabulary); None: "
+            "the tokenizer's."
+        },
+    )
+    pad_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Padding token (must be in the vocabulary); None: the tokenizer's, else its end-of-sequence "
+            "token. (TRL deprecates it for setting tokenizer.pad_token.)"
+        },
+    )
+    pad_to_multiple_of: int | str | None = field(
+        default=None,
+        metadata={
+            "help": "Pad each batch's sequences to a multiple of this many tokens; 'auto': 128 on Neuron (which "
+            "compiles once per shape), none elsewhere, as TRL; None: no extra padding."
+        },
+    )
+    activation_offloading: bool = field(
+        default=False,
+        metadata={
+            "help": "Move activations to CPU memory during the forward pass and back for the backward pass "
+            "(TRL's mechanism; CUDA only)."
+        },
+    )
 
 
 @dataclass

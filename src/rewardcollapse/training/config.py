@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputTypeError, InputValueError
-from rewardcollapse.settings import ModelInput, RankingRewardOptions
+from rewardcollapse.settings import ModelInput, ModelLoading, RankingRewardOptions
 from rewardcollapse.training.models import TRAINING_DTYPE
 from rewardcollapse.training.precision import choose_precision
 
@@ -21,13 +21,14 @@ __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
 
 @dataclass
-class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
+class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, TrainingArguments):
     """Training arguments of :class:`RankingRewardTrainer`: every ``TrainingArguments`` field plus the ranking ones.
 
     The ranking loss, model input and most used training fields, with their help and defaults, are those of
-    :class:`~rewardcollapse.settings.RankingRewardOptions` and :class:`~rewardcollapse.settings.ModelInput`, which
-    need no torch (the command line's help is built from them). ``remove_unused_columns`` defaults to False because
-    the collator needs the ranking columns. Launched by ``torchrun``/``accelerate launch`` on a machine without
+    :class:`~rewardcollapse.settings.RankingRewardOptions` and :class:`~rewardcollapse.settings.ModelInput`, TRL's
+    loading and token fields those of :class:`~rewardcollapse.settings.ModelLoading`; they need no torch (the
+    command line's help is built from them). ``remove_unused_columns`` defaults to False because the collator
+    needs the ranking columns. Launched by ``torchrun``/``accelerate launch`` on a machine without
     CUDA, ``use_cpu`` is switched on so that the processes average their gradients (gloo) instead of each training
     alone.
     """
@@ -39,57 +40,6 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the ranking collator reads the prompt, responses and ranks columns."},
-    )
-    # TRL's RewardConfig fields, with TRL's meaning (tests/test_training.py walks its fields).
-    model_init_kwargs: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments for AutoModelForSequenceClassification.from_pretrained when the trainer "
-            "loads the model by name (dtype, revision, attn_implementation, ...; revision also for the tokenizer). "
-            "Default dtype: float32, as in TRL. A JSON object on the command line."
-        },
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={
-            "help": "Let a model or tokenizer loaded by name run the Python code it ships (from_pretrained's "
-            "trust_remote_code); passed on only when set."
-        },
-    )
-    chat_template_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Set the tokenizer's chat template: a .jinja/.j2 file, or a tokenizer (folder or Hub name) "
-            "whose chat template is copied. Special tokens the template uses must already be in the vocabulary."
-        },
-    )
-    eos_token: str | None = field(
-        default=None,
-        metadata={
-            "help": "End-of-sequence token appended in the trl sequence format (must be in the vocabulary); None: "
-            "the tokenizer's."
-        },
-    )
-    pad_token: str | None = field(
-        default=None,
-        metadata={
-            "help": "Padding token (must be in the vocabulary); None: the tokenizer's, else its end-of-sequence "
-            "token. (TRL deprecates it for setting tokenizer.pad_token.)"
-        },
-    )
-    pad_to_multiple_of: int | str | None = field(
-        default=None,
-        metadata={
-            "help": "Pad each batch's sequences to a multiple of this many tokens; 'auto': 128 on Neuron (which "
-            "compiles once per shape), none elsewhere, as TRL; None: no extra padding."
-        },
-    )
-    activation_offloading: bool = field(
-        default=False,
-        metadata={
-            "help": "Move activations to CPU memory during the forward pass and back for the backward pass "
-            "(TRL's mechanism; CUDA only)."
-        },
     )
 
     def __post_init__(self) -> None:
