@@ -934,3 +934,13 @@ def test_train_command_passes_model_init_kwargs_and_trl_token_fields(tmp_path, t
     assert {tensor.dtype for tensor in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
     assert main([*common[:-3], str(tmp_path / "out2"), "--steps", "1", *extra, "--pad_token", "<nope>"]) == 2
     assert "`pad_token` '<nope>' is not in the tokenizer's vocabulary" in capsys.readouterr().err
+
+
+def test_model_init_kwargs_with_a_model_object_is_said_to_be_ignored(tmp_path, tokenizer, tiny_model, caplog):
+    args = RankingRewardConfig(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, model_init_kwargs={"dtype": "bfloat16"}
+    )
+    with caplog.at_level("WARNING", logger="rewardcollapse"):
+        trainer = RankingRewardTrainer(model=tiny_model(), args=args, processing_class=tokenizer)
+    assert "`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored" in caplog.text
+    assert trainer.model.dtype == torch.float32

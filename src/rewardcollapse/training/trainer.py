@@ -151,6 +151,8 @@ class RankingRewardTrainer(Trainer):
         if isinstance(model, str):  # a Hub name or a path, as TRL takes it
             model, tokenizer = load_reward_model(model, model_init_kwargs=args.from_pretrained_kwargs())
             processing_class = tokenizer if processing_class is None else processing_class
+        elif args.model_init_kwargs is not None or args.trust_remote_code:  # as TRL, said rather than ignored
+            _log.warning("`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored")
         check_single_score(model)
         if processing_class is None and data_collator is None:
             raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
