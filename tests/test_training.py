@@ -944,3 +944,24 @@ def test_model_init_kwargs_with_a_model_object_is_said_to_be_ignored(tmp_path, t
         trainer = RankingRewardTrainer(model=tiny_model(), args=args, processing_class=tokenizer)
     assert "`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored" in caplog.text
     assert trainer.model.dtype == torch.float32
+
+
+def test_activation_offloading_wraps_each_loss_in_trls_context_made_once(tmp_path, tokenizer, tiny_model, monkeypatch):
+    import trl.models
+
+    made, entered = [], []
+
+    class Offloading:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(trl.models, "get_act_offloading_ctx_manager", lambda model: made.append(model) or Offloading())
+    args = RankingRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=2, precision="fp32")
+    args.activation_offloading = True  # the config refuses it on a CPU; the wiring is what this checks
+    data = load_rankings(datasets.Dataset.from_list([{"prompt": "p", "responses": ["a b", "c"]}]))
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    assert len(made) == 1 and made[0] is trainer.model and len(entered) == 2
