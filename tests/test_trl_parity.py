@@ -182,3 +182,8 @@ def test_rewardcollapse_trl_config_has_trls_defaults_and_what_the_user_gives_win
     )
     assert RankingRewardConfig(**settings).max_length == 512  # this project's defaults stay its own
     assert issubclass(RewardTrainer, RankingRewardTrainer) and RewardTrainer.config_class is RewardConfig
+    from transformers import HfArgumentParser  # TRL's scripts parse their config from the command line
+
+    argv = ["--output_dir", str(tmp_path), "--report_to", "none", "--pad_to_multiple_of", "16", "--bf16", "False"]
+    (parsed,) = HfArgumentParser(RewardConfig).parse_args_into_dataclasses([*argv, "--model_init_kwargs", '{"a": 1}'])
+    assert (parsed.pad_to_multiple_of, parsed.model_init_kwargs, parsed.precision) == (16, {"a": 1}, "fp32")
