@@ -1,6 +1,7 @@
 """Decoder reward models (Llama, Qwen2, Mistral, GPT-2), built offline: padding, LoRA, gradient checkpointing, API."""
 
 import contextlib
+import copy
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rewardcollapse.cli import main
+from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import load_rankings
 from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
 from rewardcollapse.training.collator import RankingCollator
@@ -418,3 +420,55 @@ def test_adapters_are_read_with_the_settings_saved_beside_them(relative_lora_run
     (adapter / "rewardcollapse.json").write_text(json.dumps({"sequence_format": "pair", "max_length": 64}))
     model, _ = load_reward_model(str(adapter))
     assert resolve_sequence_format("auto", model) == "pair"  # not the decoder's default, "trl"
+
+
+def padded(tokenizer):
+    """A copy of the session's tokenizer that pads with its end-of-sequence token, as the trainer sets it."""
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def test_truncation_keeps_the_end_of_sequence_token_in_the_trl_format(decoder_tokenizer):
+    decoder_tokenizer = padded(decoder_tokenizer)
+    eos = decoder_tokenizer.eos_token_id
+    long = {"prompt": "Question 1: explain topic 1.", "responses": [" a long and careful one" * 6, " no"]}
+    batch = RankingCollator(decoder_tokenizer, max_length=12, sequence_format="trl")([long])
+    assert int(batch["num_truncated"]) == 1
+    assert batch["input_ids"][0].tolist()[-1] == eos and batch["input_ids"].shape[1] == 12
+
+
+def test_over_long_drop_leaves_out_answers_and_their_pairs_as_trl_drops_pairs(decoder_tokenizer, caplog):
+    import logging
+
+    from rewardcollapse.training.collator import tokenize_rankings
+
+    decoder_tokenizer = padded(decoder_tokenizer)
+    long = " a long and careful one" * 6
+    data = datasets.Dataset.from_list(
+        [
+            {"prompt": "Question 1:", "responses": [" yes", long], "pairs": [[0, 1]], "margins": [1.0]},  # dropped
+            {
+                "prompt": "Question 2:",
+                "responses": [" yes", long, " no"],
+                "pairs": [[0, 1], [1, 2], [0, 2]],
+                "margins": [1.0, 2.0, 3.0],
+            },
+            {"prompt": "Question 3:", "responses": [" yes", " no"], "pairs": [[1, 0]], "margins": [0.5]},
+        ]
+    )
+    with caplog.at_level(logging.INFO, logger="rewardcollapse"):
+        kept = tokenize_rankings(
+            data, decoder_tokenizer, max_length=12, name="train", sequence_format="trl", over_long="drop"
+        )
+    assert kept["prompt"] == ["Question 2:", "Question 3:"]
+    assert kept[0]["responses"] == [" yes", " no"] and kept[0]["pairs"] == [[0, 1]] and kept[0]["margins"] == [3.0]
+    assert kept["num_dropped"] == [1, 0] and kept["num_truncated"] == [0, 0]
+    assert all(len(ids) <= 12 for row in kept["input_ids"] for ids in row)
+    assert "train: dropped 2 of 7 sequences longer than max_length=12" in caplog.text
+    assert "1 of 3 rankings were left without a pair and dropped" in caplog.text
+    collate = RankingCollator(decoder_tokenizer, max_length=12, sequence_format="trl", over_long="drop")
+    batch = collate(data.to_list())
+    assert batch["answer_mask"].sum(1).tolist() == [2, 2] and batch["pairs"].sum().item() == 2
+    with pytest.raises(InputValueError, match=r"max_length=12 tokens \(over_long='drop'\)"):
+        collate(data.to_list()[:1])

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "rewardcollapse"
 # the CLI, so it sits beside loss and data. `plots` draws what `diagnostics` computes, so it sits above it.
 # `settings` (the commands' torch-free option dataclasses) reads data's input formats and serves training and the CLI.
 # `estimators` loads its sentence encoder through training.models, so it sits above training, beside experiments.
+# `trl` (TRL's names with TRL's defaults) only renames training's config and trainer, so it sits there too.
 # The package's own __init__ (the public API) gathers core and plots, so it sits with plots.
 LAYERS = [
     ("core",),
@@ -26,7 +27,7 @@ LAYERS = [
     ("diagnostics",),
     ("plots", "settings"),
     ("training",),
-    ("experiments", "estimators"),
+    ("experiments", "estimators", "trl"),
     ("cli",),
 ]
 LAYER = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}

@@ -281,11 +281,11 @@ def test_config_gains_the_torch_free_options_by_inheritance_and_keeps_its_signat
 
     from transformers import TrainingArguments
 
-    from rewardcollapse.settings import ModelInput, RankingRewardOptions
+    from rewardcollapse.settings import ModelInput, ModelLoading, RankingRewardOptions
 
     theirs = {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.init}
     ours = {f.name: f.default for f in dataclasses.fields(RankingRewardConfig) if f.init}
-    project = [f.name for cls in (RankingRewardOptions, ModelInput) for f in dataclasses.fields(cls)]
+    project = [f.name for cls in (RankingRewardOptions, ModelInput, ModelLoading) for f in dataclasses.fields(cls)]
     parameters = list(inspect.signature(RankingRewardConfig).parameters)
     assert parameters[0] == "output_dir" and set(theirs) | set(project) == set(parameters) == set(ours)
     # The fields redefined with this project's help keep TrainingArguments' defaults, but for TRL's two.
@@ -1001,3 +1001,116 @@ def test_an_adapter_folders_model_card_says_peft(tmp_path, decoder_tokenizer, ti
     card = ModelCard.load(tmp_path / "adapters" / "README.md")  # ours, in place of peft's
     assert card.data.library_name == "peft" and card.data.tags[:2] == ["rewardcollapse", "reward-model"]
     assert "AutoPeftModelForSequenceClassification.from_pretrained" in card.text
+
+
+def test_config_has_every_field_of_trls_reward_config():
+    import dataclasses
+
+    import trl
+
+    ours = {spec.name for spec in dataclasses.fields(RankingRewardConfig)}
+    assert [spec.name for spec in dataclasses.fields(trl.RewardConfig) if spec.name not in ours] == []
+
+
+def test_trl_loading_fields_reach_from_pretrained_and_the_tokenizer(tmp_path, tiny_dir, monkeypatch):
+    from transformers import AutoModelForSequenceClassification as Auto
+
+    calls = []
+    load = Auto.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        calls.append(kwargs)
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Auto, "from_pretrained", classmethod(recording))
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    data = load_rankings(datasets.Dataset.from_list([{"prompt": "p", "responses": ["a b", "c"]}]))
+    settings = {"output_dir": str(tmp_path / "out"), "report_to": "none", "use_cpu": True, "precision": "fp32"}
+    args = RankingRewardConfig(
+        **settings,
+        model_init_kwargs='{"dtype": "bfloat16", "revision": "main"}',  # JSON text, as the command line gives it
+        eos_token="[SEP]",
+        pad_token="[UNK]",
+        chat_template_path=str(template),
+    )
+    trainer = RankingRewardTrainer(model=str(tiny_dir), args=args, train_dataset=data)
+    assert calls[-1]["dtype"] == "bfloat16" and calls[-1]["revision"] == "main"
+    assert "trust_remote_code" not in calls[-1]  # passed on only when set
+    assert trainer.model.dtype == torch.bfloat16
+    tokenizer = trainer.processing_class
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("[SEP]", "[UNK]")
+    assert trainer.model.config.pad_token_id == tokenizer.convert_tokens_to_ids("[UNK]")
+    assert trainer.model.config.eos_token_id == tokenizer.convert_tokens_to_ids("[SEP]")
+    assert tokenizer.chat_template == template.read_text()
+    RankingRewardTrainer(model=str(tiny_dir), args=RankingRewardConfig(**settings, trust_remote_code=True))
+    assert calls[-1]["trust_remote_code"] is True and calls[-1]["dtype"] == "float32"
+    with pytest.raises(InputValueError, match="`pad_token` '<nope>' is not in the tokenizer's vocabulary"):
+        RankingRewardTrainer(model=str(tiny_dir), args=RankingRewardConfig(**settings, pad_token="<nope>"))
+
+
+def test_trl_fields_that_cannot_run_or_make_no_sense_are_one_line_errors(tmp_path):
+    settings = {"output_dir": str(tmp_path), "report_to": "none", "use_cpu": True}
+    with pytest.raises(InputValueError, match=r"`activation_offloading` .* CUDA .* this run is on cpu") as error:
+        RankingRewardConfig(**settings, activation_offloading=True)
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputValueError, match="`pad_to_multiple_of` must be a positive number"):
+        RankingRewardConfig(**settings, pad_to_multiple_of="eight")
+    with pytest.raises(InputValueError, match="`model_init_kwargs` sets num_labels"):
+        RankingRewardConfig(**settings, model_init_kwargs={"num_labels": 2})
+    assert RankingRewardConfig(**settings, pad_to_multiple_of="auto").pad_to_multiple_of is None  # not on Neuron
+    assert RankingRewardConfig(**settings, pad_to_multiple_of="8").pad_to_multiple_of == 8
+
+
+def test_max_length_none_cuts_nothing_and_pad_to_multiple_of_pads(tmp_path, tokenizer, tiny_model):
+    rows = [{"prompt": "p " * 40, "responses": ["a b " * 30, "c"]}]
+    batch = RankingCollator(tokenizer, max_length=None, pad_to_multiple_of=8)(rows)
+    assert int(batch["num_truncated"]) == 0 and batch["input_ids"].shape[1] % 8 == 0
+    assert batch["input_ids"].shape[1] >= len(tokenizer("p " * 40, "a b " * 30)["input_ids"])
+    args = RankingRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_length=None, max_steps=1)
+    data = load_rankings(datasets.Dataset.from_list(rows))
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    assert trainer.truncation_counts() == (0, 2)
+
+
+def test_train_command_passes_model_init_kwargs_and_trl_token_fields(tmp_path, tiny_dir, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "responses": ["a b", "c"]}] * 2)
+    out = tmp_path / "out"
+    common = ["train", "--data", str(data), "--model", str(tiny_dir), "--output", str(out), "--steps", "1"]
+    extra = ["--report_to", "none", "--precision", "fp32", "--use_cpu", "--max_length", "32"]
+    assert main([*common, *extra, "--model_init_kwargs", '{"dtype": "bfloat16"}']) == 0
+    assert {tensor.dtype for tensor in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    assert main([*common[:-3], str(tmp_path / "out2"), "--steps", "1", *extra, "--pad_token", "<nope>"]) == 2
+    assert "`pad_token` '<nope>' is not in the tokenizer's vocabulary" in capsys.readouterr().err
+
+
+def test_model_init_kwargs_with_a_model_object_is_said_to_be_ignored(tmp_path, tokenizer, tiny_model, caplog):
+    args = RankingRewardConfig(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, model_init_kwargs={"dtype": "bfloat16"}
+    )
+    with caplog.at_level("WARNING", logger="rewardcollapse"):
+        trainer = RankingRewardTrainer(model=tiny_model(), args=args, processing_class=tokenizer)
+    assert "`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored" in caplog.text
+    assert trainer.model.dtype == torch.float32
+
+
+def test_activation_offloading_wraps_each_loss_in_trls_context_made_once(tmp_path, tokenizer, tiny_model, monkeypatch):
+    import trl.models
+
+    made, entered = [], []
+
+    class Offloading:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(trl.models, "get_act_offloading_ctx_manager", lambda model: made.append(model) or Offloading())
+    args = RankingRewardConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=2, precision="fp32")
+    args.activation_offloading = True  # the config refuses it on a CPU; the wiring is what this checks
+    data = load_rankings(datasets.Dataset.from_list([{"prompt": "p", "responses": ["a b", "c"]}]))
+    trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    assert len(made) == 1 and made[0] is trainer.model and len(entered) == 2

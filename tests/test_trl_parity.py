@@ -154,3 +154,36 @@ def test_pair_format_stays_the_default_for_encoders(tmp_path, tokenizer, tiny_mo
     assert trainer.sequence_format == "pair"
     batch = RankingCollator(tokenizer, max_length=16)([data[0]])
     assert "token_type_ids" in batch and batch["token_type_ids"].sum() > 0  # the answer is the pair's second text
+
+
+def test_rewardcollapse_trl_config_has_trls_defaults_and_what_the_user_gives_wins(tmp_path):
+    import dataclasses
+
+    from rewardcollapse.trl import RewardConfig, RewardTrainer
+
+    settings = {"output_dir": str(tmp_path), "report_to": "none", "use_cpu": True}
+    ours, theirs = RewardConfig(**settings), trl.RewardConfig(**settings)
+    differ = {
+        spec.name: (getattr(ours, spec.name), getattr(theirs, spec.name))
+        for spec in dataclasses.fields(trl.RewardConfig)
+        if repr(getattr(ours, spec.name)) != repr(getattr(theirs, spec.name))
+    }
+    assert differ == {"remove_unused_columns": (False, True)}  # the collator reads the ranking columns
+    semantics = ("utility", "normalize", "pair_weighting", "group_pairs", "over_long", "sequence_format")
+    assert tuple(getattr(ours, name) for name in semantics) == ("logsigmoid", "none", "pair", False, "drop", "trl")
+    assert (ours.precision, ours.shared_prompt) == ("bf16", "off")
+    assert RewardConfig(**settings, bf16=False).precision == "fp32"  # TRL's float32, whatever the CPU offers
+    given = RewardConfig(**settings, utility="log", max_length=None, over_long="truncate", gradient_checkpointing=False)
+    assert (given.utility, given.max_length, given.over_long, given.gradient_checkpointing) == (
+        "log",
+        None,
+        "truncate",
+        False,
+    )
+    assert RankingRewardConfig(**settings).max_length == 512  # this project's defaults stay its own
+    assert issubclass(RewardTrainer, RankingRewardTrainer) and RewardTrainer.config_class is RewardConfig
+    from transformers import HfArgumentParser  # TRL's scripts parse their config from the command line
+
+    argv = ["--output_dir", str(tmp_path), "--report_to", "none", "--pad_to_multiple_of", "16", "--bf16", "False"]
+    (parsed,) = HfArgumentParser(RewardConfig).parse_args_into_dataclasses([*argv, "--model_init_kwargs", '{"a": 1}'])
+    assert (parsed.pad_to_multiple_of, parsed.model_init_kwargs, parsed.precision) == (16, {"a": 1}, "fp32")

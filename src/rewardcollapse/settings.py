@@ -37,6 +37,8 @@ __all__ = [
     "MAX_LENGTH",
     "DataSource",
     "ModelInput",
+    "ModelLoading",
+    "OverLong",
     "RankingRewardOptions",
     "ScoreJob",
     "TrainJob",
@@ -44,6 +46,9 @@ __all__ = [
     "check_lora_alpha",
     "field_help",
 ]
+
+OverLong = Literal["truncate", "drop"]
+"""What training does with a sequence longer than ``max_length``: cut it, or leave it out as TRL does."""
 
 MAX_LENGTH = 512
 """Tokens per (prompt, answer) sequence, in training and scoring alike, unless set (BERT's 512 positions)."""
@@ -125,9 +130,12 @@ class ModelInput:
             "rows that each carry it once."
         },
     )
-    max_length: int = field(
+    max_length: int | None = field(
         default=MAX_LENGTH,
-        metadata={"help": "Tokens per (prompt, answer) sequence; longer ones are truncated and counted."},
+        metadata={
+            "help": "Tokens per (prompt, answer) sequence; longer ones are truncated and counted (in training: "
+            "see over_long). None (training only): no cut."
+        },
     )
     forward_batch_size: int | None = field(
         default=None,
@@ -148,14 +156,80 @@ class ModelInput:
     def __post_init__(self) -> None:
         self.check_model_input()
 
+    _uncut_allowed = False
+    """Whether ``max_length=None`` (no cut) is allowed: in training, as in TRL; scoring always has a limit."""
+
     def check_model_input(self) -> None:
         """Refuse a choice that is none of its field's, a length below 2 tokens, or a batch size below 1."""
         check_choices(self, ModelInput)
         for name in ("max_length", "shared_prompt_row_tokens"):
             value = getattr(self, name)
+            if name == "max_length" and value is None and self._uncut_allowed:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise InputValueError(f"`{name}` must be at least 2 tokens, got {value!r}")
         check_positive_int(self.forward_batch_size, "forward_batch_size", optional=True)
+
+
+@dataclass
+class ModelLoading:
+    """The fields of ``trl.RewardConfig`` on loading the model and its tokens, with TRL's meaning.
+
+    :class:`~rewardcollapse.training.RankingRewardConfig` inherits them (and checks them once the device is known).
+    """
+
+    _argument_group_name = "model loading and tokens (TRL's RewardConfig fields)"
+
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for AutoModelForSequenceClassification.from_pretrained when the trainer "
+            "loads the model by name (dtype, revision, attn_implementation, ...; revision also for the tokenizer). "
+            "Default dtype: float32, as in TRL. A JSON object on the command line."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Let a model or tokenizer loaded by name run the Python code it ships (from_pretrained's "
+            "trust_remote_code); passed on only when set."
+        },
+    )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Set the tokenizer's chat template: a .jinja/.j2 file, or a tokenizer (folder or Hub name) "
+            "whose chat template is copied. Special tokens the template uses must already be in the vocabulary."
+        },
+    )
+    eos_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "End-of-sequence token appended in the trl sequence format (must be in the vocabulary); None: "
+            "the tokenizer's."
+        },
+    )
+    pad_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Padding token (must be in the vocabulary); None: the tokenizer's, else its end-of-sequence "
+            "token. (TRL deprecates it for setting tokenizer.pad_token.)"
+        },
+    )
+    pad_to_multiple_of: int | str | None = field(
+        default=None,
+        metadata={
+            "help": "Pad each batch's sequences to a multiple of this many tokens; 'auto': 128 on Neuron (which "
+            "compiles once per shape), none elsewhere, as TRL; None: no extra padding."
+        },
+    )
+    activation_offloading: bool = field(
+        default=False,
+        metadata={
+            "help": "Move activations to CPU memory during the forward pass and back for the backward pass "
+            "(TRL's mechanism; CUDA only)."
+        },
+    )
 
 
 @dataclass
@@ -262,6 +336,23 @@ class RankingRewardOptions:
     )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Processes that tokenise the datasets (once, before training); None: one."}
+    )
+    over_long: OverLong = field(
+        default="truncate",
+        metadata={
+            "help": "Training sequences longer than max_length. 'truncate': cut them (keeping the end-of-sequence "
+            "token in the trl sequence format) and count them; 'drop': leave each such answer out, and with it "
+            "every ranked pair it is in (TRL's way: it drops the pairwise row), counted and logged; a ranking left "
+            "with fewer than two answers is dropped."
+        },
+    )
+    group_pairs: bool = field(
+        default=True,
+        metadata={
+            "help": "TRL pairwise rows of one prompt: True merges them into one ranking (each answer scored once); "
+            "False keeps each row its own two-answer ranking, so a batch holds per_device_train_batch_size pair "
+            "rows and the loss per step is TRL's."
+        },
     )
 
     def __post_init__(self) -> None:

@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from transformers import TrainingArguments
 
 from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputTypeError, InputValueError
-from rewardcollapse.settings import ModelInput, RankingRewardOptions
+from rewardcollapse.settings import ModelInput, ModelLoading, RankingRewardOptions
+from rewardcollapse.training.models import TRAINING_DTYPE
 from rewardcollapse.training.precision import choose_precision
 
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
 
 @dataclass
-class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
+class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, TrainingArguments):
     """Training arguments of :class:`RankingRewardTrainer`: every ``TrainingArguments`` field plus the ranking ones.
 
     The ranking loss, model input and most used training fields, with their help and defaults, are those of
-    :class:`~rewardcollapse.settings.RankingRewardOptions` and :class:`~rewardcollapse.settings.ModelInput`, which
-    need no torch (the command line's help is built from them). ``remove_unused_columns`` defaults to False because
-    the collator needs the ranking columns. Launched by ``torchrun``/``accelerate launch`` on a machine without
+    :class:`~rewardcollapse.settings.RankingRewardOptions` and :class:`~rewardcollapse.settings.ModelInput`, TRL's
+    loading and token fields those of :class:`~rewardcollapse.settings.ModelLoading`; they need no torch (the
+    command line's help is built from them). ``remove_unused_columns`` defaults to False because the collator
+    needs the ranking columns. Launched by ``torchrun``/``accelerate launch`` on a machine without
     CUDA, ``use_cpu`` is switched on so that the processes average their gradients (gloo) instead of each training
     alone.
     """
 
     _argument_group_name = "training: every TrainingArguments option and the ranking loss"
+    _VALID_DICT_FIELDS: ClassVar[list[str]] = [*TrainingArguments._VALID_DICT_FIELDS, "model_init_kwargs"]
+    _uncut_allowed = True
 
     remove_unused_columns: bool = field(
         default=False,
@@ -49,6 +55,50 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
         self._resolve_precision()
         TrainingArguments.__post_init__(self)
         self._check_trainer_settings()
+        self._check_trl_fields()
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """What ``from_pretrained`` gets when the trainer loads the model by name, beyond ``num_labels=1``.
+
+        ``model_init_kwargs`` as given, weights in float32 unless it names a ``dtype`` (as TRL), and
+        ``trust_remote_code`` only when it is set.
+        """
+        kwargs = dict(self.model_init_kwargs or {})
+        kwargs.setdefault("dtype", kwargs.pop("torch_dtype", TRAINING_DTYPE))
+        if self.trust_remote_code:
+            kwargs.setdefault("trust_remote_code", True)
+        return kwargs
+
+    def _check_trl_fields(self) -> None:
+        """Check TRL's fields and refuse a feature that cannot run here, before the model is loaded."""
+        if not isinstance(self.model_init_kwargs, dict | None):
+            raise InputTypeError(
+                f"`model_init_kwargs` must be a mapping of from_pretrained arguments (a JSON object on the command "
+                f"line), got {self.model_init_kwargs!r}"
+            )
+        if "num_labels" in (self.model_init_kwargs or {}):
+            raise InputValueError(
+                "`model_init_kwargs` sets num_labels, but a reward model has one output per sequence: leave it out"
+            )
+        value = self.pad_to_multiple_of
+        if isinstance(value, str) and value != "auto":  # the command line gives text, as TRL's parser reads it
+            value = None if value.lower() in ("none", "null") else int(value) if value.isdigit() else value
+        if value == "auto":
+            value = 128 if self.device.type == "neuron" else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputValueError(
+                f"`pad_to_multiple_of` must be a positive number of tokens, 'auto' or None, got {value!r}"
+            )
+        self.pad_to_multiple_of = value
+        if self.activation_offloading and self.device.type != "cuda":
+            raise InputValueError(
+                f"`activation_offloading` moves activations between a CUDA device and the CPU, but this run is on "
+                f"{self.device.type}: leave it off here"
+            )
+        if self.activation_offloading and importlib.util.find_spec("trl") is None:
+            raise InputValueError(
+                "`activation_offloading` runs through TRL's offloading: pip install trl, or leave it off"
+            )
 
     def _check_trainer_settings(self) -> None:
         """Refuse what the Trainer would refuse only once the output folder, the data and the model are there.

@@ -209,7 +209,13 @@ def _announce_new_head(backbone: str, keys: tuple[str, ...]) -> None:
     )
 
 
-def load_reward_model(name_or_path: str, *, dtype: torch.dtype | str | None = None, base_model: str | None = None):
+def load_reward_model(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    base_model: str | None = None,
+    model_init_kwargs: dict[str, Any] | None = None,
+):
     """Load ``(model, tokenizer)`` for reward modelling: a sequence classifier with one output.
 
     Works with any Hub name or local path that ``AutoModelForSequenceClassification`` knows, and with a folder of
@@ -229,6 +235,10 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | str | None = No
     base_model : str, optional
         For a folder of adapters: the base model to put them on (Hub name or local folder), instead of the
         ``base_model_name_or_path`` its ``adapter_config.json`` holds (when that base was moved or deleted).
+    model_init_kwargs : dict, optional
+        More keyword arguments for ``AutoModelForSequenceClassification.from_pretrained`` (TRL's
+        ``model_init_kwargs``: ``revision``, ``attn_implementation``, ``trust_remote_code``, a ``dtype`` that
+        replaces ``dtype``, ...); ``revision`` and ``trust_remote_code`` also reach the tokenizer's.
 
     Raises
     ------
@@ -237,24 +247,28 @@ def load_reward_model(name_or_path: str, *, dtype: torch.dtype | str | None = No
         ``adapter_config.json``, the base it holds and ``base_model``; ``base_model`` for a model without adapters.
     """
     if (Path(name_or_path) / "adapter_config.json").is_file():
-        return _load_adapter(Path(name_or_path), dtype, base_model)
+        return _load_adapter(Path(name_or_path), dtype, base_model, model_init_kwargs)
     if base_model is not None:
         raise InputValueError(
             f"`base_model` ({base_model!r}) is for a folder of adapters, but {name_or_path!r} holds no "
             "adapter_config.json; leave `base_model` out"
         )
-    return _load_classifier(name_or_path, dtype, "model")
+    return _load_classifier(name_or_path, dtype, "model", model_init_kwargs)
 
 
-def _load_classifier(name_or_path: str, dtype: Any, option: str):
+def _load_classifier(name_or_path: str, dtype: Any, option: str, model_init_kwargs: dict[str, Any] | None = None):
     """A model (not adapters) as :func:`load_reward_model` returns it; ``option`` is its name in messages."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    kwargs = {"dtype": dtype, **(model_init_kwargs or {})}
+    if "torch_dtype" in kwargs:  # transformers' older name of dtype
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    shared = {key: kwargs[key] for key in ("revision", "trust_remote_code") if key in kwargs}
     with loading_model(name_or_path, option):
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **shared)
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, num_labels=1, dtype=dtype, output_loading_info=True
+                name_or_path, num_labels=1, output_loading_info=True, **kwargs
             )
     backbone = f"{model.base_model_prefix}."
     head = sorted(key for key in info["missing_keys"] if not key.startswith(backbone))
@@ -287,6 +301,64 @@ def set_padding_token(tokenizer: Any, model: Any) -> None:
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = tokenizer.pad_token_id
+
+
+def apply_token_settings(
+    tokenizer: Any,
+    model: Any,
+    *,
+    eos_token: str | None = None,
+    pad_token: str | None = None,
+    chat_template_path: str | None = None,
+) -> None:
+    """Set a tokenizer's end-of-sequence and padding tokens and its chat template, as TRL's fields of those names.
+
+    ``eos_token`` and ``pad_token`` must be in the vocabulary; the model's config is told their ids.
+    ``chat_template_path`` is a ``.jinja``/``.j2`` file or a tokenizer (folder or Hub name) whose template is
+    copied; the special tokens it uses must already be in this vocabulary (no embeddings are added). Then
+    :func:`set_padding_token`.
+
+    Raises
+    ------
+    InputValueError
+        A token not in the vocabulary, or a template source that cannot be read, naming the field.
+    """
+    vocabulary = tokenizer.get_vocab()
+    for name, token in (("eos_token", eos_token), ("pad_token", pad_token)):
+        if token is not None and token not in vocabulary:
+            raise InputValueError(
+                f"`{name}` {token!r} is not in the tokenizer's vocabulary; give a token it has (e.g. "
+                f"{tokenizer.eos_token!r}) or add it to the tokenizer and resize the model's embeddings"
+            )
+    config = getattr(model, "config", None)
+    if eos_token is not None:
+        tokenizer.eos_token = eos_token
+        if config is not None:
+            config.eos_token_id = tokenizer.eos_token_id
+    if pad_token is not None:
+        tokenizer.pad_token = pad_token
+        if config is not None:
+            config.pad_token_id = tokenizer.pad_token_id
+    if chat_template_path is not None:
+        tokenizer.chat_template = _read_chat_template(chat_template_path)
+    set_padding_token(tokenizer, model)
+
+
+def _read_chat_template(path: str) -> str:
+    """The chat template in a Jinja file, or that of the tokenizer at ``path`` (folder or Hub name)."""
+    from transformers import AutoTokenizer
+
+    if Path(path).is_file() and path.endswith((".jinja", ".j2")):
+        return Path(path).read_text(encoding="utf-8")
+    try:
+        template = AutoTokenizer.from_pretrained(path).chat_template
+    except (OSError, ValueError) as error:
+        raise InputValueError(
+            f"`chat_template_path` {path!r} is neither a .jinja/.j2 file nor a tokenizer that loads: {error}"
+        ) from error
+    if not isinstance(template, str):
+        raise InputValueError(f"`chat_template_path` {path!r}: that tokenizer has no chat template; give another")
+    return template
 
 
 def check_single_score(model: Any) -> None:
@@ -377,7 +449,7 @@ def anchor_adapter_base(model: Any) -> None:
             config.base_model_name_or_path = str(Path(name).expanduser().resolve())
 
 
-def _load_adapter(folder: Path, dtype: Any, base_model: str | None):
+def _load_adapter(folder: Path, dtype: Any, base_model: str | None, model_init_kwargs: dict[str, Any] | None = None):
     """A reward model saved as peft adapters: its base model (or ``base_model``) with the adapters on it.
 
     A relative base path in an older ``adapter_config.json`` is looked for in the adapter folder first (adapters
@@ -390,7 +462,7 @@ def _load_adapter(folder: Path, dtype: Any, base_model: str | None):
     config = peft.PeftConfig.from_pretrained(str(folder))
     stored = config.base_model_name_or_path
     if base_model is not None:
-        base, _ = _load_classifier(base_model, dtype, "base_model")
+        base, _ = _load_classifier(base_model, dtype, "base_model", model_init_kwargs)
     elif not stored:
         raise InputValueError(
             f"{config_file} names no base model (the adapters were made on a model built in memory); give it with "
@@ -401,7 +473,7 @@ def _load_adapter(folder: Path, dtype: Any, base_model: str | None):
         beside = folder / stored
         base_model = str(beside.resolve()) if not Path(stored).is_absolute() and beside.is_dir() else stored
         try:
-            base, _ = _load_classifier(base_model, dtype, "base_model_name_or_path")
+            base, _ = _load_classifier(base_model, dtype, "base_model_name_or_path", model_init_kwargs)
         except InputValueError as error:
             path = Path(base_model).expanduser()
             reason = "no such folder" if path.is_absolute() and not path.exists() else str(error.__cause__ or error)
@@ -422,14 +494,15 @@ def _load_adapter(folder: Path, dtype: Any, base_model: str | None):
     return model, tokenizer
 
 
-def fit_max_length(model: Any, max_length: int) -> int:
+def fit_max_length(model: Any, max_length: int | None) -> int | None:
     """``max_length``, lowered with a warning to the model's number of positions when it has fewer.
 
     A BERT-like model with 512 learned positions fails with a shape error on longer inputs; truncating to what it
-    can read (and counting the truncation) is what a user means.
+    can read (and counting the truncation) is what a user means. None (no cut, as TRL's ``max_length=None``) stays
+    None.
     """
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and 0 < limit < max_length:
+    if max_length is not None and isinstance(limit, int) and 0 < limit < max_length:
         warnings.warn(
             f"`max_length` {max_length} exceeds the model's {limit} positions; sequences are cut at {limit}",
             UserWarning,

@@ -33,7 +33,6 @@ from rewardcollapse.training.checkpoints import resume_checkpoint
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import RankingRewardConfig
 from rewardcollapse.training.models import (
-    TRAINING_DTYPE,
     default_backbone,
     fit_max_length,
     load_reward_model,
@@ -204,7 +203,7 @@ def _train(
     train = _load_data(data, "data", input_format, skip_invalid)
     evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid)
     set_seed(args.seed)  # the new score head's initial weights too
-    network, tokenizer = load_reward_model(model or default_backbone(), dtype=TRAINING_DTYPE)
+    network, tokenizer = load_reward_model(model or default_backbone(), model_init_kwargs=args.from_pretrained_kwargs())
     trainer = RankingRewardTrainer(
         model=network,
         args=args,

@@ -8,6 +8,7 @@ TRL's ``RewardTrainer`` and the paper's code feed the model each ranked pair's t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -32,15 +33,14 @@ from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.model_card import MODEL_CARD_FILE, model_card
 from rewardcollapse.training.models import (
     MODEL_SETTINGS_FILE,
-    TRAINING_DTYPE,
     anchor_adapter_base,
+    apply_token_settings,
     check_single_score,
     disable_dropout,
     fit_max_length,
     is_encoder,
     load_reward_model,
     resolve_sequence_format,
-    set_padding_token,
     wrap_with_peft,
 )
 from rewardcollapse.training.precision import score_head_in_float32
@@ -80,6 +80,7 @@ def _prepare_dataset(
             name=name,
             num_proc=args.dataset_num_proc,
             sequence_format=fmt,
+            over_long=args.over_long,
         )
 
 
@@ -130,6 +131,9 @@ class RankingRewardTrainer(Trainer):
         Passed to ``transformers.Trainer``.
     """
 
+    config_class: type[RankingRewardConfig] = RankingRewardConfig
+    """The config class of the default ``args`` (issue 20: the trainer helper owns this hook)."""
+
     def __init__(
         self,
         model: Any = None,
@@ -148,13 +152,21 @@ class RankingRewardTrainer(Trainer):
         # that two runs with one seed are the same run.
         set_seed(args.seed)
         if isinstance(model, str):  # a Hub name or a path, as TRL takes it
-            model, tokenizer = load_reward_model(model, dtype=TRAINING_DTYPE)
+            model, tokenizer = load_reward_model(model, model_init_kwargs=args.from_pretrained_kwargs())
             processing_class = tokenizer if processing_class is None else processing_class
+        elif args.model_init_kwargs is not None or args.trust_remote_code:  # as TRL, said rather than ignored
+            _log.warning("`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored")
         check_single_score(model)
         if processing_class is None and data_collator is None:
             raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
         if processing_class is not None:
-            set_padding_token(processing_class, model)
+            apply_token_settings(
+                processing_class,
+                model,
+                eos_token=args.eos_token,
+                pad_token=args.pad_token,
+                chat_template_path=args.chat_template_path,
+            )
         self.sequence_format = resolve_sequence_format(args.sequence_format, model)
         if peft_config is not None:
             model = wrap_with_peft(model, peft_config, gradient_checkpointing=args.gradient_checkpointing)
@@ -190,6 +202,8 @@ class RankingRewardTrainer(Trainer):
                 closed_utility=args.closed_utility,
                 open_utility=args.open_utility,
                 sequence_format=self.sequence_format,
+                over_long=args.over_long,
+                pad_to_multiple_of=args.pad_to_multiple_of,
             )
         super().__init__(
             model=model,
@@ -221,6 +235,17 @@ class RankingRewardTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._truncated = torch.zeros(2, dtype=torch.long)  # (truncated, total) training sequences
         self._trl_metrics: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+
+    def compute_loss_context_manager(self) -> contextlib.ExitStack:
+        """The Trainer's context of the loss (autocast), with TRL's activation offloading when it is asked for."""
+        stack = super().compute_loss_context_manager()
+        if self.args.activation_offloading:
+            if getattr(self, "_offloading", None) is None:  # made once: it hooks the model's output layer
+                from trl.models import get_act_offloading_ctx_manager
+
+                self._offloading = get_act_offloading_ctx_manager(model=self.model)
+            stack.enter_context(self._offloading)
+        return stack
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Score every answer once, then the ranking loss over all the batch's ranked pairs."""
