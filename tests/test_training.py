@@ -86,8 +86,13 @@ def test_tiny_model_loss_falls_and_every_parameter_changes(tmp_path, tokenizer, 
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p.detach().cpu(), before[name])]
     assert unchanged == []
     metrics = trainer.evaluate(data)
-    assert metrics["eval_pairwise_accuracy"] > 0.9
-    assert set(metrics) >= {"eval_kendall_tau", "eval_reward_mean", "eval_reward_std", "eval_reward_spread"}
+    assert metrics["eval_ranking_pairwise_accuracy"] > 0.9
+    assert set(metrics) >= {
+        "eval_ranking_kendall_tau",
+        "eval_ranking_reward_mean",
+        "eval_ranking_reward_std",
+        "eval_ranking_reward_spread",
+    }
 
 
 def test_minilm_backbone_trains_saves_and_reloads(tmp_path):
@@ -454,7 +459,7 @@ def test_datasets_are_tokenised_once_and_the_collator_only_pads(tmp_path, tokeni
 
     monkeypatch.setattr(collator_module, "encode_rows", no_tokenising)
     trainer.train()
-    assert trainer.evaluate()["eval_pairwise_accuracy"] >= 0
+    assert trainer.evaluate()["eval_ranking_pairwise_accuracy"] >= 0
     truncated, total = trainer.truncation_counts()  # from the map's column: batches of 4, 2 (end of pass), 4 prompts
     assert total == (4 + 2 + 4) * 4 and truncated <= 2
 

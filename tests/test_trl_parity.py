@@ -5,6 +5,7 @@ with TRL's settings (pair weighting, margin, centring) equals ``RewardTrainer.co
 and scored here gives TRL's scores.
 """
 
+import functools
 import json
 
 import datasets
@@ -154,3 +155,155 @@ def test_pair_format_stays_the_default_for_encoders(tmp_path, tokenizer, tiny_mo
     assert trainer.sequence_format == "pair"
     batch = RankingCollator(tokenizer, max_length=16)([data[0]])
     assert "token_type_ids" in batch and batch["token_type_ids"].sum() > 0  # the answer is the pair's second text
+
+
+# Measured goal of issue 20: TRL's documented reward-modelling usage (`RewardConfig(...)`, `RewardTrainer(model=name,
+# args=..., train_dataset=dataset)`, `trainer.train()`, `trainer.evaluate(...)`) runs here with only the classes
+# swapped, and trains the same model: loss per step, final weights and held-out scores equal TRL's to 1e-6.
+
+# TRL's semantics spelled out (rewardcollapse.trl.RewardConfig has them as defaults).
+TRL_SETTINGS = {
+    "utility": "logsigmoid",
+    "normalize": "none",
+    "pair_weighting": "pair",
+    "disable_dropout": True,
+    "group_pairs": False,
+    "sequence_format": "trl",
+    "max_length": 1024,
+    "shared_prompt": "off",  # each pair's two sequences forwarded whole, as TRL forwards them
+    "precision": "fp32",  # `bf16=False` alone is overridden by precision "auto" (bf16 on an AVX512-BF16 CPU)
+}
+WORDS = ("yes", "no", "maybe", "short", "a long and careful one")
+
+
+def text_pairs(n, *, start=0, implicit=False, margin=False):
+    rows = []
+    for i in range(start, start + n):
+        prompt = f"Question {i % 5}: explain topic {i % 5}."
+        chosen, rejected = f" The answer is {WORDS[i % 5]} because of reason {i}.", f" The answer is {WORDS[i % 3]}"
+        row = (
+            {"chosen": prompt + chosen, "rejected": prompt + rejected}
+            if implicit
+            else {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        )
+        rows.append({**row, "margin": 0.1 * (i % 4)} if margin else row)
+    return rows
+
+
+def chat_pairs(n, *, start=0):
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i % 5}: explain topic {i % 5}."}],
+            "chosen": [{"role": "assistant", "content": f"The answer is {WORDS[i % 5]} because of reason {i}."}],
+            "rejected": [{"role": "assistant", "content": f"The answer is {WORDS[i % 3]}"}],
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def sequences(tokenizer, row):
+    """TRL's two token sequences of a pair row: prompt + answer + EOS, or a conversation through the template."""
+    if isinstance(row["chosen"], list):
+        return [
+            tokenizer.apply_chat_template(row["prompt"] + row[key], return_dict=True)["input_ids"]
+            for key in ("chosen", "rejected")
+        ]
+    prompt = row.get("prompt", "")
+    return [tokenizer(prompt + row[key] + tokenizer.eos_token)["input_ids"] for key in ("chosen", "rejected")]
+
+
+def held_out_scores(trainer, rows):
+    model = trainer.model.eval()
+    with torch.no_grad():
+        return [
+            [model(input_ids=torch.tensor([ids])).logits.item() for ids in sequences(trainer.processing_class, row)]
+            for row in rows
+        ]
+
+
+def train_like_a_trl_user(config_class, trainer_class, folder, train, held_out, out, *, peft=False, **settings):
+    """TRL's documented usage: a config, a trainer built from the model's name and the raw data set, train, evaluate."""
+    common = {
+        "output_dir": str(out),
+        "report_to": "none",
+        "use_cpu": True,
+        "bf16": False,
+        "per_device_train_batch_size": 4,  # smaller than the data set: batches follow the sampler's order
+        "max_steps": 10,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 3,
+    }
+    args = config_class(**common, **settings)
+    lora = None
+    if peft:
+        from peft import LoraConfig
+
+        lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"])
+    trainer = trainer_class(
+        model=str(folder), args=args, train_dataset=datasets.Dataset.from_list(train), peft_config=lora
+    )
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    weights = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    evaluation = trainer.evaluate(eval_dataset=datasets.Dataset.from_list(held_out))
+    return losses, weights, held_out_scores(trainer, held_out), evaluation, trainer.state.log_history
+
+
+@pytest.fixture(scope="module")
+def decoder_folder(tmp_path_factory, tiny_decoder, decoder_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_decoder("qwen2", seed=4).save_pretrained(folder)
+    decoder_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        ("explicit", {}),
+        ("implicit", {}),
+        ("conversational", {"gradient_checkpointing": True}),
+        ("explicit", {"peft": True, "gradient_checkpointing": True}),
+        ("margin", {"center_rewards_coefficient": 0.01}),
+    ],
+    ids=["explicit", "implicit", "conversational-checkpointing", "lora-checkpointing", "margin-centring"],
+)
+def test_trl_usage_with_the_classes_swapped_trains_trls_model(tmp_path, decoder_folder, data, options):
+    make = {
+        "explicit": text_pairs,
+        "implicit": functools.partial(text_pairs, implicit=True),
+        "conversational": chat_pairs,
+        "margin": functools.partial(text_pairs, margin=True),
+    }[data]
+    train, held_out = make(16), make(6, start=16)
+    options = {"gradient_checkpointing": False, **options}
+    theirs = train_like_a_trl_user(
+        trl.RewardConfig, trl.RewardTrainer, decoder_folder, train, held_out, tmp_path / "trl", **options
+    )
+    ours = train_like_a_trl_user(
+        RankingRewardConfig,
+        RankingRewardTrainer,
+        decoder_folder,
+        train,
+        held_out,
+        tmp_path / "ours",
+        **TRL_SETTINGS,
+        **options,
+    )
+    assert len(ours[0]) == len(theirs[0]) == 10
+    np.testing.assert_allclose(ours[0], theirs[0], atol=1e-6, rtol=0)
+    assert ours[1].keys() == theirs[1].keys()
+    moved = [name for name in theirs[1] if not torch.equal(theirs[1][name], ours[1][name])]
+    for name in theirs[1]:
+        np.testing.assert_allclose(ours[1][name].numpy(), theirs[1][name].numpy(), atol=1e-6, rtol=0, err_msg=name)
+    np.testing.assert_allclose(ours[2], theirs[2], atol=1e-6, rtol=0)
+    for name in ("eval_loss", "eval_accuracy", "eval_margin", "eval_min_reward", "eval_mean_reward", "eval_max_reward"):
+        assert ours[3][name] == pytest.approx(theirs[3][name], abs=1e-6), name
+    for mine, trls in zip(ours[4], theirs[4], strict=True):  # TRL's logged training metrics, step by step
+        for name in ("accuracy", "margin", "min_reward", "mean_reward", "max_reward", "num_tokens"):
+            if name in trls:
+                assert mine[name] == pytest.approx(trls[name], abs=1e-6), (name, trls.get("step"))
+    assert ours[3]["eval_num_tokens"] == theirs[3]["eval_num_tokens"]
+    assert moved or options.get("peft")  # weights differ from the start, else the comparison says nothing

@@ -83,7 +83,7 @@ class TrainResult:
     truncated_sequences: int
     sequences: int
     eval: dict[str, float] | None = None
-    """The Trainer's evaluation metrics (``eval_loss``, ``eval_pairwise_accuracy``, ...) with ``eval_data``."""
+    """The Trainer's evaluation metrics (``eval_loss``, ``eval_ranking_pairwise_accuracy``, ...) with ``eval_data``."""
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values, ``eval`` only when there was an evaluation (the summary file's layout)."""
