@@ -15,6 +15,9 @@ import torch
 
 trl = pytest.importorskip("trl")
 
+from transformers import AutoTokenizer  # noqa: E402
+
+from rewardcollapse.core.errors import InputTypeError, InputValueError  # noqa: E402
 from rewardcollapse.data import load_rankings  # noqa: E402
 from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer  # noqa: E402
 from rewardcollapse.training.collator import RankingCollator, encode_rows  # noqa: E402
@@ -201,8 +204,22 @@ def chat_pairs(n, *, start=0):
     ]
 
 
+def token_pairs(tokenizer, n, *, start=0):
+    """Pre-tokenised rows (the column names TRL still reads), with margins."""
+    rows = text_pairs(n, start=start, margin=True)
+    return [
+        dict(
+            zip(("chosen_input_ids", "rejected_input_ids"), sequences(tokenizer, row), strict=True),
+            margin=row["margin"],
+        )
+        for row in rows
+    ]
+
+
 def sequences(tokenizer, row):
     """TRL's two token sequences of a pair row: prompt + answer + EOS, or a conversation through the template."""
+    if "chosen_input_ids" in row:
+        return [row["chosen_input_ids"], row["rejected_input_ids"]]
     if isinstance(row["chosen"], list):
         return [
             tokenizer.apply_chat_template(row["prompt"] + row[key], return_dict=True)["input_ids"]
@@ -267,8 +284,9 @@ def decoder_folder(tmp_path_factory, tiny_decoder, decoder_tokenizer):
         ("conversational", {"gradient_checkpointing": True}),
         ("explicit", {"peft": True, "gradient_checkpointing": True}),
         ("margin", {"center_rewards_coefficient": 0.01}),
+        ("tokenised", {}),
     ],
-    ids=["explicit", "implicit", "conversational-checkpointing", "lora-checkpointing", "margin-centring"],
+    ids=["explicit", "implicit", "conversational-checkpointing", "lora-checkpointing", "margin-centring", "tokenised"],
 )
 def test_trl_usage_with_the_classes_swapped_trains_trls_model(tmp_path, decoder_folder, data, options):
     make = {
@@ -276,6 +294,7 @@ def test_trl_usage_with_the_classes_swapped_trains_trls_model(tmp_path, decoder_
         "implicit": functools.partial(text_pairs, implicit=True),
         "conversational": chat_pairs,
         "margin": functools.partial(text_pairs, margin=True),
+        "tokenised": functools.partial(token_pairs, AutoTokenizer.from_pretrained(decoder_folder)),
     }[data]
     train, held_out = make(16), make(6, start=16)
     options = {"gradient_checkpointing": False, **options}
@@ -307,3 +326,72 @@ def test_trl_usage_with_the_classes_swapped_trains_trls_model(tmp_path, decoder_
                 assert mine[name] == pytest.approx(trls[name], abs=1e-6), (name, trls.get("step"))
     assert ours[3]["eval_num_tokens"] == theirs[3]["eval_num_tokens"]
     assert moved or options.get("peft")  # weights differ from the start, else the comparison says nothing
+
+
+def quick(tmp_path, **settings):
+    return RankingRewardConfig(
+        output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, max_steps=1, **{**TRL_SETTINGS, **settings}
+    )
+
+
+def test_args_default_to_the_config_class_in_trls_output_folder(tmp_path, monkeypatch, decoder_folder):
+    monkeypatch.chdir(tmp_path)
+    data = datasets.Dataset.from_list(text_pairs(4))
+    trainer = RankingRewardTrainer(model=str(decoder_folder), train_dataset=data)
+    assert type(trainer.args) is RankingRewardConfig
+    assert trainer.args.output_dir == f"{decoder_folder.name}-Reward"
+
+    class TrlDefaults(RankingRewardConfig):
+        pass
+
+    class Swapped(RankingRewardTrainer):
+        config_class = TrlDefaults
+
+    assert type(Swapped(model=str(decoder_folder), train_dataset=data).args) is TrlDefaults
+
+
+def test_a_model_object_gets_its_tokenizer_from_its_path_and_training_data_is_required(tmp_path, decoder_folder):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(decoder_folder)
+    data = datasets.Dataset.from_list(text_pairs(4))
+    trainer = RankingRewardTrainer(model=model, args=quick(tmp_path), train_dataset=data)
+    assert trainer.processing_class.get_vocab() == AutoTokenizer.from_pretrained(decoder_folder).get_vocab()
+    with pytest.raises(InputValueError, match="`train_dataset` is required"):
+        RankingRewardTrainer(model=model, args=quick(tmp_path))
+    with pytest.raises(InputTypeError, match=r"`train_dataset` must be one data set, got a DatasetDict of \['train'\]"):
+        RankingRewardTrainer(model=model, args=quick(tmp_path), train_dataset=datasets.DatasetDict({"train": data}))
+
+
+def test_trls_data_sets_as_they_are(tmp_path, decoder_folder):
+    """A DatasetDict or dict of evaluation sets, a streamed training set, group_pairs both ways."""
+    train = datasets.Dataset.from_list(text_pairs(8))
+    evaluation = datasets.DatasetDict(
+        {
+            "texts": datasets.Dataset.from_list(text_pairs(3, start=8)),
+            "chats": datasets.Dataset.from_list(chat_pairs(2)),
+        }
+    )
+    trainer = RankingRewardTrainer(
+        model=str(decoder_folder), args=quick(tmp_path), train_dataset=train, eval_dataset=evaluation
+    )
+    assert len(trainer.train_dataset) == 8  # group_pairs=False: one row per pair, as TRL
+    metrics = trainer.evaluate()
+    assert {"eval_texts_loss", "eval_chats_loss", "eval_texts_ranking_pairwise_accuracy", "eval_accuracy"} <= set(
+        metrics
+    )
+    metrics = trainer.evaluate(eval_dataset=datasets.Dataset.from_list(text_pairs(2)))  # raw, as TRL takes it
+    assert {"eval_loss", "eval_accuracy", "eval_mean_reward", "eval_num_tokens"} <= set(metrics)
+    assert {"eval_ranking_pairwise_accuracy", "eval_ranking_reward_mean"} <= set(metrics)
+    assert not {"eval_pairwise_accuracy", "eval_reward_mean"} & set(metrics)  # no name beside TRL's look-alike
+
+    grouped = RankingRewardTrainer(
+        model=str(decoder_folder), args=quick(tmp_path, group_pairs=True), train_dataset=train
+    )
+    assert len(grouped.train_dataset) == 5  # the pairs of each of the 5 prompts merged into one ranking
+
+    streamed = train.to_iterable_dataset()
+    trainer = RankingRewardTrainer(model=str(decoder_folder), args=quick(tmp_path), train_dataset=streamed)
+    assert trainer.train().global_step == 1
+    with pytest.raises(InputValueError, match=r"`train_dataset` is an IterableDataset of pair rows.*group_pairs=False"):
+        RankingRewardTrainer(model=str(decoder_folder), args=quick(tmp_path, group_pairs=True), train_dataset=streamed)

@@ -242,6 +242,14 @@ class RankingRewardOptions:
             "ranked pairs); 'pair': each ranked pair weighs the same (TRL's mean over its pairwise rows)."
         },
     )
+    # issue 20: config helper owns this (the smallest version, so that the trainer's `group_pairs=False` runs)
+    group_pairs: bool = field(
+        default=True,
+        metadata={
+            "help": "TRL pairwise rows: merge the pairs of one prompt into one ranking (each answer scored once); "
+            "False keeps each pair row its own two-answer ranking, a batch of rows as in TRL."
+        },
+    )
     center_rewards_coefficient: float | None = field(
         default=None,
         metadata={

@@ -36,15 +36,6 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, TrainingArguments):
         metadata={"help": "Kept False: the ranking collator reads the prompt, responses and ranks columns."},
     )
 
-    # issue 20: config helper owns this (the smallest version, so that the trainer's `group_pairs=False` runs)
-    group_pairs: bool = field(
-        default=True,
-        metadata={
-            "help": "TRL pairwise rows: merge the pairs of one prompt into one ranking (each answer scored once); "
-            "False keeps each pair row its own two-answer ranking, a batch of rows as in TRL."
-        },
-    )
-
     def __post_init__(self) -> None:
         self._check_numbers()
         self.check_model_input()

@@ -21,11 +21,12 @@ from scipy import special
 from transformers import ProgressCallback, Trainer, set_seed
 
 from rewardcollapse._files import write_text_atomic
+from rewardcollapse.core.conventions import prompt_utility
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import load_rankings, max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import centering_penalty, ranking_loss
-from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
+from rewardcollapse.training.collator import RankingCollator, openness_of, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.models import (
     MODEL_SETTINGS_FILE,
@@ -48,6 +49,8 @@ __all__ = ["RankingProgressCallback", "RankingRewardTrainer"]
 
 _RANKING_COLUMNS = ("prompt", "responses")
 _PAIR_COLUMNS = ("chosen", "rejected")
+# Pre-tokenised pair rows: TRL's columns, and the older names TRL still reads.
+_TOKEN_PAIR_COLUMNS = (("chosen_ids", "rejected_ids"), ("chosen_input_ids", "rejected_input_ids"))
 _log = logging.getLogger(__name__)
 
 
@@ -67,6 +70,37 @@ def _pair_rows_to_rankings(batch: dict[str, list]) -> dict[str, list]:
 
     table = datasets.Dataset.from_dict(batch)
     return load_rankings(table, input_format="pairwise", transitive_closure=False, group_pairs=False).to_dict()
+
+
+def _token_pairs_to_rankings(
+    batch: dict[str, list], *, columns: tuple[str, str], args: RankingRewardConfig, tokenizer: Any, max_length: int
+) -> dict[str, list]:
+    """Pre-tokenised pair rows as two-answer ranking rows with their token columns (the collator only pads them).
+
+    Sequences longer than ``max_length`` are cut on the tokenizer's ``truncation_side`` and counted, as the
+    collator cuts text.
+    """
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    side = getattr(tokenizer, "truncation_side", "right")
+    out: dict[str, list] = {
+        name: [] for name in ("prompt", "responses", "pairs", "margins", "input_ids", "attention_mask", "num_truncated")
+    }
+    out["loss_openness" if args.utility == OPENNESS else "loss_utility"] = []
+    for row in rows:
+        ids = [list(row[columns[0]]), list(row[columns[1]])]
+        cut = [seq[:max_length] if side == "right" else seq[-max_length:] for seq in ids]
+        out["prompt"].append("")
+        out["responses"].append([tokenizer.decode(seq) if tokenizer is not None else str(seq) for seq in ids])
+        out["pairs"].append([[0, 1]])
+        out["margins"].append([float(row["margin"])] if row.get("margin") is not None else None)
+        out["input_ids"].append(cut)
+        out["attention_mask"].append([[1] * len(seq) for seq in cut])
+        out["num_truncated"].append(sum(len(a) != len(b) for a, b in zip(ids, cut, strict=True)))
+        if args.utility == OPENNESS:
+            out["loss_openness"].append(openness_of(row))
+        else:
+            out["loss_utility"].append(prompt_utility(row, args.utility, args.closed_utility, args.open_utility))
+    return out
 
 
 def _prepare_dataset(
@@ -96,6 +130,20 @@ def _prepare_dataset(
     # issue 20: the config helper owns `group_pairs` (a RankingRewardConfig field); read with its default until then
     group_pairs = getattr(args, "group_pairs", True)
     pairwise = all(c in columns for c in _PAIR_COLUMNS) and "responses" not in columns
+    tokens = next((pair for pair in _TOKEN_PAIR_COLUMNS if all(c in columns for c in pair)), None)
+    if tokens is not None and "responses" not in columns:
+        options = {"columns": tokens, "args": args, "tokenizer": tokenizer, "max_length": max_length}
+        if isinstance(dataset, datasets.IterableDataset):  # no `desc`, no processes: converted as it streams
+            return dataset.map(_token_pairs_to_rankings, batched=True, remove_columns=columns, fn_kwargs=options)
+        with args.main_process_first(desc=f"reading {name}"):
+            return dataset.map(
+                _token_pairs_to_rankings,
+                batched=True,
+                remove_columns=columns,
+                fn_kwargs=options,
+                num_proc=args.dataset_num_proc,
+                desc=f"reading the token ids of {name}",
+            )
     if isinstance(dataset, datasets.IterableDataset):
         if not pairwise:
             return dataset
