@@ -347,8 +347,9 @@ def test_train_and_score_commands(tmp_path, tiny_dir, capsys):
     args += ["--eval-data", str(tmp_path / "train.jsonl"), "--learning-rate", "1e-3"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "model saved to" in printed and "pairwise_accuracy" in printed
-    assert "truncated          1 of 24 sequences (max_length 48)" in printed  # the one long answer
+    assert "model saved to" in printed and "ranking_pairwise_accuracy" in printed
+    # The names are aligned to the longest, ranking_pairwise_accuracy (25 characters).
+    assert f"{'truncated':<25}  1 of 24 sequences (max_length 48)" in printed  # the one long answer
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 2 and summary["utility"] == "prompt-aware"
     assert AutoModelForSequenceClassification.from_pretrained(out, num_labels=1).num_labels == 1

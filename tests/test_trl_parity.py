@@ -395,3 +395,16 @@ def test_trls_data_sets_as_they_are(tmp_path, decoder_folder):
     assert trainer.train().global_step == 1
     with pytest.raises(InputValueError, match=r"`train_dataset` is an IterableDataset of pair rows.*group_pairs=False"):
         RankingRewardTrainer(model=str(decoder_folder), args=quick(tmp_path, group_pairs=True), train_dataset=streamed)
+
+
+def test_train_reward_model_keeps_pair_rows_apart_without_group_pairs(tmp_path, decoder_folder):
+    from rewardcollapse.training.run import train_reward_model
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in text_pairs(8)))
+    settings = {"max_steps": 1, "report_to": "none", "save_strategy": "no", "use_cpu": True}
+    apart = train_reward_model(
+        model=str(decoder_folder), data=data, output_dir=tmp_path / "apart", group_pairs=False, **settings
+    )
+    merged = train_reward_model(model=str(decoder_folder), data=data, output_dir=tmp_path / "merged", **settings)
+    assert (apart.train_prompts, merged.train_prompts) == (8, 5)
