@@ -408,3 +408,27 @@ def test_train_reward_model_keeps_pair_rows_apart_without_group_pairs(tmp_path, 
     )
     merged = train_reward_model(model=str(decoder_folder), data=data, output_dir=tmp_path / "merged", **settings)
     assert (apart.train_prompts, merged.train_prompts) == (8, 5)
+
+
+def test_trls_positional_order_and_trainer_arguments_pass_through(tmp_path, decoder_folder):
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):
+        pass
+
+    data = datasets.Dataset.from_list(text_pairs(4))
+    # TRL's order: model, args, data_collator, train_dataset, eval_dataset, processing_class, compute_metrics, ...
+    trainer = RankingRewardTrainer(
+        str(decoder_folder),
+        quick(tmp_path),
+        None,
+        data,
+        None,
+        None,
+        None,
+        [Seen()],
+        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.5}),
+    )
+    assert len(trainer.train_dataset) == 4
+    assert any(isinstance(callback, Seen) for callback in trainer.callback_handler.callbacks)
+    assert isinstance(trainer.create_optimizer(), torch.optim.SGD) and trainer.optimizer.defaults["lr"] == 0.5
