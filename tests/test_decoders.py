@@ -160,7 +160,9 @@ def test_a_classifier_with_two_labels_is_refused(tmp_path, decoder_tokenizer, ti
     model = tiny_decoder("llama")
     model.config.num_labels = 2
     data = load_rankings(datasets.Dataset.from_list(rows(2)))
-    with pytest.raises(ValueError, match="num_labels=2, but a reward model has one output"):
+    with pytest.raises(
+        ValueError, match="num_labels=2, but a reward model needs num_labels=1 to output a single scalar reward"
+    ):
         RankingRewardTrainer(model=model, args=config(tmp_path), train_dataset=data, processing_class=decoder_tokenizer)
 
 

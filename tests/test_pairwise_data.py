@@ -321,6 +321,26 @@ def test_margins_with_the_closure_give_implied_pairs_margin_zero():
     assert row["pairs"] == [[0, 1], [1, 2]] and row["margins"] == [1.0, 0.5]
 
 
+def test_without_group_pairs_each_pair_row_is_its_own_ranking_in_order():
+    rows = [
+        {"chosen": "Question 1: the answer is yes", "rejected": "Question 1: the answer is no", "margin": 1.0},
+        {"chosen": "Question 2: short", "rejected": "Question 2: long", "margin": 0.5},
+        {"chosen": "Question 1: the answer is yes", "rejected": "Question 1: maybe", "margin": 0.25},
+    ]
+    assert len(load(rows)) == 2  # question 1's two pairs merged
+    kept = load(rows, group_pairs=False)
+    assert [row["prompt"] + row["responses"][0] for row in kept] == [row["chosen"] for row in rows]
+    assert [row["prompt"] + row["responses"][1] for row in kept] == [row["rejected"] for row in rows]
+    assert [row["pairs"] for row in kept] == [[[0, 1]]] * 3 and [row["margins"] for row in kept] == [
+        [1.0],
+        [0.5],
+        [0.25],
+    ]
+    assert kept[0]["prompt"] == kept[2]["prompt"] == "Question 1:"  # split at its prompt group's prompt as merged
+    with pytest.raises(TypeError, match="`group_pairs` must be True or False, got str"):
+        load(rows, group_pairs="no")
+
+
 MARGIN_MESSAGE = r"row 1: `margin` must be a finite number \(TRL's loss .*\), got {}; give every row a margin"
 
 

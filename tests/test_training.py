@@ -86,8 +86,13 @@ def test_tiny_model_loss_falls_and_every_parameter_changes(tmp_path, tokenizer, 
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p.detach().cpu(), before[name])]
     assert unchanged == []
     metrics = trainer.evaluate(data)
-    assert metrics["eval_pairwise_accuracy"] > 0.9
-    assert set(metrics) >= {"eval_kendall_tau", "eval_reward_mean", "eval_reward_std", "eval_reward_spread"}
+    assert metrics["eval_ranking_pairwise_accuracy"] > 0.9
+    assert set(metrics) >= {
+        "eval_ranking_kendall_tau",
+        "eval_ranking_reward_mean",
+        "eval_ranking_reward_std",
+        "eval_ranking_reward_spread",
+    }
 
 
 def test_minilm_backbone_trains_saves_and_reloads(tmp_path):
@@ -342,8 +347,9 @@ def test_train_and_score_commands(tmp_path, tiny_dir, capsys):
     args += ["--eval-data", str(tmp_path / "train.jsonl"), "--learning-rate", "1e-3"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "model saved to" in printed and "pairwise_accuracy" in printed
-    assert "truncated          1 of 24 sequences (max_length 48)" in printed  # the one long answer
+    assert "model saved to" in printed and "ranking_pairwise_accuracy" in printed
+    # The names are aligned to the longest, ranking_pairwise_accuracy (25 characters).
+    assert f"{'truncated':<25}  1 of 24 sequences (max_length 48)" in printed  # the one long answer
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 2 and summary["utility"] == "prompt-aware"
     assert AutoModelForSequenceClassification.from_pretrained(out, num_labels=1).num_labels == 1
@@ -454,7 +460,7 @@ def test_datasets_are_tokenised_once_and_the_collator_only_pads(tmp_path, tokeni
 
     monkeypatch.setattr(collator_module, "encode_rows", no_tokenising)
     trainer.train()
-    assert trainer.evaluate()["eval_pairwise_accuracy"] >= 0
+    assert trainer.evaluate()["eval_ranking_pairwise_accuracy"] >= 0
     truncated, total = trainer.truncation_counts()  # from the map's column: batches of 4, 2 (end of pass), 4 prompts
     assert total == (4 + 2 + 4) * 4 and truncated <= 2
 
@@ -1043,10 +1049,12 @@ def test_trl_loading_fields_reach_from_pretrained_and_the_tokenizer(tmp_path, ti
     assert trainer.model.config.pad_token_id == tokenizer.convert_tokens_to_ids("[UNK]")
     assert trainer.model.config.eos_token_id == tokenizer.convert_tokens_to_ids("[SEP]")
     assert tokenizer.chat_template == template.read_text()
-    RankingRewardTrainer(model=str(tiny_dir), args=RankingRewardConfig(**settings, trust_remote_code=True))
+    trusting = RankingRewardConfig(**settings, trust_remote_code=True)
+    RankingRewardTrainer(model=str(tiny_dir), args=trusting, train_dataset=data)
     assert calls[-1]["trust_remote_code"] is True and calls[-1]["dtype"] == "float32"
     with pytest.raises(InputValueError, match="`pad_token` '<nope>' is not in the tokenizer's vocabulary"):
-        RankingRewardTrainer(model=str(tiny_dir), args=RankingRewardConfig(**settings, pad_token="<nope>"))
+        unknown = RankingRewardConfig(**settings, pad_token="<nope>")
+        RankingRewardTrainer(model=str(tiny_dir), args=unknown, train_dataset=data)
 
 
 def test_trl_fields_that_cannot_run_or_make_no_sense_are_one_line_errors(tmp_path):
@@ -1089,8 +1097,9 @@ def test_model_init_kwargs_with_a_model_object_is_said_to_be_ignored(tmp_path, t
     args = RankingRewardConfig(
         output_dir=str(tmp_path), report_to="none", use_cpu=True, model_init_kwargs={"dtype": "bfloat16"}
     )
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
     with caplog.at_level("WARNING", logger="rewardcollapse"):
-        trainer = RankingRewardTrainer(model=tiny_model(), args=args, processing_class=tokenizer)
+        trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
     assert "`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored" in caplog.text
     assert trainer.model.dtype == torch.float32
 

@@ -5,6 +5,7 @@ with TRL's settings (pair weighting, margin, centring) equals ``RewardTrainer.co
 and scored here gives TRL's scores.
 """
 
+import functools
 import json
 
 import datasets
@@ -14,6 +15,9 @@ import torch
 
 trl = pytest.importorskip("trl")
 
+from transformers import AutoTokenizer  # noqa: E402
+
+from rewardcollapse.core.errors import InputTypeError, InputValueError  # noqa: E402
 from rewardcollapse.data import load_rankings  # noqa: E402
 from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer  # noqa: E402
 from rewardcollapse.training.collator import RankingCollator, encode_rows  # noqa: E402
@@ -187,3 +191,277 @@ def test_rewardcollapse_trl_config_has_trls_defaults_and_what_the_user_gives_win
     argv = ["--output_dir", str(tmp_path), "--report_to", "none", "--pad_to_multiple_of", "16", "--bf16", "False"]
     (parsed,) = HfArgumentParser(RewardConfig).parse_args_into_dataclasses([*argv, "--model_init_kwargs", '{"a": 1}'])
     assert (parsed.pad_to_multiple_of, parsed.model_init_kwargs, parsed.precision) == (16, {"a": 1}, "fp32")
+
+
+# Measured goal of issue 20: TRL's documented reward-modelling usage (`RewardConfig(...)`, `RewardTrainer(model=name,
+# args=..., train_dataset=dataset)`, `trainer.train()`, `trainer.evaluate(...)`) runs here with only the classes
+# swapped, and trains the same model: loss per step, final weights and held-out scores equal TRL's to 1e-6.
+
+# TRL's semantics spelled out (rewardcollapse.trl.RewardConfig has them as defaults).
+TRL_SETTINGS = {
+    "utility": "logsigmoid",
+    "normalize": "none",
+    "pair_weighting": "pair",
+    "disable_dropout": True,
+    "group_pairs": False,
+    "sequence_format": "trl",
+    "max_length": 1024,
+    "shared_prompt": "off",  # each pair's two sequences forwarded whole, as TRL forwards them
+    "precision": "fp32",  # `bf16=False` alone is overridden by precision "auto" (bf16 on an AVX512-BF16 CPU)
+}
+WORDS = ("yes", "no", "maybe", "short", "a long and careful one")
+
+
+def text_pairs(n, *, start=0, implicit=False, margin=False):
+    rows = []
+    for i in range(start, start + n):
+        prompt = f"Question {i % 5}: explain topic {i % 5}."
+        chosen, rejected = f" The answer is {WORDS[i % 5]} because of reason {i}.", f" The answer is {WORDS[i % 3]}"
+        row = (
+            {"chosen": prompt + chosen, "rejected": prompt + rejected}
+            if implicit
+            else {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        )
+        rows.append({**row, "margin": 0.1 * (i % 4)} if margin else row)
+    return rows
+
+
+def chat_pairs(n, *, start=0):
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i % 5}: explain topic {i % 5}."}],
+            "chosen": [{"role": "assistant", "content": f"The answer is {WORDS[i % 5]} because of reason {i}."}],
+            "rejected": [{"role": "assistant", "content": f"The answer is {WORDS[i % 3]}"}],
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def token_pairs(tokenizer, n, *, start=0):
+    """Pre-tokenised rows (the column names TRL still reads), with margins."""
+    rows = text_pairs(n, start=start, margin=True)
+    return [
+        dict(
+            zip(("chosen_input_ids", "rejected_input_ids"), sequences(tokenizer, row), strict=True),
+            margin=row["margin"],
+        )
+        for row in rows
+    ]
+
+
+def sequences(tokenizer, row):
+    """TRL's two token sequences of a pair row: prompt + answer + EOS, or a conversation through the template."""
+    if "chosen_input_ids" in row:
+        return [row["chosen_input_ids"], row["rejected_input_ids"]]
+    if isinstance(row["chosen"], list):
+        return [
+            tokenizer.apply_chat_template(row["prompt"] + row[key], return_dict=True)["input_ids"]
+            for key in ("chosen", "rejected")
+        ]
+    prompt = row.get("prompt", "")
+    return [tokenizer(prompt + row[key] + tokenizer.eos_token)["input_ids"] for key in ("chosen", "rejected")]
+
+
+def held_out_scores(trainer, rows):
+    model = trainer.model.eval()
+    with torch.no_grad():
+        return [
+            [model(input_ids=torch.tensor([ids])).logits.item() for ids in sequences(trainer.processing_class, row)]
+            for row in rows
+        ]
+
+
+def train_like_a_trl_user(config_class, trainer_class, folder, train, held_out, out, *, peft=False, **settings):
+    """TRL's documented usage: a config, a trainer built from the model's name and the raw data set, train, evaluate."""
+    common = {
+        "output_dir": str(out),
+        "report_to": "none",
+        "use_cpu": True,
+        "bf16": False,
+        "per_device_train_batch_size": 4,  # smaller than the data set: batches follow the sampler's order
+        "max_steps": 10,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 3,
+    }
+    args = config_class(**common, **settings)
+    lora = None
+    if peft:
+        from peft import LoraConfig
+
+        lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"])
+    trainer = trainer_class(
+        model=str(folder), args=args, train_dataset=datasets.Dataset.from_list(train), peft_config=lora
+    )
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    weights = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    evaluation = trainer.evaluate(eval_dataset=datasets.Dataset.from_list(held_out))
+    return losses, weights, held_out_scores(trainer, held_out), evaluation, trainer.state.log_history
+
+
+@pytest.fixture(scope="module")
+def decoder_folder(tmp_path_factory, tiny_decoder, decoder_tokenizer):
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    tiny_decoder("qwen2", seed=4).save_pretrained(folder)
+    decoder_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("data", "options"),
+    [
+        ("explicit", {}),
+        ("implicit", {}),
+        ("conversational", {"gradient_checkpointing": True}),
+        ("explicit", {"peft": True, "gradient_checkpointing": True}),
+        ("margin", {"center_rewards_coefficient": 0.01}),
+        ("tokenised", {}),
+    ],
+    ids=["explicit", "implicit", "conversational-checkpointing", "lora-checkpointing", "margin-centring", "tokenised"],
+)
+def test_trl_usage_with_the_classes_swapped_trains_trls_model(tmp_path, decoder_folder, data, options):
+    make = {
+        "explicit": text_pairs,
+        "implicit": functools.partial(text_pairs, implicit=True),
+        "conversational": chat_pairs,
+        "margin": functools.partial(text_pairs, margin=True),
+        "tokenised": functools.partial(token_pairs, AutoTokenizer.from_pretrained(decoder_folder)),
+    }[data]
+    train, held_out = make(16), make(6, start=16)
+    options = {"gradient_checkpointing": False, **options}
+    theirs = train_like_a_trl_user(
+        trl.RewardConfig, trl.RewardTrainer, decoder_folder, train, held_out, tmp_path / "trl", **options
+    )
+    ours = train_like_a_trl_user(
+        RankingRewardConfig,
+        RankingRewardTrainer,
+        decoder_folder,
+        train,
+        held_out,
+        tmp_path / "ours",
+        **TRL_SETTINGS,
+        **options,
+    )
+    assert len(ours[0]) == len(theirs[0]) == 10
+    np.testing.assert_allclose(ours[0], theirs[0], atol=1e-6, rtol=0)
+    assert ours[1].keys() == theirs[1].keys()
+    moved = [name for name in theirs[1] if not torch.equal(theirs[1][name], ours[1][name])]
+    for name in theirs[1]:
+        np.testing.assert_allclose(ours[1][name].numpy(), theirs[1][name].numpy(), atol=1e-6, rtol=0, err_msg=name)
+    np.testing.assert_allclose(ours[2], theirs[2], atol=1e-6, rtol=0)
+    for name in ("eval_loss", "eval_accuracy", "eval_margin", "eval_min_reward", "eval_mean_reward", "eval_max_reward"):
+        assert ours[3][name] == pytest.approx(theirs[3][name], abs=1e-6), name
+    for mine, trls in zip(ours[4], theirs[4], strict=True):  # TRL's logged training metrics, step by step
+        for name in ("accuracy", "margin", "min_reward", "mean_reward", "max_reward", "num_tokens"):
+            if name in trls:
+                assert mine[name] == pytest.approx(trls[name], abs=1e-6), (name, trls.get("step"))
+    assert ours[3]["eval_num_tokens"] == theirs[3]["eval_num_tokens"]
+    assert moved or options.get("peft")  # weights differ from the start, else the comparison says nothing
+
+
+def quick(tmp_path, **settings):
+    return RankingRewardConfig(
+        output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, max_steps=1, **{**TRL_SETTINGS, **settings}
+    )
+
+
+def test_args_default_to_the_config_class_in_trls_output_folder(tmp_path, monkeypatch, decoder_folder):
+    monkeypatch.chdir(tmp_path)
+    data = datasets.Dataset.from_list(text_pairs(4))
+    trainer = RankingRewardTrainer(model=str(decoder_folder), train_dataset=data)
+    assert type(trainer.args) is RankingRewardConfig
+    assert trainer.args.output_dir == f"{decoder_folder.name}-Reward"
+
+    class TrlDefaults(RankingRewardConfig):
+        pass
+
+    class Swapped(RankingRewardTrainer):
+        config_class = TrlDefaults
+
+    assert type(Swapped(model=str(decoder_folder), train_dataset=data).args) is TrlDefaults
+
+
+def test_a_model_object_gets_its_tokenizer_from_its_path_and_training_data_is_required(tmp_path, decoder_folder):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(decoder_folder)
+    data = datasets.Dataset.from_list(text_pairs(4))
+    trainer = RankingRewardTrainer(model=model, args=quick(tmp_path), train_dataset=data)
+    assert trainer.processing_class.get_vocab() == AutoTokenizer.from_pretrained(decoder_folder).get_vocab()
+    with pytest.raises(InputValueError, match="`train_dataset` is required"):
+        RankingRewardTrainer(model=model, args=quick(tmp_path))
+    with pytest.raises(InputTypeError, match=r"`train_dataset` must be one data set, got a DatasetDict of \['train'\]"):
+        RankingRewardTrainer(model=model, args=quick(tmp_path), train_dataset=datasets.DatasetDict({"train": data}))
+
+
+def test_trls_data_sets_as_they_are(tmp_path, decoder_folder):
+    """A DatasetDict or dict of evaluation sets, a streamed training set, group_pairs both ways."""
+    train = datasets.Dataset.from_list(text_pairs(8))
+    evaluation = datasets.DatasetDict(
+        {
+            "texts": datasets.Dataset.from_list(text_pairs(3, start=8)),
+            "chats": datasets.Dataset.from_list(chat_pairs(2)),
+        }
+    )
+    trainer = RankingRewardTrainer(
+        model=str(decoder_folder), args=quick(tmp_path), train_dataset=train, eval_dataset=evaluation
+    )
+    assert len(trainer.train_dataset) == 8  # group_pairs=False: one row per pair, as TRL
+    metrics = trainer.evaluate()
+    assert {"eval_texts_loss", "eval_chats_loss", "eval_texts_ranking_pairwise_accuracy", "eval_accuracy"} <= set(
+        metrics
+    )
+    metrics = trainer.evaluate(eval_dataset=datasets.Dataset.from_list(text_pairs(2)))  # raw, as TRL takes it
+    assert {"eval_loss", "eval_accuracy", "eval_mean_reward", "eval_num_tokens"} <= set(metrics)
+    assert {"eval_ranking_pairwise_accuracy", "eval_ranking_reward_mean"} <= set(metrics)
+    assert not {"eval_pairwise_accuracy", "eval_reward_mean"} & set(metrics)  # no name beside TRL's look-alike
+
+    grouped = RankingRewardTrainer(
+        model=str(decoder_folder), args=quick(tmp_path, group_pairs=True), train_dataset=train
+    )
+    assert len(grouped.train_dataset) == 5  # the pairs of each of the 5 prompts merged into one ranking
+
+    streamed = train.to_iterable_dataset()
+    trainer = RankingRewardTrainer(model=str(decoder_folder), args=quick(tmp_path), train_dataset=streamed)
+    assert trainer.train().global_step == 1
+    with pytest.raises(InputValueError, match=r"`train_dataset` is an IterableDataset of pair rows.*group_pairs=False"):
+        RankingRewardTrainer(model=str(decoder_folder), args=quick(tmp_path, group_pairs=True), train_dataset=streamed)
+
+
+def test_train_reward_model_keeps_pair_rows_apart_without_group_pairs(tmp_path, decoder_folder):
+    from rewardcollapse.training.run import train_reward_model
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in text_pairs(8)))
+    settings = {"max_steps": 1, "report_to": "none", "save_strategy": "no", "use_cpu": True}
+    apart = train_reward_model(
+        model=str(decoder_folder), data=data, output_dir=tmp_path / "apart", group_pairs=False, **settings
+    )
+    merged = train_reward_model(model=str(decoder_folder), data=data, output_dir=tmp_path / "merged", **settings)
+    assert (apart.train_prompts, merged.train_prompts) == (8, 5)
+
+
+def test_trls_positional_order_and_trainer_arguments_pass_through(tmp_path, decoder_folder):
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):
+        pass
+
+    data = datasets.Dataset.from_list(text_pairs(4))
+    # TRL's order: model, args, data_collator, train_dataset, eval_dataset, processing_class, compute_metrics, ...
+    trainer = RankingRewardTrainer(
+        str(decoder_folder),
+        quick(tmp_path),
+        None,
+        data,
+        None,
+        None,
+        None,
+        [Seen()],
+        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 0.5}),
+    )
+    assert len(trainer.train_dataset) == 4
+    assert any(isinstance(callback, Seen) for callback in trainer.callback_handler.callbacks)
+    assert isinstance(trainer.create_optimizer(), torch.optim.SGD) and trainer.optimizer.defaults["lr"] == 0.5

@@ -351,8 +351,11 @@ def _group_implicit_prompts(keyed):
     return keyed.remove_columns("_key").add_column("_key", shared)
 
 
-def _group_pairs(table, num_proc: int | None, transitive_closure: bool):
-    """Group the pair rows by prompt (in order of first appearance) and merge each group into a ranking row."""
+def _group_pairs(table, num_proc: int | None, transitive_closure: bool, group_pairs: bool = True):
+    """Group the pair rows by prompt (in order of first appearance) and merge each group into a ranking row.
+
+    Without ``group_pairs`` each pair row is a group of its own (a two-answer ranking, in the rows' order).
+    """
     import datasets
 
     features = _output_features(table, "pairwise")
@@ -381,7 +384,10 @@ def _group_pairs(table, num_proc: int | None, transitive_closure: bool):
     )
     keyed = _group_implicit_prompts(keyed)
     # dictionary_encode numbers the prompts in order of first appearance; a stable sort keeps row order inside.
-    group = pc.dictionary_encode(keyed.data.column("_key").combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    if group_pairs:
+        group = pc.dictionary_encode(keyed.data.column("_key").combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    else:
+        group = np.arange(len(keyed))
     order = np.argsort(group, kind="stable")
     grouped = keyed.select(order).flatten_indices()
     sizes = np.bincount(group)
@@ -395,7 +401,7 @@ def _group_pairs(table, num_proc: int | None, transitive_closure: bool):
         remove_columns=["start", "stop"],
         fn_kwargs={"pairs_table": grouped, "extra_columns": extra_columns, **merge_options},
         features=features,
-        new_fingerprint=f"{grouped._fingerprint}-merged-{transitive_closure}",
+        new_fingerprint=f"{grouped._fingerprint}-merged-{transitive_closure}-{group_pairs}",
         desc="merging pairs per prompt",
     )
 
@@ -430,6 +436,7 @@ def load_rankings(
     skip_invalid: bool = False,
     num_proc: int | None = None,
     transitive_closure: bool = True,
+    group_pairs: bool = True,
 ):
     """Load ranking data as a ``datasets.Dataset`` in the ranking format of :mod:`rewardcollapse.data.schema`.
 
@@ -458,12 +465,16 @@ def load_rankings(
         give the prompt ``ranks`` when they form a weak order (and have no margins). False keeps exactly the given
         pairs (each once) as ``pairs``, the pairs TRL's reward trainer trains on. See
         :func:`~rewardcollapse.data.merge_pairs`.
+    group_pairs : bool, default True
+        Pairwise rows: merge the pairs of one prompt into one ranking row (each answer scored once). False keeps
+        each pair row its own two-answer ranking, in the rows' order, as TRL's reward trainer batches them (a
+        batch of ``n`` rows is then ``n`` pairs, whatever the prompts).
 
     Returns
     -------
     datasets.Dataset
         Columns ``prompt``, ``responses``, ``ranks``, ``pairs``, ``margins``, ``utility``, ``openness``; one row
-        per prompt.
+        per prompt (per pair row without ``group_pairs``).
 
     Notes
     -----
@@ -488,9 +499,11 @@ def load_rankings(
     if not isinstance(transitive_closure, bool):
         got = type(transitive_closure).__name__
         raise InputTypeError(f"`transitive_closure` must be True or False, got {got}")
+    if not isinstance(group_pairs, bool):
+        raise InputTypeError(f"`group_pairs` must be True or False, got {type(group_pairs).__name__}")
     table = read_table(source, split=split)
     try:
-        return _load(table, source, input_format, skip_invalid, num_proc, transitive_closure)
+        return _load(table, source, input_format, skip_invalid, num_proc, transitive_closure, group_pairs)
     except UnicodeDecodeError as error:  # Arrow keeps a file's bytes as read; they are decoded row by row
         path = Path(source) if isinstance(source, str | Path) else None
         where = _file_problem(path, error) if path is not None and path.is_file() else f"{error}"
@@ -498,7 +511,13 @@ def load_rankings(
 
 
 def _load(
-    table, source: Any, input_format: str, skip_invalid: bool, num_proc: int | None, transitive_closure: bool = True
+    table,
+    source: Any,
+    input_format: str,
+    skip_invalid: bool,
+    num_proc: int | None,
+    transitive_closure: bool = True,
+    group_pairs: bool = True,
 ):
     """Convert a read table to the ranking format (:func:`load_rankings` without the reading)."""
     _check_mixed_columns(table, source)
@@ -514,7 +533,7 @@ def _load(
                 f"pairwise rows (`chosen`/`rejected`) with {ignored} columns: each row is one pair, so those would "
                 "be ignored; drop them, or give each prompt as one ranking row (`responses` with `ranks` or `pairs`)"
             )
-        converted = _group_pairs(table, num_proc, transitive_closure)
+        converted = _group_pairs(table, num_proc, transitive_closure, group_pairs)
     else:
         required = {"prompt", "responses"} | ({"scores"} if input_format == "scored" else set())
         missing = required - set(table.column_names)

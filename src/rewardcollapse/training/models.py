@@ -366,9 +366,10 @@ def check_single_score(model: Any) -> None:
     labels = getattr(getattr(model, "config", None), "num_labels", 1)
     if labels != 1:
         raise InputValueError(
-            f"the model has num_labels={labels}, but a reward model has one output per sequence; load it with "
-            "AutoModelForSequenceClassification.from_pretrained(name, num_labels=1) (or rewardcollapse's "
-            "load_reward_model)"
+            f"the model has num_labels={labels}, but a reward model needs num_labels=1 to output a single scalar "
+            "reward per sequence: load it with AutoModelForSequenceClassification.from_pretrained(name, "
+            "num_labels=1) (or rewardcollapse's load_reward_model), or pass the model's name or path as a string to "
+            "have it configured so"
         )
 
 

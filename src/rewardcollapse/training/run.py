@@ -82,7 +82,7 @@ class TrainResult:
     truncated_sequences: int
     sequences: int
     eval: dict[str, float] | None = None
-    """The Trainer's evaluation metrics (``eval_loss``, ``eval_pairwise_accuracy``, ...) with ``eval_data``."""
+    """The Trainer's evaluation metrics (``eval_loss``, ``eval_ranking_pairwise_accuracy``, ...) with ``eval_data``."""
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values, ``eval`` only when there was an evaluation (the summary file's layout)."""
@@ -200,8 +200,9 @@ def _train(
 ) -> TrainResult:
     """The work of :func:`train_reward_model` once the output folder is checked and held."""
     checkpoint, start_step = _starting_point(args, model, resume)
-    train = _load_data(data, "data", input_format, skip_invalid)
-    evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid)
+    group_pairs = args.group_pairs
+    train = _load_data(data, "data", input_format, skip_invalid, group_pairs)
+    evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid, group_pairs)
     set_seed(args.seed)  # the new score head's initial weights too
     network, tokenizer = load_reward_model(model or default_backbone(), model_init_kwargs=args.from_pretrained_kwargs())
     trainer = RankingRewardTrainer(
@@ -280,9 +281,9 @@ def _starting_point(args: RankingRewardConfig, model: str | None, resume: str | 
     return checkpoint, start_step
 
 
-def _load_data(source: Any, name: str, input_format: str, skip_invalid: bool) -> Any:
+def _load_data(source: Any, name: str, input_format: str, skip_invalid: bool, group_pairs: bool = True) -> Any:
     """The ranking rows of ``source``; none left after dropping invalid rows is an error naming ``name``."""
-    dataset = load_rankings(source, input_format=input_format, skip_invalid=skip_invalid)
+    dataset = load_rankings(source, input_format=input_format, skip_invalid=skip_invalid, group_pairs=group_pairs)
     if len(dataset) == 0:
         raise InputValueError(f"`{name}` has no usable prompt left (every row was invalid); nothing to train on")
     return dataset

@@ -24,11 +24,12 @@ from scipy import special
 from transformers import ProgressCallback, Trainer, set_seed
 
 from rewardcollapse._files import write_text_atomic
+from rewardcollapse.core.conventions import prompt_utility
 from rewardcollapse.core.errors import InputTypeError, InputValueError
-from rewardcollapse.data.loaders import max_responses
+from rewardcollapse.data.loaders import load_rankings, max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import centering_penalty, ranking_loss
-from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
+from rewardcollapse.training.collator import RankingCollator, openness_of, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.model_card import MODEL_CARD_FILE, model_card
 from rewardcollapse.training.models import (
@@ -50,20 +51,125 @@ from rewardcollapse.training.shared_prompt import resolve_shared_prompt
 __all__ = ["RankingProgressCallback", "RankingRewardTrainer"]
 
 _RANKING_COLUMNS = ("prompt", "responses")
+_PAIR_COLUMNS = ("chosen", "rejected")
+# Pre-tokenised pair rows: TRL's columns, and the older names TRL still reads.
+_TOKEN_PAIR_COLUMNS = (("chosen_ids", "rejected_ids"), ("chosen_input_ids", "rejected_input_ids"))
 _log = logging.getLogger(__name__)
+
+
+def _column_names(dataset: Any) -> list[str] | None:
+    """The columns of a ``datasets`` dataset; an ``IterableDataset`` of unknown features shows its first row's."""
+    import datasets
+
+    columns = getattr(dataset, "column_names", None)
+    if columns is None and isinstance(dataset, datasets.IterableDataset):
+        columns = list(next(iter(dataset)))
+    return columns
+
+
+def _pair_rows_to_rankings(batch: dict[str, list]) -> dict[str, list]:
+    """TRL pair rows as two-answer ranking rows (an ``IterableDataset``'s ``map``; see :func:`load_rankings`)."""
+    import datasets
+
+    table = datasets.Dataset.from_dict(batch)
+    return load_rankings(table, input_format="pairwise", transitive_closure=False, group_pairs=False).to_dict()
+
+
+def _token_pairs_to_rankings(
+    batch: dict[str, list], *, columns: tuple[str, str], args: RankingRewardConfig, tokenizer: Any, max_length: int
+) -> dict[str, list]:
+    """Pre-tokenised pair rows as two-answer ranking rows with their token columns (the collator only pads them).
+
+    Sequences longer than ``max_length`` are cut on the tokenizer's ``truncation_side`` and counted, as the
+    collator cuts text.
+    """
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    side = getattr(tokenizer, "truncation_side", "right")
+    out: dict[str, list] = {
+        name: [] for name in ("prompt", "responses", "pairs", "margins", "input_ids", "attention_mask", "num_truncated")
+    }
+    out["loss_openness" if args.utility == OPENNESS else "loss_utility"] = []
+    for row in rows:
+        ids = [list(row[columns[0]]), list(row[columns[1]])]
+        cut = [seq[:max_length] if side == "right" else seq[-max_length:] for seq in ids]
+        out["prompt"].append("")
+        out["responses"].append([tokenizer.decode(seq) if tokenizer is not None else str(seq) for seq in ids])
+        out["pairs"].append([[0, 1]])
+        out["margins"].append([float(row["margin"])] if row.get("margin") is not None else None)
+        out["input_ids"].append(cut)
+        out["attention_mask"].append([[1] * len(seq) for seq in cut])
+        out["num_truncated"].append(sum(len(a) != len(b) for a, b in zip(ids, cut, strict=True)))
+        if args.utility == OPENNESS:
+            out["loss_openness"].append(openness_of(row))
+        else:
+            out["loss_utility"].append(prompt_utility(row, args.utility, args.closed_utility, args.open_utility))
+    return out
 
 
 def _prepare_dataset(
     dataset: Any, name: str, *, args: RankingRewardConfig, tokenizer: Any, max_length: int, fmt: str
 ) -> Any:
-    """A ranking ``datasets.Dataset`` with its token columns (:func:`tokenize_rankings`, once); others as they are."""
-    columns = getattr(dataset, "column_names", None)
-    if dataset is None or columns is None:
+    """Training or evaluation data as the collator reads it, from what TRL's ``RewardTrainer`` takes.
+
+    A ``dict`` (``DatasetDict`` or named evaluation sets) is prepared set by set. TRL's pairwise rows (``chosen``
+    and ``rejected``: explicit, implicit or conversational prompt, optional ``margin``) are read by
+    :func:`~rewardcollapse.data.load_rankings` with the pairs as given (no transitive closure), merged per prompt
+    or, with ``group_pairs=False``, each row its own two-answer ranking. A ``datasets.Dataset`` of rankings gets its
+    token columns (:func:`tokenize_rankings`, once); an ``IterableDataset`` is converted row batch by row batch and
+    tokenised by the collator; a plain list of ranking rows is left to the collator.
+    """
+    import datasets
+
+    if dataset is None or isinstance(dataset, str):  # a str names an evaluation set prepared already
+        return dataset
+    if isinstance(dataset, dict):
+        return {
+            key: _prepare_dataset(value, key, args=args, tokenizer=tokenizer, max_length=max_length, fmt=fmt)
+            for key, value in dataset.items()
+        }
+    columns = _column_names(dataset)
+    if columns is None:
         return dataset  # a plain list of rows: the collator tokenises each batch
+    group_pairs = args.group_pairs
+    pairwise = all(c in columns for c in _PAIR_COLUMNS) and "responses" not in columns
+    tokens = next((pair for pair in _TOKEN_PAIR_COLUMNS if all(c in columns for c in pair)), None)
+    if tokens is not None and "responses" not in columns:
+        options = {"columns": tokens, "args": args, "tokenizer": tokenizer, "max_length": max_length}
+        if isinstance(dataset, datasets.IterableDataset):  # no `desc`, no processes: converted as it streams
+            return dataset.map(_token_pairs_to_rankings, batched=True, remove_columns=columns, fn_kwargs=options)
+        with args.main_process_first(desc=f"reading {name}"):
+            return dataset.map(
+                _token_pairs_to_rankings,
+                batched=True,
+                remove_columns=columns,
+                fn_kwargs=options,
+                num_proc=args.dataset_num_proc,
+                desc=f"reading the token ids of {name}",
+            )
+    if isinstance(dataset, datasets.IterableDataset):
+        if not pairwise:
+            return dataset
+        if group_pairs:
+            raise InputValueError(
+                f"`{name}` is an IterableDataset of pair rows, read row by row, so the pairs of a prompt cannot be "
+                "merged into one ranking: set `group_pairs=False` (TRL's batches), or pass a datasets.Dataset"
+            )
+        return dataset.map(_pair_rows_to_rankings, batched=True, remove_columns=columns)
+    if pairwise:
+        with args.main_process_first(desc=f"reading {name}"):
+            dataset = load_rankings(
+                dataset,
+                input_format="pairwise",
+                num_proc=args.dataset_num_proc,
+                transitive_closure=False,
+                group_pairs=group_pairs,
+            )
+        columns = dataset.column_names
     missing = [c for c in _RANKING_COLUMNS if c not in columns]
     if missing:
         raise InputValueError(
-            f"`{name}` lacks the ranking columns {missing}; load it with rewardcollapse.data.load_rankings"
+            f"`{name}` lacks the ranking columns {missing}; give TRL's pairwise columns (`chosen`, `rejected`, "
+            "optional `prompt` and `margin`) or rankings (rewardcollapse.data.load_rankings)"
         )
     if "input_ids" in columns:
         return dataset
@@ -82,6 +188,61 @@ def _prepare_dataset(
             sequence_format=fmt,
             over_long=args.over_long,
         )
+
+
+def _widest(*datasets_: Any) -> int:
+    """The most answers of a row in the prepared data sets (dicts of sets included), at least 2: the collator's ``K``.
+
+    A streamed set (``IterableDataset``) is not walked: its pair rows have two answers, and a streamed ranking wider
+    than the other sets is refused by the collator, naming ``max_answers``.
+    """
+    import datasets
+
+    sets = [d for dataset in datasets_ for d in (dataset.values() if isinstance(dataset, dict) else [dataset])]
+    return max(2, max_responses(*[d for d in sets if not isinstance(d, str | datasets.IterableDataset)]))
+
+
+def _model_name(model: Any) -> str:
+    """The last part of the model's Hub name or path (TRL's default output folder is ``<it>-Reward``)."""
+    name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+    return str(name).rstrip("/").split("/")[-1] or "model"
+
+
+def _check_train_dataset(dataset: Any, args: RankingRewardConfig) -> None:
+    """Refuse a missing or dict training set as TRL does; a streamed one is not dispatched (as TRL, see below)."""
+    import datasets
+
+    if dataset is None:
+        raise InputValueError("`train_dataset` is required: pass the training data (TRL's pairwise rows or rankings)")
+    if isinstance(dataset, dict):
+        raise InputTypeError(
+            f"`train_dataset` must be one data set, got a {type(dataset).__name__} of {sorted(dataset)}: pick its "
+            "split, e.g. train_dataset=dataset['train']"
+        )
+    if isinstance(dataset, datasets.IterableDataset):
+        # accelerate's dispatching concatenates the processes' batches, which a stream of unknown length breaks.
+        args.accelerator_config.dispatch_batches = False
+
+
+def _tokenizer_of(model: Any, args: RankingRewardConfig, *, needed: bool) -> Any:
+    """The tokenizer at the model's name or path, as TRL loads it when ``processing_class`` is not given."""
+    from transformers import AutoTokenizer
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "")
+    if not name:
+        if needed:
+            raise InputValueError(
+                "`processing_class` (the tokenizer) is needed to build the default collator, and the model has no "
+                "name or path to load it from: pass processing_class=AutoTokenizer.from_pretrained(...)"
+            )
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=getattr(args, "trust_remote_code", False))
+    except (OSError, ValueError) as error:
+        raise InputValueError(
+            f"`processing_class` was not given and no tokenizer loads from the model's path {name!r} ({error}); "
+            "pass processing_class="
+        ) from error
 
 
 class RankingProgressCallback(ProgressCallback):
@@ -109,45 +270,65 @@ class RankingProgressCallback(ProgressCallback):
 class RankingRewardTrainer(Trainer):
     """Train a reward model with the listwise ranking loss, one forward pass per answer.
 
+    The constructor takes TRL's ``RewardTrainer`` arguments, in TRL's order, and TRL's data sets as they are.
+
     Parameters
     ----------
     model : transformers.PreTrainedModel or str
         A sequence classifier with one output (see :func:`load_reward_model`), or its Hub name or path, loaded
         with its weights in float32 (:data:`~rewardcollapse.training.models.TRAINING_DTYPE`) whatever it was
         stored in, as TRL does; a model object is trained in the dtype it has.
-    args : RankingRewardConfig
+    args : RankingRewardConfig, optional
         Training arguments, including the utility (fixed or ``"prompt-aware"``), ``eps``, ``normalize`` and
-        ``max_length``.
-    train_dataset, eval_dataset : datasets.Dataset, optional
-        Ranking-format data (:func:`rewardcollapse.data.load_rankings`).
-    processing_class : transformers.PreTrainedTokenizerBase
-        The tokenizer; saved with the model.
+        ``max_length``. Default: :attr:`config_class` with ``output_dir`` ``"<model name>-Reward"``, as TRL.
     data_collator : RankingCollator, optional
         Default: a :class:`RankingCollator` from ``args``, as wide as the datasets' largest ranking.
+    train_dataset : datasets.Dataset or datasets.IterableDataset
+        TRL's pairwise rows as they are (``chosen``/``rejected`` with an explicit, implicit or conversational
+        prompt, optional ``margin``) or ranking rows (:func:`rewardcollapse.data.load_rankings`). Pair rows are
+        read with the pairs as given, merged per prompt (``args.group_pairs``, this project's way) or each its own
+        two-answer ranking (``group_pairs=False``, TRL's batches); see :func:`load_rankings`. Required.
+    eval_dataset : datasets.Dataset, IterableDataset, DatasetDict or dict of them, optional
+        As ``train_dataset``; a dict is evaluated set by set, its names in the metrics (``eval_<name>_loss``).
+    processing_class : transformers.PreTrainedTokenizerBase, optional
+        The tokenizer; saved with the model. Default: loaded from the model's name or path, as TRL does.
     compute_metrics : callable, optional
-        Default: pairwise accuracy, mean Kendall tau, reward mean, deviation and spread of the (normalised)
-        rewards, prefixed ``eval_`` by the Trainer.
+        Default: this project's ranking metrics (:func:`~rewardcollapse.diagnostics.ranking_metrics` on the
+        normalised rewards) named ``ranking_pairwise_accuracy``, ``ranking_kendall_tau``, ``ranking_reward_mean``,
+        ``ranking_reward_std`` and ``ranking_reward_spread``, prefixed ``eval_`` by the Trainer, beside TRL's
+        (see :meth:`log`).
+    callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics
+        As in ``transformers.Trainer`` (and TRL).
+    peft_config : peft.PeftConfig, optional
+        Adapters to wrap the model in (:func:`wrap_with_peft`).
     **kwargs
         Passed to ``transformers.Trainer``.
     """
 
     config_class: type[RankingRewardConfig] = RankingRewardConfig
-    """The config class of the default ``args`` (issue 20: the trainer helper owns this hook)."""
+    """The configuration built when ``args`` is None (``rewardcollapse.trl.RewardTrainer`` uses TRL's defaults)."""
 
     def __init__(
         self,
         model: Any = None,
         args: RankingRewardConfig | None = None,
+        data_collator: Any = None,
         train_dataset: Any = None,
         eval_dataset: Any = None,
         processing_class: Any = None,
-        data_collator: Any = None,
         compute_metrics: Any = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        optimizer_cls_and_kwargs: tuple | None = None,
+        preprocess_logits_for_metrics: Any = None,
         peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
+        if args is None:
+            args = self.config_class(output_dir=f"{_model_name(model)}-Reward")
         if not isinstance(args, RankingRewardConfig):
             raise InputTypeError(f"`args` must be a RankingRewardConfig, got {type(args).__name__}")
+        _check_train_dataset(train_dataset, args)
         # Seeded before anything random is made here (a new score head, peft's adapter weights), as TRL does, so
         # that two runs with one seed are the same run.
         set_seed(args.seed)
@@ -157,8 +338,8 @@ class RankingRewardTrainer(Trainer):
         elif args.model_init_kwargs is not None or args.trust_remote_code:  # as TRL, said rather than ignored
             _log.warning("`model_init_kwargs` and `trust_remote_code` are for a model given by name; ignored")
         check_single_score(model)
-        if processing_class is None and data_collator is None:
-            raise InputValueError("`processing_class` (the tokenizer) is needed to build the default collator")
+        if processing_class is None:
+            processing_class = _tokenizer_of(model, args, needed=data_collator is None)
         if processing_class is not None:
             apply_token_settings(
                 processing_class,
@@ -189,6 +370,7 @@ class RankingRewardTrainer(Trainer):
         )
         train_dataset = prepare(train_dataset, "train_dataset")
         eval_dataset = prepare(eval_dataset, "eval_dataset")
+        self._prepare_evaluation_data = prepare
         if args.freeze_word_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         if args.bf16 or args.fp16:
@@ -197,7 +379,7 @@ class RankingRewardTrainer(Trainer):
             data_collator = RankingCollator(
                 processing_class,
                 max_length=max_length,
-                max_answers=max(2, max_responses(train_dataset, eval_dataset)),
+                max_answers=_widest(train_dataset, eval_dataset),
                 utility=args.utility,
                 closed_utility=args.closed_utility,
                 open_utility=args.open_utility,
@@ -213,6 +395,10 @@ class RankingRewardTrainer(Trainer):
             processing_class=processing_class,
             data_collator=data_collator,
             compute_metrics=compute_metrics or self._ranking_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **kwargs,
         )
         fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") or bool(self.args.fsdp)
@@ -235,6 +421,7 @@ class RankingRewardTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._truncated = torch.zeros(2, dtype=torch.long)  # (truncated, total) training sequences
         self._trl_metrics: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+        self._num_tokens = 0  # training tokens (attention mask) so far, TRL's `num_tokens`
 
     def compute_loss_context_manager(self) -> contextlib.ExitStack:
         """The Trainer's context of the loss (autocast), with TRL's activation offloading when it is asked for."""
@@ -274,21 +461,34 @@ class RankingRewardTrainer(Trainer):
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
     def _record_trl_metrics(self, rewards: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor, training: bool):
-        """TRL's logged reward metrics, over the batch's ranked pairs and real answers (logged averaged per step)."""
-        rewards = rewards.float()
+        """TRL's logged reward metrics over the batch's ranked pairs, as TRL computes them (logged averaged per step).
+
+        TRL scores both sequences of every pair, so an answer counts once per ranked pair it is in: ``mean_reward``
+        is the mean of both rewards over the pairs, ``min_reward``/``max_reward`` over the answers in a pair
+        (``mask``: real answers; an answer in no pair is left out, as TRL never scores it).
+        """
+        rewards = rewards.float().masked_fill(~mask, 0.0)
         gaps = (rewards[:, :, None] - rewards[:, None, :])[pairs]
-        real = rewards[mask]
+        appearances = (pairs.sum(2) + pairs.sum(1)).float()  # (B, K): ranked pairs each answer is in
+        in_pairs = rewards[appearances > 0]
+        nan = torch.tensor(float("nan"), device=rewards.device)
         values = {
-            "accuracy": (gaps > 0).float().mean() if gaps.numel() else torch.tensor(float("nan")),
-            "margin": gaps.mean() if gaps.numel() else torch.tensor(float("nan")),
-            "min_reward": real.min(),
-            "mean_reward": real.mean(),
-            "max_reward": real.max(),
+            "accuracy": (gaps > 0).float().mean() if gaps.numel() else nan,
+            "margin": gaps.mean() if gaps.numel() else nan,
+            "min_reward": in_pairs.min() if in_pairs.numel() else nan,
+            "mean_reward": (rewards * appearances).sum() / appearances.sum() if gaps.numel() else nan,
+            "max_reward": in_pairs.max() if in_pairs.numel() else nan,
         }
         gathered = self.accelerator.gather_for_metrics(torch.stack(list(values.values()))[None].to(rewards.device))
         record = self._trl_metrics["train" if training else "eval"]
         for name, value in zip(values, gathered.reshape(-1, len(values)).nanmean(0).tolist(), strict=True):
             record.setdefault(name, []).append(value)
+
+    def training_step(self, model, inputs, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """One step as the Trainer's, counting the tokens forwarded (TRL's ``num_tokens``, over all processes)."""
+        tokens = inputs["attention_mask"].sum().to(self.args.device)
+        self._num_tokens += int(self.accelerator.gather_for_metrics(tokens[None]).sum())
+        return super().training_step(model, inputs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Loss, ``(B, K)`` rewards (NaN for padding answers) and the ``(B, K, K)`` pair matrix as labels."""
@@ -301,22 +501,40 @@ class RankingRewardTrainer(Trainer):
         rewards = outputs["rewards"].detach().float().masked_fill(~inputs["answer_mask"], float("nan"))
         return loss, rewards, inputs["pairs"].to(torch.uint8)
 
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Evaluate as the Trainer does; a data set given here is prepared as the constructor's (TRL's rows too)."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self._prepare_evaluation_data(eval_dataset, "eval_dataset")
+            if isinstance(self.data_collator, RankingCollator) and self.data_collator.max_answers is not None:
+                self.data_collator.max_answers = max(self.data_collator.max_answers, _widest(eval_dataset))
+        return super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
     def _ranking_metrics(self, prediction) -> dict[str, float]:
         rewards = np.asarray(prediction.predictions, dtype=float)
         if self.args.normalize == "sigmoid":
             rewards = special.expit(rewards)
-        return ranking_metrics(rewards, np.asarray(prediction.label_ids, dtype=bool))
+        metrics = ranking_metrics(rewards, np.asarray(prediction.label_ids, dtype=bool))
+        # Prefixed so that none reads as one of TRL's names (`accuracy` beside `pairwise_accuracy`, `mean_reward`
+        # beside `reward_mean`), whose values follow TRL's definitions (see `log`).
+        return {f"ranking_{name}": value for name, value in metrics.items()}
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Log as the Trainer does, adding TRL's reward metrics and how many training sequences were truncated.
 
-        TRL's names: ``accuracy`` (share of ranked pairs scored in order), ``margin`` (mean score gap of the ranked
-        pairs), ``min_reward``, ``mean_reward``, ``max_reward`` (raw scores), averaged since the last log, with
-        ``eval_`` in front during evaluation.
+        TRL's names carry TRL's values: ``accuracy`` (share of ranked pairs scored in order, a tie counting as
+        wrong), ``margin`` (mean score gap of the ranked pairs), ``min_reward``, ``mean_reward``, ``max_reward``
+        (raw scores of the pairs' sequences, an answer once per pair it is in), averaged over the steps since the
+        last log, and ``num_tokens`` (training tokens so far, summed over processes); with ``eval_`` in front
+        during evaluation. With ``group_pairs=False`` the sequences are TRL's, so are the values; merged rankings
+        score each answer once, so ``num_tokens`` counts fewer tokens than TRL would for the same pairs.
         """
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         record = self._trl_metrics[mode]
         prefix = "eval_" if mode == "eval" else ""
+        if record:
+            record["num_tokens"] = [self._num_tokens]
         logs.update({f"{prefix}{name}": float(np.mean(values)) for name, values in record.items() if values})
         record.clear()
         if "loss" in logs or "train_loss" in logs:
