@@ -212,6 +212,48 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, tokenizer, tiny_
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
 
 
+def uneven_rankings(n_prompts):
+    """Rankings of 2 to 5 answers: 1 to 10 ranked pairs per prompt, so batches hold unequal numbers of pairs."""
+    rows = []
+    for p in range(n_prompts):
+        k = 2 + (p * 3) % 4
+        answers = [" ".join(WORDS[(p + w) % len(WORDS)] for w in range(2 * (k - i))) for i in range(k)]
+        rows.append({"prompt": f"Prompt number {p}: say something.", "responses": answers})
+    return rows
+
+
+def spread_scores(model):
+    """The tiny model with its score head scaled up: a random model scores every answer about the same, so every
+    prompt's loss would be about the same, and weighting prompts or pairs differently would hardly show."""
+    with torch.no_grad():
+        model.classifier.weight *= 50
+    return model
+
+
+@pytest.mark.parametrize("pair_weighting", ["pair", "prompt"])
+def test_gradient_accumulation_with_unequal_batches_matches_the_full_batch(
+    tmp_path, tokenizer, tiny_model, pair_weighting
+):
+    # 7 prompts: the accumulated run's micro-batches hold 2, 2 | 2, 1 prompts and unequal numbers of pairs; its two
+    # steps must be the full run's two batches of 4 and 3 prompts, with the centring term weighted the same way.
+    data = load_rankings(datasets.Dataset.from_list(uneven_rankings(7)))
+    common = {"max_steps": 2, "optim": "sgd", "learning_rate": 0.5, "train_sampling_strategy": "sequential"}
+    common |= {"pair_weighting": pair_weighting, "center_rewards_coefficient": 0.01, "utility": "logsigmoid"}
+    runs = []
+    for batch, accumulation in ((4, 1), (2, 2)):
+        args = config(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, **common)
+        trainer = RankingRewardTrainer(
+            model=spread_scores(tiny_model()), args=args, train_dataset=data, processing_class=tokenizer
+        )
+        outcome = trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        runs.append((final_weights(trainer), losses, outcome.training_loss))
+    (a, losses_full, train_loss_full), (b, losses_accumulated, train_loss_accumulated) = runs
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
+    assert losses_accumulated == pytest.approx(losses_full, abs=1e-6) and len(losses_full) == 2
+    assert train_loss_accumulated == pytest.approx(train_loss_full, abs=1e-6)
+
+
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer, tiny_model):
     data = load_rankings(datasets.Dataset.from_list(ranking_rows(8)))
 
