@@ -228,13 +228,12 @@ class RankingRewardTrainer(Trainer):
         whatever the number of processes, the accumulation steps and the pairs each holds.
         """
         batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        count = torch.zeros((), dtype=torch.long)
+        weighting = self.args.pair_weighting
+        count = torch.zeros((), dtype=torch.long, device=device)  # on the device: no wait for the host
         for batch in batches:
-            count += loss_items(
-                batch["pairs"], mask=batch["answer_mask"], pair_weighting=self.args.pair_weighting
-            ).cpu()
+            count += loss_items(batch["pairs"], mask=batch["answer_mask"], pair_weighting=weighting).to(device)
         # Every process reaches this once per optimizer step (also with no batch left), so the sum cannot hang.
-        return batches, self.accelerator.reduce(count.to(device), reduction="sum")
+        return batches, self.accelerator.reduce(count, reduction="sum")
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """One micro-batch's forward and backward; returns its share of the step's loss over all processes.
