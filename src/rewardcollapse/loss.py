@@ -375,6 +375,8 @@ def centering_penalty(
     """
     if reduction not in ("mean", "sum"):
         raise InputValueError(f"`reduction` must be 'mean' or 'sum', got {reduction!r}")
+    if pair_weighting not in PAIR_WEIGHTINGS:
+        raise InputValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}")
     sums = (rewards.float()[:, :, None] + rewards.float()[:, None, :]) ** 2
     per_prompt = torch.where(pairs, sums, 0.0).sum(dim=(1, 2))
     if pair_weighting == "prompt":
