@@ -185,17 +185,26 @@ def ddp_worker():
 
 @pytest.fixture
 def one_and_two_processes(ddp_worker, free_port):
-    """Train one SGD step of ddp_worker.py on a model folder and a data file twice: in this process on the whole batch
-    (into ``folder/one``) and in two gloo processes on half a batch each (into ``folder/two``), CPU only also on a
-    machine with one GPU (two processes cannot share it with NCCL)."""
+    """Train SGD steps of ddp_worker.py on a model folder and a data file twice: in this process on the whole batch of
+    4 (into ``folder/one``) and in two gloo processes on half a batch each (into ``folder/two``), CPU only also on a
+    machine with one GPU (two processes cannot share it with NCCL). With ``cases`` (``{name: config overrides}``)
+    each case trains into ``one/name`` and ``two/name``, the two processes in one launch, and ``accumulation`` has
+    each process take its half in that many micro-batches."""
 
-    def run(model_dir: Path, data: Path, folder: Path) -> None:
+    def run(model_dir: Path, data: Path, folder: Path, cases: dict | None = None, *, accumulation: int = 1) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
         common = [str(model_dir), str(data)]
-        ddp_worker.run(*common, str(folder / "one"), 4, use_cpu=True)
+        two = [str(folder / "two"), str(2 // accumulation)]
+        if cases is None:
+            ddp_worker.run(*common, str(folder / "one"), 4, use_cpu=True)
+        else:
+            for name, overrides in cases.items():
+                ddp_worker.run(*common, str(folder / "one" / name), 4, use_cpu=True, **overrides)
+            accumulated = {name: {**o, "gradient_accumulation_steps": accumulation} for name, o in cases.items()}
+            two.append(json.dumps(accumulated))
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port}"]
         double = subprocess.run(
-            [*launcher, ddp_worker.__file__, *common, str(folder / "two"), "2"],
+            [*launcher, ddp_worker.__file__, *common, *two],
             env=env,
             capture_output=True,
             text=True,

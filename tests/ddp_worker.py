@@ -1,7 +1,11 @@
-"""One SGD step of RankingRewardTrainer, for the data-parallel test: run alone, or under torchrun with gloo.
+"""SGD steps of RankingRewardTrainer, for the data-parallel tests: run alone, or under torchrun with gloo.
 
-Usage: python ddp_worker.py MODEL_DIR DATA_JSONL OUTPUT_DIR PER_DEVICE_BATCH
-Writes OUTPUT_DIR/model.safetensors and OUTPUT_DIR/result.json (the global batch's loss, world size).
+Usage: python ddp_worker.py MODEL_DIR DATA_JSONL OUTPUT_DIR PER_DEVICE_BATCH [CASES_JSON]
+
+Writes OUTPUT_DIR/model.safetensors and OUTPUT_DIR/result.json: the logged loss of each step and the final
+``train_loss`` (the Trainer's, which must be the global batch's), the world size. CASES_JSON, a JSON object
+``{name: {config field: value}}``, trains once per case (in one launch, so the processes start once) into
+OUTPUT_DIR/name, each case's fields replacing those of :func:`one_step_config`.
 """
 
 import json
@@ -9,18 +13,18 @@ import os
 import sys
 
 
-def one_step_config(output: str, batch_size: int, *, use_cpu: bool = False):
+def one_step_config(output: str, batch_size: int, *, use_cpu: bool = False, **overrides):
     """One exact SGD step (learning rate 1, float32, data in order): the setting both parallel tests compare.
 
     Shared with ``fsdp_worker.py``. Processes talk over gloo when they have no GPU; ``use_cpu`` keeps a run in the
-    test's own process on the CPU, as the launched processes are.
+    test's own process on the CPU, as the launched processes are. ``overrides`` replace any field.
     """
     import torch
 
     from rewardcollapse.training import RankingRewardConfig
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return RankingRewardConfig(
+    settings = dict(
         output_dir=output,
         per_device_train_batch_size=batch_size,
         max_steps=1,
@@ -39,48 +43,44 @@ def one_step_config(output: str, batch_size: int, *, use_cpu: bool = False):
         ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
         use_cpu=use_cpu,
     )
+    return RankingRewardConfig(**{**settings, **overrides})
 
 
-def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: bool = False) -> None:
+def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: bool = False, **overrides) -> None:
     import datasets
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rewardcollapse.data import load_rankings
     from rewardcollapse.training import RankingRewardTrainer
 
     datasets.disable_progress_bars()
-
-    class Recording(RankingRewardTrainer):
-        """Keeps this process's first training loss (the Trainer logs the main process's only)."""
-
-        first_loss = None
-
-        def compute_loss(self, model, inputs, **kwargs):
-            loss = super().compute_loss(model, inputs, **kwargs)
-            if self.first_loss is None:
-                self.first_loss = loss.detach().clone()
-            return loss
-
-    args = one_step_config(output, batch_size, use_cpu=use_cpu)
-    trainer = Recording(
+    args = one_step_config(output, batch_size, use_cpu=use_cpu, **overrides)
+    trainer = RankingRewardTrainer(
         model=AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1),
         args=args,
         train_dataset=load_rankings(data),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
-    trainer.train()
+    outcome = trainer.train()
     trainer.save_model(output)
-    # The global batch's loss is the mean of the processes' losses (equal numbers of prompts per process).
-    loss = trainer.first_loss
-    if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(loss)
-        loss /= torch.distributed.get_world_size()
+    # The logged loss is the Trainer's mean over processes of what each returned: the global batch's loss.
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if args.process_index == 0:
-        result = {"loss": float(loss), "world_size": args.world_size, "shared_prompt": trainer.shared is not None}
+        result = {
+            "loss": losses[0] if losses else None,
+            "losses": losses,
+            "train_loss": outcome.training_loss,
+            "world_size": args.world_size,
+            "shared_prompt": trainer.shared is not None,
+        }
         with open(f"{output}/result.json", "w") as handle:
             json.dump(result, handle)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    model_dir, data, output, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if len(sys.argv) > 5:
+        for name, overrides in json.loads(sys.argv[5]).items():
+            run(model_dir, data, f"{output}/{name}", batch_size, **overrides)
+    else:
+        run(model_dir, data, output, batch_size)

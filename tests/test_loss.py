@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardcollapse import utility
-from rewardcollapse.loss import RankingLoss, pair_matrix, ranking_loss
+from rewardcollapse.loss import RankingLoss, centering_penalty, loss_items, pair_matrix, ranking_loss
 
 SPECS = ["x", "log", "-1/x", "x^0.5", "-x^-0.5", "logsigmoid"]
 
@@ -270,3 +270,37 @@ def test_pair_matrix_is_strict_order():
     assert above.sum().item() == 3  # 1 above 2, 1 above 0, 2 above 0; answer 3 is masked
     assert not (above & above.T).any()
     assert math.isclose(above.float().trace().item(), 0.0)
+
+
+@pytest.mark.parametrize("pair_weighting", ["pair", "prompt"])
+def test_sums_over_split_batches_divided_by_their_items_are_the_whole_batchs_mean(pair_weighting):
+    # What data parallelism and gradient accumulation rely on: parts of a batch holding unequal numbers of pairs
+    # (rankings of 2 to 4 answers, one prompt with none) give the whole batch's mean as sum over parts / items.
+    torch.manual_seed(0)
+    rewards = torch.randn(5, 4, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    pairs = pair_matrix(torch.tensor([[0, 1, 2, 3]] * 5), mask)
+    margins = torch.rand(5, 4, 4, dtype=torch.float64)
+    settings = {"utility": "logsigmoid", "normalize": "none", "pair_weighting": pair_weighting}
+    whole_loss = ranking_loss(rewards, pairs=pairs, mask=mask, margins=margins, **settings)
+    whole_centring = centering_penalty(rewards, pairs, pair_weighting=pair_weighting)
+    parts = [slice(0, 1), slice(1, 4), slice(4, 5)]
+    items = sum(loss_items(pairs[p], mask=mask[p], pair_weighting=pair_weighting) for p in parts)
+    assert int(items) == {"pair": 1 + 6 + 3 + 0 + 6, "prompt": 4}[pair_weighting]
+    summed = [
+        ranking_loss(rewards[p], pairs=pairs[p], mask=mask[p], margins=margins[p], reduction="sum", **settings)
+        for p in parts
+    ]
+    assert float(sum(summed) / items) == pytest.approx(float(whole_loss), abs=1e-12)
+    centring = [centering_penalty(rewards[p], pairs[p], pair_weighting=pair_weighting, reduction="sum") for p in parts]
+    assert float(sum(centring) / items) == pytest.approx(float(whole_centring), abs=1e-12)
+
+
+def test_centering_penalty_and_loss_items_name_bad_arguments():
+    pairs = pair_matrix(torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="`reduction` must be 'mean' or 'sum', got 'none'"):
+        centering_penalty(torch.zeros(1, 2), pairs, reduction="none")
+    with pytest.raises(ValueError, match="`pair_weighting` must be one of"):
+        centering_penalty(torch.zeros(1, 2), pairs, pair_weighting="row")
+    with pytest.raises(ValueError, match="`pair_weighting` must be one of"):
+        loss_items(pairs, pair_weighting="row")

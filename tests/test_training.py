@@ -217,6 +217,42 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, tokenizer, tiny_
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
 
 
+def uneven_rankings(n_prompts):
+    """Rankings of 2 to 5 answers, so batches hold unequal numbers of ranked pairs (1 to 10 per prompt), each pair
+    with a margin from -2 to 2: the pairs' and prompts' losses differ even under a random model, which scores every
+    answer about the same, so weighting them differently shows."""
+    rows = []
+    for p in range(n_prompts):
+        k = 2 + (p * 3) % 4
+        answers = [" ".join(WORDS[(p + w) % len(WORDS)] for w in range(2 * (k - i))) for i in range(k)]
+        pairs = [[i, j] for i in range(k) for j in range(i + 1, k)]
+        margins = [float((p + i + 2 * j) % 5 - 2) for i, j in pairs]
+        rows.append({"prompt": f"Prompt {p}: say something.", "responses": answers, "pairs": pairs, "margins": margins})
+    return rows
+
+
+@pytest.mark.parametrize("pair_weighting", ["pair", "prompt"])
+def test_gradient_accumulation_with_unequal_batches_matches_the_full_batch(
+    tmp_path, tokenizer, tiny_model, pair_weighting
+):
+    # 7 prompts: the accumulated run's micro-batches hold 2, 2 | 2, 1 prompts and unequal numbers of pairs; its two
+    # steps must be the full run's two batches of 4 and 3 prompts, with the centring term weighted the same way.
+    data = load_rankings(datasets.Dataset.from_list(uneven_rankings(7)))
+    common = {"max_steps": 2, "optim": "sgd", "learning_rate": 0.5, "train_sampling_strategy": "sequential"}
+    common |= {"pair_weighting": pair_weighting, "center_rewards_coefficient": 0.1, "utility": "logsigmoid"}
+    runs = []
+    for batch, accumulation in ((4, 1), (2, 2)):
+        args = config(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, **common)
+        trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
+        outcome = trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        runs.append((final_weights(trainer), losses, outcome.training_loss))
+    (a, losses_full, train_loss_full), (b, losses_accumulated, train_loss_accumulated) = runs
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
+    assert losses_accumulated == pytest.approx(losses_full, abs=1e-6) and len(losses_full) == 2
+    assert train_loss_accumulated == pytest.approx(train_loss_full, abs=1e-6)
+
+
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tokenizer, tiny_model):
     data = load_rankings(datasets.Dataset.from_list(ranking_rows(8)))
 
@@ -258,6 +294,32 @@ def test_two_process_gloo_data_parallel_matches_one_process(tmp_path, tiny_dir, 
     a = load_file(tmp_path / "one" / "model.safetensors")
     b = load_file(tmp_path / "two" / "model.safetensors")
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+
+
+@pytest.mark.slow
+def test_two_processes_with_unequal_pairs_and_accumulation_match_one_process(
+    tmp_path, tokenizer, tiny_model, one_and_two_processes
+):
+    # Per step, process 0 takes prompts with 1 + 6 ranked pairs and process 1 prompts with 10 + 3, one prompt per
+    # micro-batch (2 accumulation steps); one process takes the 4 prompts at once. "pair" weighs each of the 20 pairs
+    # the same, "prompt" each prompt, and the centring term follows; either way the steps must be one process's.
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_jsonl(tmp_path / "data.jsonl", uneven_rankings(8))
+    common = {"max_steps": 2, "learning_rate": 0.5, "utility": "logsigmoid", "center_rewards_coefficient": 0.1}
+    # "prompt" logs no step: its train_loss is all from the steps after the last log, which the Trainer does not gather.
+    cases = {"pair": {**common, "pair_weighting": "pair"}, "prompt": {**common, "logging_steps": 5}}
+    one_and_two_processes(model_dir, tmp_path / "data.jsonl", tmp_path, cases, accumulation=2)
+    for name in cases:
+        one = json.loads((tmp_path / "one" / name / "result.json").read_text())
+        two = json.loads((tmp_path / "two" / name / "result.json").read_text())
+        assert two["world_size"] == 2 and one["world_size"] == 1
+        assert two["losses"] == pytest.approx(one["losses"], abs=1e-6) and len(one["losses"]) == (name == "pair") * 2
+        assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-6)
+        a = load_file(tmp_path / "one" / name / "model.safetensors")
+        b = load_file(tmp_path / "two" / name / "model.safetensors")
+        assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6, name
 
 
 def test_config_validation(tmp_path):

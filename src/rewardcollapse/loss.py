@@ -37,7 +37,15 @@ from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.core.openness import openness_family
 from rewardcollapse.core.utilities import Utility, utility
 
-__all__ = ["PAIR_WEIGHTINGS", "PARAMETER_FAMILIES", "RankingLoss", "centering_penalty", "pair_matrix", "ranking_loss"]
+__all__ = [
+    "PAIR_WEIGHTINGS",
+    "PARAMETER_FAMILIES",
+    "RankingLoss",
+    "centering_penalty",
+    "loss_items",
+    "pair_matrix",
+    "ranking_loss",
+]
 
 PARAMETER_FAMILIES = {"x^a": "a", "-x^-a": "a", "logsigmoid": "scale", "openness": "o"}
 """Families whose parameter may vary per prompt: ``utilities`` is then a ``(B,)`` tensor of that parameter.
@@ -95,6 +103,43 @@ def pair_matrix(ranks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
     if mask is not None:
         above = above & mask[:, :, None] & mask[:, None, :]
     return above
+
+
+def loss_items(
+    pairs: torch.Tensor, *, mask: torch.Tensor | None = None, pair_weighting: PairWeighting = "prompt"
+) -> torch.Tensor:
+    r"""How many terms the batch's mean loss averages: ranked pairs (``"pair"``) or prompts with a pair (``"prompt"``).
+
+    :func:`ranking_loss` and :func:`centering_penalty` with ``reduction="mean"`` divide their ``"sum"`` by this
+    count (at least 1). Summed over the micro-batches of a gradient-accumulation step and over the processes of
+    data-parallel training, it is the divisor that makes the step's loss the mean over the whole global batch,
+    however its pairs and prompts are split (transformers' ``num_items_in_batch``).
+
+    Parameters
+    ----------
+    pairs : torch.Tensor
+        ``(B, K, K)`` bool, True where answer ``i`` is ranked above ``j`` (:func:`pair_matrix`).
+    mask : torch.Tensor, optional
+        ``(B, K)`` bool, False for padding answers.
+    pair_weighting : {"prompt", "pair"}, default "prompt"
+        As in :func:`ranking_loss`.
+
+    Returns
+    -------
+    torch.Tensor
+        A 0-dimensional integer tensor.
+
+    Examples
+    --------
+    >>> pairs = pair_matrix(torch.tensor([[0, 1, 2], [0, 1, 1]]))
+    >>> int(loss_items(pairs, pair_weighting="pair")), int(loss_items(pairs, pair_weighting="prompt"))
+    (5, 2)
+    """
+    if pair_weighting not in PAIR_WEIGHTINGS:
+        raise InputValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}")
+    above = pairs if mask is None else pairs & mask[:, :, None] & mask[:, None, :]
+    count = above.sum(dim=(1, 2))
+    return count.sum() if pair_weighting == "pair" else (count > 0).sum()
 
 
 def _check_inputs(rewards, ranks, pairs, mask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,8 +288,9 @@ def ranking_loss(
         Shift :math:`\varepsilon > 0` of the utilities that are singular at 0 (module docstring); spec strings
         only, a Utility object keeps its own.
     reduction : {"mean", "sum", "none"}, default "mean"
-        Mean or sum over the prompts that have a ranked pair, or the ``(B,)`` per-prompt losses (0 for prompts
-        without a pair).
+        Mean or sum over the prompts that have a ranked pair (over the pairs with ``pair_weighting="pair"``), or
+        the ``(B,)`` per-prompt losses (0 for prompts without a pair). The mean is the sum divided by
+        :func:`loss_items`.
     margins : torch.Tensor, optional
         ``(B, K, K)`` margin of each ranked pair, subtracted from its gap: :math:`U(s_i - s_j - m_{ij})`. With
         ``"logsigmoid"`` and ``normalize="none"`` this is TRL's ``-logsigmoid(r_chosen - r_rejected - margin)``.
@@ -306,40 +352,37 @@ def ranking_loss(
         pair_utilities = _one_utility(utility, safe, eps)
     else:
         pair_utilities = _per_prompt_utilities(utilities, family, safe, eps)
-    values = torch.where(above, pair_utilities, 0.0)
-    count = above.sum(dim=(1, 2))
-    has_pairs = count > 0
-    if pair_weighting == "pair":
-        per_prompt_sum = -values.sum(dim=(1, 2))
-        if reduction == "none":
-            return per_prompt_sum
-        total = per_prompt_sum.sum()
-        return total if reduction == "sum" else total / count.sum().clamp_min(1).to(scores.dtype)
-    per_prompt = torch.where(has_pairs, -values.sum(dim=(1, 2)) / count.clamp_min(1).to(scores.dtype), 0.0)
+    per_prompt = torch.where(above, -pair_utilities, 0.0).sum(dim=(1, 2))
+    if pair_weighting == "prompt":  # each prompt's mean over its pairs; 0 for a prompt without a pair
+        per_prompt = per_prompt / above.sum(dim=(1, 2)).clamp_min(1).to(scores.dtype)
     if reduction == "none":
         return per_prompt
     total = per_prompt.sum()
     if reduction == "sum":
         return total
-    # Mean over the prompts that have a ranked pair; an all-tied batch gives 0 that still reaches every score.
-    return total / has_pairs.sum().clamp_min(1).to(scores.dtype)
+    # Mean over the pairs, or the prompts that have one; an all-tied batch gives 0 that still reaches every score.
+    return total / loss_items(above, pair_weighting=pair_weighting).clamp_min(1).to(scores.dtype)
 
 
 def centering_penalty(
-    rewards: torch.Tensor, pairs: torch.Tensor, *, pair_weighting: PairWeighting = "prompt"
+    rewards: torch.Tensor, pairs: torch.Tensor, *, pair_weighting: PairWeighting = "prompt", reduction: str = "mean"
 ) -> torch.Tensor:
     r"""Mean over ranked pairs of :math:`(r_i + r_j)^2` on the raw scores: TRL's ``center_rewards_coefficient`` term.
 
     It pulls the rewards toward zero mean (Eisenstein et al., 2023); with one pair per prompt it is TRL's
-    ``mean((r_chosen + r_rejected) ** 2)``. ``pair_weighting`` as in :func:`ranking_loss`.
+    ``mean((r_chosen + r_rejected) ** 2)``. ``pair_weighting`` as in :func:`ranking_loss`; ``reduction="sum"``
+    leaves out the division by :func:`loss_items`, the same divisor as the ranking loss's.
     """
+    if reduction not in ("mean", "sum"):
+        raise InputValueError(f"`reduction` must be 'mean' or 'sum', got {reduction!r}")
+    if pair_weighting not in PAIR_WEIGHTINGS:
+        raise InputValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS}, got {pair_weighting!r}")
     sums = (rewards.float()[:, :, None] + rewards.float()[:, None, :]) ** 2
-    values = torch.where(pairs, sums, 0.0)
-    count = pairs.sum(dim=(1, 2))
-    if pair_weighting == "pair":
-        return values.sum() / count.sum().clamp_min(1)
-    per_prompt = values.sum(dim=(1, 2)) / count.clamp_min(1)
-    return per_prompt.sum() / (count > 0).sum().clamp_min(1)
+    per_prompt = torch.where(pairs, sums, 0.0).sum(dim=(1, 2))
+    if pair_weighting == "prompt":
+        per_prompt = per_prompt / pairs.sum(dim=(1, 2)).clamp_min(1)
+    total = per_prompt.sum()
+    return total if reduction == "sum" else total / loss_items(pairs, pair_weighting=pair_weighting).clamp_min(1)
 
 
 class RankingLoss(nn.Module):

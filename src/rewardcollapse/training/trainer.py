@@ -28,7 +28,7 @@ from rewardcollapse.core.conventions import prompt_utility
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import load_rankings, max_responses
 from rewardcollapse.diagnostics import ranking_metrics
-from rewardcollapse.loss import centering_penalty, ranking_loss
+from rewardcollapse.loss import centering_penalty, loss_items, ranking_loss
 from rewardcollapse.training.collator import RankingCollator, openness_of, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.model_card import MODEL_CARD_FILE, model_card
@@ -416,8 +416,8 @@ class RankingRewardTrainer(Trainer):
         if any(type(callback) is ProgressCallback for callback in self.callback_handler.callbacks):
             self.remove_callback(ProgressCallback)
             self.add_callback(RankingProgressCallback)
-        # The loss is a mean over prompts, not a sum over labelled tokens: the Trainer must divide by the
-        # accumulation steps itself instead of expecting a `num_items_in_batch` normalisation.
+        # The model's forward takes no loss arguments: `num_items_in_batch` is counted by `get_batch_samples` (pairs
+        # or prompts, not labelled tokens) and used by `compute_loss`.
         self.model_accepts_loss_kwargs = False
         self._truncated = torch.zeros(2, dtype=torch.long)  # (truncated, total) training sequences
         self._trl_metrics: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
@@ -434,8 +434,46 @@ class RankingRewardTrainer(Trainer):
             stack.enter_context(self._offloading)
         return stack
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The next optimizer step's micro-batches, and how many terms the step's loss averages over all processes.
+
+        The count (:func:`~rewardcollapse.loss.loss_items`: ranked pairs for ``pair_weighting="pair"``, prompts for
+        ``"prompt"``) is summed over the step's micro-batches and every process, so :meth:`compute_loss` divides
+        each micro-batch's summed loss by the global batch's count: the step is the mean over the global batch
+        whatever the number of processes, the accumulation steps and the pairs each holds.
+        """
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        weighting = self.args.pair_weighting
+        count = torch.zeros((), dtype=torch.long, device=device)  # on the device: no wait for the host
+        for batch in batches:
+            count += loss_items(batch["pairs"], mask=batch["answer_mask"], pair_weighting=weighting).to(device)
+        # Every process reaches this once per optimizer step (also with no batch left), so the sum cannot hang.
+        return batches, self.accelerator.reduce(count, reduction="sum")
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One micro-batch's forward and backward; returns its share of the step's loss over all processes.
+
+        With ``num_items_in_batch`` (:meth:`get_batch_samples`) the loss is already a share of the global batch's
+        mean, so the Trainer does not divide it by the accumulation steps again. The returned value is averaged over
+        the processes, so the logged ``loss`` and the final ``train_loss`` are the global batch's, also for steps
+        after the last logging step (which the Trainer adds to ``train_loss`` without gathering). It also counts the
+        tokens forwarded (TRL's ``num_tokens``, over all processes).
+        """
+        tokens = inputs["attention_mask"].sum().to(self.args.device)
+        self._num_tokens += int(self.accelerator.gather_for_metrics(tokens[None]).sum())
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        return self.accelerator.reduce(loss, reduction="mean")
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Score every answer once, then the ranking loss over all the batch's ranked pairs."""
+        """Score every answer once, then the ranking loss over all the batch's ranked pairs.
+
+        Without ``num_items_in_batch`` the loss is this batch's mean (:func:`~rewardcollapse.loss.ranking_loss`).
+        With it (the global batch's :func:`~rewardcollapse.loss.loss_items`), it is this batch's summed loss
+        divided by that count and multiplied by the number of processes, whose gradients data parallelism averages:
+        the gradients summed over the accumulation steps and averaged over the processes are those of the global
+        batch's mean, the same as one process with the whole batch.
+        """
         truncated = inputs.pop("num_truncated", None)
         if model.training and truncated is not None:
             self._truncated += torch.tensor([int(truncated), len(inputs["answer_slot"])])
@@ -443,6 +481,7 @@ class RankingRewardTrainer(Trainer):
         if shared is not None and not model.training:  # evaluation's tokens are not the training's
             shared = SharedLayout(shared.row_tokens, when_cheaper=shared.when_cheaper)
         rewards = score_batch(model, inputs, forward_batch_size=self.args.forward_batch_size, shared=shared)
+        reduction = "mean" if num_items_in_batch is None else "sum"
         loss = ranking_loss(
             rewards,
             utilities=inputs["utilities"],
@@ -453,10 +492,16 @@ class RankingRewardTrainer(Trainer):
             eps=self.args.eps,
             margins=inputs.get("margins"),
             pair_weighting=self.args.pair_weighting,
+            reduction=reduction,
         )
         if self.args.center_rewards_coefficient is not None:
-            centering = centering_penalty(rewards, inputs["pairs"], pair_weighting=self.args.pair_weighting)
+            centering = centering_penalty(
+                rewards, inputs["pairs"], pair_weighting=self.args.pair_weighting, reduction=reduction
+            )
             loss = loss + self.args.center_rewards_coefficient * centering
+        if num_items_in_batch is not None:
+            count = torch.as_tensor(num_items_in_batch, device=loss.device).clamp_min(1).to(loss.dtype)
+            loss = loss / count * self.accelerator.num_processes
         self._record_trl_metrics(rewards.detach(), inputs["pairs"], inputs["answer_mask"], model.training)
         return (loss, {"rewards": rewards}) if return_outputs else loss
 
@@ -483,12 +528,6 @@ class RankingRewardTrainer(Trainer):
         record = self._trl_metrics["train" if training else "eval"]
         for name, value in zip(values, gathered.reshape(-1, len(values)).nanmean(0).tolist(), strict=True):
             record.setdefault(name, []).append(value)
-
-    def training_step(self, model, inputs, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """One step as the Trainer's, counting the tokens forwarded (TRL's ``num_tokens``, over all processes)."""
-        tokens = inputs["attention_mask"].sum().to(self.args.device)
-        self._num_tokens += int(self.accelerator.gather_for_metrics(tokens[None]).sum())
-        return super().training_step(model, inputs, *args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Loss, ``(B, K)`` rewards (NaN for padding answers) and the ``(B, K, K)`` pair matrix as labels."""
