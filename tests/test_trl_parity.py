@@ -17,6 +17,7 @@ trl = pytest.importorskip("trl")
 
 from transformers import AutoTokenizer  # noqa: E402
 
+import rewardcollapse.trl  # noqa: E402
 from rewardcollapse.core.errors import InputTypeError, InputValueError  # noqa: E402
 from rewardcollapse.data import load_rankings  # noqa: E402
 from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer  # noqa: E402
@@ -334,14 +335,14 @@ def test_trl_usage_with_the_classes_swapped_trains_trls_model(tmp_path, decoder_
     theirs = train_like_a_trl_user(
         trl.RewardConfig, trl.RewardTrainer, decoder_folder, train, held_out, tmp_path / "trl", **options
     )
+    # The same script with one import changed: `from rewardcollapse.trl import RewardConfig, RewardTrainer`.
     ours = train_like_a_trl_user(
-        RankingRewardConfig,
-        RankingRewardTrainer,
+        rewardcollapse.trl.RewardConfig,
+        rewardcollapse.trl.RewardTrainer,
         decoder_folder,
         train,
         held_out,
         tmp_path / "ours",
-        **TRL_SETTINGS,
         **options,
     )
     assert len(ours[0]) == len(theirs[0]) == 10
