@@ -29,7 +29,8 @@ class RewardConfig(RankingRewardConfig):
     two-answer ranking (``group_pairs=False``), so a batch holds ``per_device_train_batch_size`` pair rows;
     sequences are prompt + answer + end-of-sequence token (``sequence_format="trl"``), each encoded alone
     (``shared_prompt="off"``); pairs with a sequence over ``max_length=1024`` tokens are dropped (``over_long``);
-    gradient checkpointing is on, and ``bf16`` is on unless ``fp16`` or a ``precision`` is given (TRL's rule);
+    gradient checkpointing is on, and ``bf16`` is on unless ``fp16`` or a ``precision`` is given (TRL's rule) where
+    the device runs bf16 natively (float32 where it would be emulated, about 25x slower);
     ``pad_to_multiple_of="auto"`` pads to 128 tokens on Neuron only.
     """
 
@@ -59,7 +60,10 @@ class RewardConfig(RankingRewardConfig):
     )
     bf16: bool | None = field(
         default=None,
-        metadata={"help": "bf16 mixed precision; None: on unless fp16 or a precision other than auto is set (TRL)."},
+        metadata={
+            "help": "bf16 mixed precision; None: as TRL, on unless fp16 is set, where the device runs bf16 natively "
+            "(float32 where it would be emulated, about 25x slower)."
+        },
     )
     pad_to_multiple_of: int | str | None = field(
         default="auto", metadata={"help": "Pad to a multiple of this many tokens; auto: 128 on Neuron, else none."}
@@ -69,7 +73,9 @@ class RewardConfig(RankingRewardConfig):
         # TRL's rule: bf16 unless fp16 is set (or this project's `precision` names another choice); bf16=False
         # means float32, where this project's precision="auto" would choose by the hardware.
         if self.bf16 is None:
-            self.bf16 = not self.fp16 and self.precision in ("auto", "bf16")
+            # Unset: bf16 wherever the device runs it natively, as precision "auto" picks it (CUDA, CPUs with AMX or
+            # AVX512-BF16), float32 where it would be emulated (about 25x slower), where TRL would still use it.
+            self.bf16 = self.precision == "bf16"
         elif not self.bf16 and not self.fp16 and self.precision == "auto":
             self.precision = "fp32"
         super().__post_init__()
