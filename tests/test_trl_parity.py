@@ -469,3 +469,26 @@ def test_trls_positional_order_and_trainer_arguments_pass_through(tmp_path, deco
     assert len(trainer.train_dataset) == 4
     assert any(isinstance(callback, Seen) for callback in trainer.callback_handler.callbacks)
     assert isinstance(trainer.create_optimizer(), torch.optim.SGD) and trainer.optimizer.defaults["lr"] == 0.5
+
+
+def test_pre_tokenised_rows_over_max_length_are_dropped_as_trl_drops_them(tmp_path, decoder_folder):
+    rows = token_pairs(AutoTokenizer.from_pretrained(decoder_folder), 8)
+    lengths = sorted(len(ids) for row in rows for ids in (row["chosen_input_ids"], row["rejected_input_ids"]))
+    limit = lengths[len(lengths) // 2]  # some rows hold a longer sequence
+    data = datasets.Dataset.from_list(rows)
+    common = {"report_to": "none", "use_cpu": True, "bf16": False, "max_length": limit}
+
+    def kept(config_class, trainer_class, **settings):
+        args = config_class(output_dir=str(tmp_path / config_class.__module__), **common, **settings)
+        return trainer_class(model=str(decoder_folder), args=args, train_dataset=data).train_dataset
+
+    theirs = kept(trl.RewardConfig, trl.RewardTrainer)
+    ours = kept(rewardcollapse.trl.RewardConfig, rewardcollapse.trl.RewardTrainer)
+    assert 0 < len(ours) == len(theirs) < len(rows)
+    assert [row["input_ids"] for row in ours] == [[row["chosen_ids"], row["rejected_ids"]] for row in theirs]
+    cut = kept(rewardcollapse.trl.RewardConfig, rewardcollapse.trl.RewardTrainer, over_long="truncate")
+    assert len(cut) == len(rows) and max(len(ids) for row in cut for ids in row["input_ids"]) == limit
+    assert sum(cut["num_truncated"]) > 0
+    common["max_length"] = None  # no limit: every row whole
+    whole = kept(rewardcollapse.trl.RewardConfig, rewardcollapse.trl.RewardTrainer)
+    assert [row["input_ids"] for row in whole] == [[r["chosen_input_ids"], r["rejected_input_ids"]] for r in rows]

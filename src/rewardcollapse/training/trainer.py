@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,8 +81,9 @@ def _token_pairs_to_rankings(
 ) -> dict[str, list]:
     """Pre-tokenised pair rows as two-answer ranking rows with their token columns (the collator only pads them).
 
-    Sequences longer than ``max_length`` are cut on the tokenizer's ``truncation_side`` and counted, as the
-    collator cuts text.
+    Sequences longer than ``max_length`` (None: no limit) are cut on the tokenizer's ``truncation_side`` and
+    counted, as the collator cuts text (``over_long="truncate"``), or their row is left out, as TRL filters them
+    (``"drop"``; the rows out are fewer than the rows in).
     """
     rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
     side = getattr(tokenizer, "truncation_side", "right")
@@ -89,9 +91,12 @@ def _token_pairs_to_rankings(
         name: [] for name in ("prompt", "responses", "pairs", "margins", "input_ids", "attention_mask", "num_truncated")
     }
     out["loss_openness" if args.utility == OPENNESS else "loss_utility"] = []
+    limit = max_length if max_length is not None else math.inf
     for row in rows:
         ids = [list(row[columns[0]]), list(row[columns[1]])]
-        cut = [seq[:max_length] if side == "right" else seq[-max_length:] for seq in ids]
+        if args.over_long == "drop" and max(map(len, ids)) > limit:
+            continue
+        cut = ids if max_length is None else [seq[:max_length] if side == "right" else seq[-max_length:] for seq in ids]
         out["prompt"].append("")
         out["responses"].append([tokenizer.decode(seq) if tokenizer is not None else str(seq) for seq in ids])
         out["pairs"].append([[0, 1]])
@@ -138,7 +143,7 @@ def _prepare_dataset(
         if isinstance(dataset, datasets.IterableDataset):  # no `desc`, no processes: converted as it streams
             return dataset.map(_token_pairs_to_rankings, batched=True, remove_columns=columns, fn_kwargs=options)
         with args.main_process_first(desc=f"reading {name}"):
-            return dataset.map(
+            converted = dataset.map(
                 _token_pairs_to_rankings,
                 batched=True,
                 remove_columns=columns,
@@ -146,6 +151,15 @@ def _prepare_dataset(
                 num_proc=args.dataset_num_proc,
                 desc=f"reading the token ids of {name}",
             )
+        if len(converted) < len(dataset):
+            _log.info(
+                "%s: dropped %d of %d pair rows with a sequence longer than max_length=%d tokens (over_long='drop')",
+                name,
+                len(dataset) - len(converted),
+                len(dataset),
+                max_length,
+            )
+        return converted
     if isinstance(dataset, datasets.IterableDataset):
         if not pairwise:
             return dataset
