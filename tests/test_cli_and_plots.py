@@ -274,10 +274,11 @@ def test_diagnose_checks_levels_and_rows_before_scoring(tmp_path, capsys):
         (["train", "--data", "d.jsonl", "--output", "o", "--precision", "maybe"], "invalid choice: 'maybe'"),
         (["train", "--data", "d.jsonl", "--output", "o", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
         (["score", "--data", "d.jsonl"], "the following arguments are required: --model, --output"),
+        (["train", "--data", "d.jsonl"], "the following arguments are required: --output_dir/--output"),
         (["reproduce", "--steps", "many"], "invalid int value: 'many'"),
         (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
     ],
-    ids=["choice", "unknown", "required", "type", "command"],
+    ids=["choice", "unknown", "required", "train-output-required", "type", "command"],
 )
 def test_usage_errors_are_one_line_pointing_to_help(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -306,10 +306,6 @@ def _train_result_rows(result: Any, max_length: int) -> list[tuple[str, object]]
 def _train(job: Any, config: Any) -> int:
     from rewardcollapse.training.run import train_reward_model
 
-    if config.output_dir is None:
-        raise InputValueError(
-            "--output_dir (or --output) is required: the folder for checkpoints and the trained model"
-        )
     result = train_reward_model(
         model=job.model,
         data=job.data,
@@ -701,6 +697,8 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
         settings, prog=prog, usage=usage, description=f"{command.help[:1].upper()}{command.help[1:]}. {command.more}"
     )
     for action in parser._actions:  # argparse keeps no public list of its options
+        if words == ("train",) and action.dest == "output_dir":
+            action.required = True  # TrainingArguments defaults it to "trainer_output"; train needs it given
         negated = [name for name in action.option_strings if name.startswith("--no_")]
         if negated:  # HfArgumentParser gives --no_x the help of --x; say what it does instead
             action.help = f"Turn {negated[0].removeprefix('--no_')} off."
