@@ -29,7 +29,7 @@ from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import detect_format, load_rankings, max_responses, pair_positions, ranked_pairs, read_table
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.settings import MAX_LENGTH, ModelInput, ScoreJob
-from rewardcollapse.training.checkpoints import resume_checkpoint
+from rewardcollapse.training.checkpoints import checkpoint_folders, resume_checkpoint
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import RankingRewardConfig
 from rewardcollapse.training.models import (
@@ -271,6 +271,13 @@ def _starting_point(args: RankingRewardConfig, model: str | None, resume: str | 
             "give another output folder"
         )
     checkpoint = resume_checkpoint(resume, output_dir, needs_optimizer=not args.save_only_model)
+    earlier = checkpoint_folders(output_dir) if checkpoint is None else []
+    if earlier:  # a fresh run would mix its checkpoints with these, and a later resume would take the newest
+        raise InputValueError(
+            f"`output_dir` {str(output_dir)!r} already holds the checkpoints of an earlier run "
+            f"({', '.join(path.name for path in earlier)}); add --resume to continue that run, give another "
+            "--output, or remove them"
+        )
     start_step = _checkpoint_step(checkpoint)
     if checkpoint is not None and args.max_steps > 0 and start_step >= args.max_steps:
         raise InputValueError(
