@@ -625,6 +625,29 @@ def test_a_float_or_a_flag_for_a_whole_number_field_is_refused_by_name(tmp_path,
     assert RankingRewardConfig(output_dir=str(tmp_path / "m"), max_steps=2, num_train_epochs=2).max_steps == 2
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"dataloader_num_workers": -1}, "`dataloader_num_workers` must be 0 (load in the training process) or more"),
+        ({"neftune_noise_alpha": -1.0}, "`neftune_noise_alpha` must be > 0, got -1.0; leave it out for no noise"),
+        ({"neftune_noise_alpha": 0.0}, "`neftune_noise_alpha` must be > 0, got 0.0"),
+    ],
+)
+def test_trainer_settings_that_fail_in_the_loop_are_refused_first(tmp_path, setting, message):
+    with pytest.raises(InputValueError) as refused:
+        RankingRewardConfig(output_dir=str(tmp_path / "m"), **setting)
+    assert str(refused.value).startswith(message)
+    assert not (tmp_path / "m").exists()
+
+
+def test_liger_kernel_without_its_package_is_refused(tmp_path, monkeypatch):
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: False)
+    with pytest.raises(InputValueError, match="`use_liger_kernel` needs the liger-kernel package"):
+        RankingRewardConfig(output_dir=str(tmp_path / "m"), use_liger_kernel=True)
+
+
 def test_train_refuses_an_unusable_output_before_training(tmp_path, tiny_dir, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", rows(4))
     a_file = tmp_path / "a-file"

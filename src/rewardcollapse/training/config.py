@@ -113,6 +113,7 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
             get_reporting_integration_callbacks,
             is_flytekit_available,
         )
+        from transformers.utils import is_liger_kernel_available
 
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
@@ -131,6 +132,20 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
             raise InputValueError(
                 f"`report_to` {missing[0]!r}: its package is not installed here (installed loggers: "
                 f"{sorted(available) or 'none'}); install it, or log to none with --report_to none"
+            )
+        if self.dataloader_num_workers < 0:
+            raise InputValueError(
+                f"`dataloader_num_workers` must be 0 (load in the training process) or more, got "
+                f"{self.dataloader_num_workers}"
+            )
+        if self.neftune_noise_alpha is not None and not self.neftune_noise_alpha > 0:
+            raise InputValueError(
+                f"`neftune_noise_alpha` must be > 0, got {self.neftune_noise_alpha}; leave it out for no noise"
+            )
+        if self.use_liger_kernel and not is_liger_kernel_available():
+            raise InputValueError(
+                "`use_liger_kernel` needs the liger-kernel package, which is not installed here: "
+                "pip install liger-kernel, or leave --use_liger_kernel out"
             )
         if self.save_strategy == "best" and (self.eval_strategy == "no" or self.metric_for_best_model is None):
             raise InputValueError(
