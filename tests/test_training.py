@@ -648,6 +648,16 @@ def test_liger_kernel_without_its_package_is_refused(tmp_path, monkeypatch):
         RankingRewardConfig(output_dir=str(tmp_path / "m"), use_liger_kernel=True)
 
 
+def test_score_refuses_to_write_over_its_data(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "r.jsonl", rows(2))
+    before = data.read_text()
+    with pytest.raises(InputValueError, match=r"`output` '.*r.jsonl' is the data file itself: scoring would replace"):
+        score_file(model="no-model-needed", data=str(data), output=tmp_path / "." / "r.jsonl")
+    assert main(["score", "--model", "m", "--data", str(data), "--output", str(data)]) == 2
+    assert "is the data file itself" in capsys.readouterr().err
+    assert data.read_text() == before
+
+
 def test_train_refuses_an_unusable_output_before_training(tmp_path, tiny_dir, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", rows(4))
     a_file = tmp_path / "a-file"

@@ -384,6 +384,11 @@ def score_file(
         precision=precision,
     )
     check_positive_int(batch_size, "batch_size")
+    if isinstance(data, str | Path) and Path(data).is_file() and Path(output).exists():
+        if Path(data).resolve() == Path(output).resolve():  # the rewards would replace the answers they score
+            raise InputValueError(
+                f"`output` {str(output)!r} is the data file itself: scoring would replace it; give another output"
+            )
     with locked_output_file(output, "output") as checked:
         return _score(
             checked,
