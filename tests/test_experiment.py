@@ -563,6 +563,9 @@ def test_configuration_files_give_one_line_errors(tmp_path, capsys):
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("training:\n  max_steps: abc\n")
     cases.append((wrong, "`max_steps` must be a number, got the text 'abc'"))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    cases.append((empty, "holds no settings; leave --config out for the paper's settings"))
     negative = tmp_path / "negative.yaml"
     negative.write_text("test_prompts: -3\n")
     cases.append((negative, "`test_prompts` must be a positive integer, got -3"))
