@@ -351,3 +351,11 @@ def test_sigterm_unwinds_a_command_removing_its_lock_and_the_folders_it_made(tmp
     err = process.stderr.read().strip()
     assert err.startswith("terminated (SIGTERM): the outputs at their final paths") and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # the lock file and the folders the job made are gone
+
+
+def test_train_refuses_resume_and_resume_from_checkpoint_together(tmp_path, capsys):
+    argv = ["train", "--data", "d.jsonl", "--output", str(tmp_path / "m"), "--resume", "--resume_from_checkpoint", "c"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume and --resume_from_checkpoint 'c' both say where to continue from")
+    assert not (tmp_path / "m").exists()

@@ -308,6 +308,11 @@ def _train_result_rows(result: Any, max_length: int) -> list[tuple[str, object]]
 def _train(job: Any, config: Any) -> int:
     from rewardcollapse.training.run import train_reward_model
 
+    if job.resume is not None and config.resume_from_checkpoint is not None:
+        raise InputValueError(
+            f"--resume and --resume_from_checkpoint {config.resume_from_checkpoint!r} both say where to continue "
+            "from; give --resume only (bare for the newest checkpoint, or a checkpoint folder)"
+        )
     result = train_reward_model(
         model=job.model,
         data=job.data,
