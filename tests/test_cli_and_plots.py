@@ -1,5 +1,6 @@
 import json
 import resource
+import signal
 import subprocess
 import sys
 import warnings
@@ -9,7 +10,10 @@ import matplotlib.pyplot as plt
 import pytest
 
 from rewardcollapse import plot_limit_laws, plot_optimal_rewards
+from rewardcollapse._files import LOCK_FILE
 from rewardcollapse.cli import _commands, build_parser, command_parser, main
+
+from .conftest import run_until_ready
 
 
 def test_help_exits_zero(capsys):
@@ -274,10 +278,11 @@ def test_diagnose_checks_levels_and_rows_before_scoring(tmp_path, capsys):
         (["train", "--data", "d.jsonl", "--output", "o", "--precision", "maybe"], "invalid choice: 'maybe'"),
         (["train", "--data", "d.jsonl", "--output", "o", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
         (["score", "--data", "d.jsonl"], "the following arguments are required: --model, --output"),
+        (["train", "--data", "d.jsonl"], "the following arguments are required: --output_dir/--output"),
         (["reproduce", "--steps", "many"], "invalid int value: 'many'"),
         (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
     ],
-    ids=["choice", "unknown", "required", "type", "command"],
+    ids=["choice", "unknown", "required", "train-output-required", "type", "command"],
 )
 def test_usage_errors_are_one_line_pointing_to_help(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -321,3 +326,36 @@ def test_json_options_nested_too_deep_are_refused_in_one_line(capsys):
     nested = '{"a": ' * 20_000 + "1" + "}" * 20_000
     assert main(["train", "--data", "d.jsonl", "--output", "o", "--lr_scheduler_kwargs", nested]) == 2
     assert capsys.readouterr().err.startswith("error: an option's JSON value is nested too deep")
+
+
+def test_sigterm_unwinds_a_command_removing_its_lock_and_the_folders_it_made(tmp_path):
+    output = tmp_path / "deep" / "out"
+    script = f"""
+        import sys, time
+        import rewardcollapse.cli as cli
+        from rewardcollapse._files import locked_output_folder
+
+        def hold(args):
+            with locked_output_folder({str(output)!r}, "--output"):
+                print("ready", flush=True)
+                time.sleep(60)
+            return 0
+
+        cli._limits = hold
+        sys.exit(cli.main(["limits", "--output", {str(output)!r}]))
+    """
+    process = run_until_ready(script, tmp_path)
+    assert (output / LOCK_FILE).exists()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    err = process.stderr.read().strip()
+    assert err.startswith("terminated (SIGTERM): the outputs at their final paths") and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # the lock file and the folders the job made are gone
+
+
+def test_train_refuses_resume_and_resume_from_checkpoint_together(tmp_path, capsys):
+    argv = ["train", "--data", "d.jsonl", "--output", str(tmp_path / "m"), "--resume", "--resume_from_checkpoint", "c"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume and --resume_from_checkpoint 'c' both say where to continue from")
+    assert not (tmp_path / "m").exists()

@@ -563,6 +563,9 @@ def test_configuration_files_give_one_line_errors(tmp_path, capsys):
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("training:\n  max_steps: abc\n")
     cases.append((wrong, "`max_steps` must be a number, got the text 'abc'"))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    cases.append((empty, "holds no settings; leave --config out for the paper's settings"))
     negative = tmp_path / "negative.yaml"
     negative.write_text("test_prompts: -3\n")
     cases.append((negative, "`test_prompts` must be a positive integer, got -3"))
@@ -715,8 +718,21 @@ def test_configuration_files_are_bounded_before_their_values_are_read(tmp_path, 
         ("training:\n  logging_steps: 5\n", "`training` must not set ['logging_steps']"),
         ("training:\n  eval_strategy: steps\n", "`eval_strategy` 'steps' evaluates during training, but no evaluation"),
         ("seed: 4294967296\n", "`seed` must be an integer from 0 to 4294967295"),
+        ("training:\n  max_steps: 2.0\n", "`max_steps` must be a whole number, got 2.0; write 2"),
+        ("training:\n  max_steps: !!float 2\n", "`max_steps` must be a whole number, got 2.0; write 2"),
+        ("training:\n  max_steps: true\n", "`max_steps` must be a whole number, got True; give one"),
+        ("training:\n  learning_rate: true\n", "`learning_rate` must be a number, got True; give one"),
     ],
-    ids=["logger", "logging-steps", "evaluation", "seed"],
+    ids=[
+        "logger",
+        "logging-steps",
+        "evaluation",
+        "seed",
+        "float-steps",
+        "tagged-float-steps",
+        "flag-steps",
+        "flag-rate",
+    ],
 )
 def test_each_runs_training_settings_are_checked_before_work(tmp_path, capsys, content, message):
     config = tmp_path / "c.yaml"

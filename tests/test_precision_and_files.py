@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from rewardcollapse import OutputLockedError
+from rewardcollapse import InputValueError, OutputLockedError
 from rewardcollapse._files import (
     LOCK_FILE,
     atomic_directory,
@@ -317,6 +317,28 @@ def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"cannot open its lock file .*\.rewardcollapse\.lock' \(Permission denied\)"):
         with locked_output_folder(tmp_path, "--output"):
             pass
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_lock_path_that_is_a_link_or_a_folder_is_refused_and_a_links_target_kept(tmp_path, kind):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    output = tmp_path / "out" / ("scores.jsonl" if kind == "file" else "")
+    lock_file = output / LOCK_FILE if kind == "folder" else output.parent / ".scores.jsonl.lock"
+    lock_file.parent.mkdir(parents=True)
+    locked = locked_output_folder if kind == "folder" else locked_output_file
+    lock_file.symlink_to(victim)
+    with pytest.raises(InputValueError) as refused, locked(output, "--output"):
+        raise AssertionError("the body ran")
+    message = str(refused.value)
+    assert f"its lock file {str(lock_file)!r} is not a plain file (a link or a folder); remove it" in message
+    assert victim.read_text() == "precious\n" and lock_file.is_symlink()
+    lock_file.unlink()
+    lock_file.mkdir()
+    with pytest.raises(InputValueError, match=r"is not a plain file .*; remove it"), locked(output, "--output"):
+        raise AssertionError("the body ran")
+    assert lock_file.is_dir()
 
 
 def test_on_windows_a_leftovers_process_is_probed_without_os_kill(monkeypatch):

@@ -659,6 +659,73 @@ def test_resume_past_the_last_step_and_training_into_the_backbone_are_refused(tm
     assert "is the model folder itself" in capsys.readouterr().err
 
 
+def test_a_fresh_run_into_a_folder_holding_another_runs_checkpoints_is_refused(tmp_path, capsys):
+    output = tmp_path / "m"
+    for step in (2, 10):
+        (output / f"checkpoint-{step}").mkdir(parents=True)
+    message = (
+        f"`output_dir` {str(output)!r} already holds the checkpoints of an earlier run (checkpoint-2, checkpoint-10); "
+        "add --resume to continue that run, give another --output, or remove them"
+    )
+    with pytest.raises(InputValueError) as refused:  # before the data (missing here) or a model is read
+        train_reward_model(model=None, data=str(tmp_path / "missing.jsonl"), output_dir=str(output), max_steps=1)
+    assert str(refused.value) == message
+    assert main(["train", "--data", str(tmp_path / "missing.jsonl"), "--output", str(output), "--steps", "1"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert sorted(p.name for p in output.iterdir()) == ["checkpoint-10", "checkpoint-2"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_steps", 2.0, "`max_steps` must be a whole number, got 2.0; write 2"),
+        ("max_steps", True, "`max_steps` must be a whole number, got True; give one"),
+        ("per_device_train_batch_size", 1.5, "`per_device_train_batch_size` must be a whole number, got 1.5"),
+        ("max_length", False, "`max_length` must be a whole number, got False"),
+        ("learning_rate", True, "`learning_rate` must be a number, got True; give one"),
+    ],
+)
+def test_a_float_or_a_flag_for_a_whole_number_field_is_refused_by_name(tmp_path, field, value, message):
+    with pytest.raises(TypeError) as refused:
+        RankingRewardConfig(output_dir=str(tmp_path / "m"), **{field: value})
+    assert str(refused.value).startswith(message)
+    assert not (tmp_path / "m").exists()
+    assert RankingRewardConfig(output_dir=str(tmp_path / "m"), max_steps=2, num_train_epochs=2).max_steps == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"dataloader_num_workers": -1}, "`dataloader_num_workers` must be 0 (load in the training process) or more"),
+        ({"neftune_noise_alpha": -1.0}, "`neftune_noise_alpha` must be > 0, got -1.0; leave it out for no noise"),
+        ({"neftune_noise_alpha": 0.0}, "`neftune_noise_alpha` must be > 0, got 0.0"),
+    ],
+)
+def test_trainer_settings_that_fail_in_the_loop_are_refused_first(tmp_path, setting, message):
+    with pytest.raises(InputValueError) as refused:
+        RankingRewardConfig(output_dir=str(tmp_path / "m"), **setting)
+    assert str(refused.value).startswith(message)
+    assert not (tmp_path / "m").exists()
+
+
+def test_liger_kernel_without_its_package_is_refused(tmp_path, monkeypatch):
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: False)
+    with pytest.raises(InputValueError, match="`use_liger_kernel` needs the liger-kernel package"):
+        RankingRewardConfig(output_dir=str(tmp_path / "m"), use_liger_kernel=True)
+
+
+def test_score_refuses_to_write_over_its_data(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "r.jsonl", rows(2))
+    before = data.read_text()
+    with pytest.raises(InputValueError, match=r"`output` '.*r.jsonl' is the data file itself: scoring would replace"):
+        score_file(model="no-model-needed", data=str(data), output=tmp_path / "." / "r.jsonl")
+    assert main(["score", "--model", "m", "--data", str(data), "--output", str(data)]) == 2
+    assert "is the data file itself" in capsys.readouterr().err
+    assert data.read_text() == before
+
+
 def test_train_refuses_an_unusable_output_before_training(tmp_path, tiny_dir, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", rows(4))
     a_file = tmp_path / "a-file"

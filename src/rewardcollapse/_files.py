@@ -21,6 +21,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -274,17 +275,31 @@ def _acquire(lock_file: Path, output: Path, option: str) -> int | None:
     Removing it is safe because it happens while the lock is held and a process that locked a file no longer at the
     path (removed by the holder it waited for) closes it and tries again.
     """
+    not_a_file = InputValueError(
+        f"`{option}` {str(output)!r}: its lock file {str(lock_file)!r} is not a plain file (a link or a folder); "
+        "remove it (no job of ours makes one), or choose another output"
+    )
     while True:
         try:
-            descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+            # O_NOFOLLOW: a link at the lock path must not have its target overwritten with the holder's details
+            descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except FileNotFoundError:  # a failing job that had made the folder removed it a moment ago
             lock_file.parent.mkdir(parents=True, exist_ok=True)
             continue
         except PermissionError as error:  # e.g. left by another user's job that was killed
+            if lock_file.is_dir() or lock_file.is_symlink():
+                raise not_a_file from error
             raise InputValueError(
                 f"`{option}` {str(output)!r}: cannot open its lock file {str(lock_file)!r} ({error.strerror}); "
                 "remove it if no job is writing there, or choose another output"
             ) from error
+        except OSError as error:  # ELOOP for a link (O_NOFOLLOW), EISDIR for a folder
+            if error.errno in (errno.ELOOP, errno.EISDIR) or lock_file.is_dir() or lock_file.is_symlink():
+                raise not_a_file from error
+            raise
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a fifo or a device: nothing to lock or write into
+            os.close(descriptor)
+            raise not_a_file
         try:
             _lock(descriptor)
         except OSError as error:

@@ -15,7 +15,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -306,9 +308,10 @@ def _train_result_rows(result: Any, max_length: int) -> list[tuple[str, object]]
 def _train(job: Any, config: Any) -> int:
     from rewardcollapse.training.run import train_reward_model
 
-    if config.output_dir is None:
+    if job.resume is not None and config.resume_from_checkpoint is not None:
         raise InputValueError(
-            "--output_dir (or --output) is required: the folder for checkpoints and the trained model"
+            f"--resume and --resume_from_checkpoint {config.resume_from_checkpoint!r} both say where to continue "
+            "from; give --resume only (bare for the newest checkpoint, or a checkpoint folder)"
         )
     result = train_reward_model(
         model=job.model,
@@ -429,6 +432,13 @@ def _reproduce(args: Any) -> int:
             file=sys.stderr,
         )
         return 130
+    except _Terminated:
+        print(
+            "\nterminated (SIGTERM): the outputs at their final paths are the previous ones or complete new ones; "
+            "run the command again to redo the rest (train: add --resume to continue from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 143
     print()
     print(result.report_md.read_text())
     print(summary_text(result, levels=config.openness_levels))
@@ -701,6 +711,8 @@ def command_parser(words: Sequence[str], *, every_option: bool = True) -> argpar
         settings, prog=prog, usage=usage, description=f"{command.help[:1].upper()}{command.help[1:]}. {command.more}"
     )
     for action in parser._actions:  # argparse keeps no public list of its options
+        if words == ("train",) and action.dest == "output_dir":
+            action.required = True  # TrainingArguments defaults it to "trainer_output"; train needs it given
         negated = [name for name in action.option_strings if name.startswith("--no_")]
         if negated:  # HfArgumentParser gives --no_x the help of --x; say what it does instead
             action.help = f"Turn {negated[0].removeprefix('--no_')} off."
@@ -767,8 +779,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().parse_args(argv)  # prints the help, the version or what is wrong, and exits
         return 2
     _show_progress_messages()
-    with _one_line_warnings():
+    with _one_line_warnings(), _sigterm_unwinds():
         return _run(_parse_and_run, words, argv[len(words) :])
+
+
+class _Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``, a scheduler), raised where the command runs so that its cleanup runs too."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> NoReturn:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into an exception while a command runs (Python's default ends at once, skipping every cleanup).
+
+    The lock file, temporary files and the empty folders a job made are removed as on Ctrl-C; SIGKILL cannot be
+    caught, and what it leaves is cleaned by the next run. The previous handler is put back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -815,8 +852,8 @@ def _show_progress_messages() -> None:
 def _run(command: Callable[..., int], *settings: Any) -> int:
     """Run a subcommand: the library's input errors become one line and exit status 2; anything else is a bug.
 
-    Ctrl-C ends with exit status 130 and one line: every output is written whole or not at all, so nothing is
-    half-written at a final path.
+    Ctrl-C ends with exit status 130 and one line, SIGTERM with 143 and one line: every output is written whole or
+    not at all, so nothing is half-written at a final path.
     """
     try:
         return command(*settings)
@@ -830,6 +867,13 @@ def _run(command: Callable[..., int], *settings: Any) -> int:
             file=sys.stderr,
         )
         return 130
+    except _Terminated:
+        print(
+            "\nterminated (SIGTERM): the outputs at their final paths are the previous ones or complete new ones; "
+            "run the command again to redo the rest (train: add --resume to continue from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 143
 
 
 if __name__ == "__main__":

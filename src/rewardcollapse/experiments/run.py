@@ -144,13 +144,18 @@ class ExperimentConfig(LongformDesign):
             raise InputValueError(f"`config` {str(path)!r} is not a file; see configs/ for examples")
         text = read_config_text(path)
         try:
-            values = yaml.load(text, Loader=_bounded_loader()) or {}  # a SafeLoader subclass: no Python objects
+            values = yaml.load(text, Loader=_bounded_loader())  # a SafeLoader subclass: no Python objects
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             kind = "is refused" if getattr(error, "context", None) == _REFUSED else "is not valid YAML"
             raise InputValueError(f"{path} {kind}{where}: {problem}") from error
+        if values is None:  # empty, or only comments: most likely not the file meant
+            raise InputValueError(
+                f"`config` {str(path)!r} holds no settings; leave --config out for the paper's settings, or give "
+                "the settings to change (e.g. seed: 1)"
+            )
         if not isinstance(values, dict):
             raise InputValueError(f"{path}: a configuration must be a mapping of settings, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rewardcollapse.core.errors import InputValueError
 
-__all__ = ["checkpoint_problem", "last_complete_checkpoint", "resume_checkpoint"]
+__all__ = ["checkpoint_folders", "checkpoint_problem", "last_complete_checkpoint", "resume_checkpoint"]
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
@@ -63,19 +63,21 @@ def checkpoint_problem(folder: str | Path, *, needs_optimizer: bool = True) -> s
     return None
 
 
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``output_dir``, complete or not, oldest step first (none: an empty list)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    numbered = [(int(match.group(1)), path) for path in folder.iterdir() if (match := _CHECKPOINT.match(path.name))]
+    return [path for _, path in sorted(numbered)]
+
+
 def last_complete_checkpoint(output_dir: str | Path, *, needs_optimizer: bool = True) -> Path | None:
     """The newest complete ``checkpoint-N`` folder of ``output_dir``; newer incomplete ones are skipped with a warning.
 
     Returns None when the folder has no complete checkpoint.
     """
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    numbered = sorted(
-        ((int(match.group(1)), path) for path in folder.iterdir() if (match := _CHECKPOINT.match(path.name))),
-        reverse=True,
-    )
-    for _, path in numbered:
+    for path in reversed(checkpoint_folders(output_dir)):
         problem = checkpoint_problem(path, needs_optimizer=needs_optimizer)
         if problem is None:
             return path

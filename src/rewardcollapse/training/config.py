@@ -113,6 +113,7 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
             get_reporting_integration_callbacks,
             is_flytekit_available,
         )
+        from transformers.utils import is_liger_kernel_available
 
         for name in ("seed", "data_seed"):
             value = getattr(self, name)
@@ -131,6 +132,20 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
             raise InputValueError(
                 f"`report_to` {missing[0]!r}: its package is not installed here (installed loggers: "
                 f"{sorted(available) or 'none'}); install it, or log to none with --report_to none"
+            )
+        if self.dataloader_num_workers < 0:
+            raise InputValueError(
+                f"`dataloader_num_workers` must be 0 (load in the training process) or more, got "
+                f"{self.dataloader_num_workers}"
+            )
+        if self.neftune_noise_alpha is not None and not self.neftune_noise_alpha > 0:
+            raise InputValueError(
+                f"`neftune_noise_alpha` must be > 0, got {self.neftune_noise_alpha}; leave it out for no noise"
+            )
+        if self.use_liger_kernel and not is_liger_kernel_available():
+            raise InputValueError(
+                "`use_liger_kernel` needs the liger-kernel package, which is not installed here: "
+                "pip install liger-kernel, or leave --use_liger_kernel out"
             )
         if self.save_strategy == "best" and (self.eval_strategy == "no" or self.metric_for_best_model is None):
             raise InputValueError(
@@ -167,13 +182,22 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
     def _check_numbers(self) -> None:
         """Refuse text where a field takes a number or a flag (a YAML ``1e-4`` is text; a CLI value is converted).
 
-        ``TrainingArguments`` does not check types, so ``max_steps: "abc"`` would fail deep inside training.
+        ``TrainingArguments`` does not check types, so ``max_steps: "abc"`` would fail deep inside training; nor does
+        it refuse ``max_steps: 2.0`` (a TypeError in the loop) or ``max_steps: true`` (one step): a whole-number field
+        takes no float or flag, a number field no flag.
         """
         for spec in dataclasses.fields(self):
             value, default, annotation = getattr(self, spec.name), spec.default, str(spec.type)
             optional_number = (
                 default is None and "str" not in annotation and ("int" in annotation or "float" in annotation)
             )
+            numeric = "str" not in annotation and "bool" not in annotation
+            whole = numeric and "int" in annotation and "float" not in annotation
+            if whole and isinstance(value, bool | float):  # YAML's 2.0, !!float 2 or true; the loop needs an int
+                fix = f"write {int(value)}" if isinstance(value, float) and value.is_integer() else "give one"
+                raise InputTypeError(f"`{spec.name}` must be a whole number, got {value!r}; {fix}")
+            if numeric and "float" in annotation and isinstance(value, bool):
+                raise InputTypeError(f"`{spec.name}` must be a number, got {value!r}; give one")
             if not isinstance(value, str) or not (type(default) in (int, float, bool) or optional_number):
                 continue
             flag = type(default) is bool

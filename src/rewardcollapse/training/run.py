@@ -29,7 +29,7 @@ from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import detect_format, load_rankings, max_responses, pair_positions, ranked_pairs, read_table
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.settings import MAX_LENGTH, ModelInput, ScoreJob
-from rewardcollapse.training.checkpoints import resume_checkpoint
+from rewardcollapse.training.checkpoints import checkpoint_folders, resume_checkpoint
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import RankingRewardConfig
 from rewardcollapse.training.models import (
@@ -272,6 +272,13 @@ def _starting_point(args: RankingRewardConfig, model: str | None, resume: str | 
             "give another output folder"
         )
     checkpoint = resume_checkpoint(resume, output_dir, needs_optimizer=not args.save_only_model)
+    earlier = checkpoint_folders(output_dir) if checkpoint is None else []
+    if earlier:  # a fresh run would mix its checkpoints with these, and a later resume would take the newest
+        raise InputValueError(
+            f"`output_dir` {str(output_dir)!r} already holds the checkpoints of an earlier run "
+            f"({', '.join(path.name for path in earlier)}); add --resume to continue that run, give another "
+            "--output, or remove them"
+        )
     start_step = _checkpoint_step(checkpoint)
     if checkpoint is not None and args.max_steps > 0 and start_step >= args.max_steps:
         raise InputValueError(
@@ -378,6 +385,11 @@ def score_file(
         precision=precision,
     )
     check_positive_int(batch_size, "batch_size")
+    if isinstance(data, str | Path) and Path(data).is_file() and Path(output).exists():
+        if Path(data).resolve() == Path(output).resolve():  # the rewards would replace the answers they score
+            raise InputValueError(
+                f"`output` {str(output)!r} is the data file itself: scoring would replace it; give another output"
+            )
     with locked_output_file(output, "output") as checked:
         return _score(
             checked,
