@@ -716,6 +716,24 @@ def test_liger_kernel_without_its_package_is_refused(tmp_path, monkeypatch):
         RankingRewardConfig(output_dir=str(tmp_path / "m"), use_liger_kernel=True)
 
 
+def test_deepspeed_fsdp_and_the_hub_are_refused_where_they_cannot_run(tmp_path, monkeypatch):
+    import transformers.integrations
+
+    def refused(message, **setting):
+        with pytest.raises(InputValueError, match=message):
+            RankingRewardConfig(output_dir=str(tmp_path / "m"), report_to="none", **setting)
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    refused(r"`fsdp` 'full_shard' shards the model over several processes, but this is one process", fsdp="full_shard")
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_available", lambda: False)
+    refused("`deepspeed` needs the deepspeed package", deepspeed="ds.json")
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_available", lambda: True)
+    refused(r"`deepspeed` 'ds.json' is not a file", deepspeed="ds.json")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    refused("`push_to_hub` needs the Hub, but HF_HUB_OFFLINE is set", push_to_hub=True)
+    assert not (tmp_path / "m").exists()
+
+
 def test_score_refuses_to_write_over_its_data(tmp_path, capsys):
     data = write_jsonl(tmp_path / "r.jsonl", rows(2))
     before = data.read_text()

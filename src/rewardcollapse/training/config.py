@@ -53,9 +53,43 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
             # without it every process trains alone on its shard and the gradients are never averaged.
             self.use_cpu = True
         self._resolve_precision()
+        self._check_distributed_settings()  # TrainingArguments' own post-init imports deepspeed when it is named
         TrainingArguments.__post_init__(self)
         self._check_trainer_settings()
         self._check_trl_fields()
+
+    def _check_distributed_settings(self) -> None:
+        """Refuse DeepSpeed, FSDP and the Hub where they cannot run, in one line each, before anything is loaded.
+
+        ``deepspeed`` needs its package and, given as a path, the file; ``fsdp`` needs several processes
+        (``Trainer`` refuses it in one, once the model is loaded); ``push_to_hub`` needs the Hub, which
+        ``HF_HUB_OFFLINE`` says is out of reach (otherwise the Trainer creates the repository when it starts).
+        """
+        from huggingface_hub import constants
+        from transformers.integrations import is_deepspeed_available
+
+        if self.deepspeed:
+            if not is_deepspeed_available():
+                raise InputValueError(
+                    "`deepspeed` needs the deepspeed package, which is not installed here: pip install "
+                    "'rewardcollapse[deepspeed]', or leave --deepspeed out (docs/scaling.md)"
+                )
+            if isinstance(self.deepspeed, str) and not os.path.isfile(self.deepspeed):
+                raise InputValueError(
+                    f"`deepspeed` {self.deepspeed!r} is not a file; give a DeepSpeed JSON configuration "
+                    "(configs/accelerate/ has ZeRO-2 and ZeRO-3 ones for accelerate launch)"
+                )
+        if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise InputValueError(
+                f"`fsdp` {self.fsdp!r} shards the model over several processes, but this is one process: launch "
+                "with `accelerate launch --config_file configs/accelerate/fsdp.yaml` (docs/scaling.md), or leave "
+                "--fsdp out"
+            )
+        if self.push_to_hub and constants.HF_HUB_OFFLINE:
+            raise InputValueError(
+                "`push_to_hub` needs the Hub, but HF_HUB_OFFLINE is set; unset it (and log in with `hf auth login`), "
+                "or leave --push_to_hub out and upload the saved folder later"
+            )
 
     def from_pretrained_kwargs(self) -> dict[str, Any]:
         """What ``from_pretrained`` gets when the trainer loads the model by name, beyond ``num_labels=1``.
