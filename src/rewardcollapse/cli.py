@@ -432,13 +432,6 @@ def _reproduce(args: Any) -> int:
             file=sys.stderr,
         )
         return 130
-    except _Terminated:
-        print(
-            "\nterminated (SIGTERM): the outputs at their final paths are the previous ones or complete new ones; "
-            "run the command again to redo the rest (train: add --resume to continue from the last checkpoint)",
-            file=sys.stderr,
-        )
-        return 143
     print()
     print(result.report_md.read_text())
     print(summary_text(result, levels=config.openness_levels))
