@@ -215,15 +215,15 @@ def _rewards_groups_pairs(
     return rewards, groups, pairs
 
 
-def check_levels(levels: Sequence[float] | None) -> list[float] | None:
+def check_levels(levels: Sequence[float] | None, name: str = "levels") -> list[float] | None:
     """``levels`` as floats when each is an openness in [0, 1] and their labels differ, else an error naming them."""
     if levels is None:
         return None
-    levels = [check_openness(o, f"each of `levels` {list(levels)}") for o in levels]
+    levels = [check_openness(o, f"each of `{name}` {list(levels)}") for o in levels]
     if len(levels) < 2:
-        raise InputValueError(f"`levels` {levels} must name at least two openness levels to compare, e.g. 0 0.5 1")
+        raise InputValueError(f"`{name}` {levels} must name at least two openness levels to compare, e.g. 0 0.5 1")
     if len({level_label(o) for o in levels}) != len(levels):
-        raise InputValueError(f"`levels` {levels} must differ in their first 3 significant digits")
+        raise InputValueError(f"`{name}` {levels} must differ in their first 3 significant digits")
     return levels
 
 

@@ -42,7 +42,7 @@ from rewardcollapse._files import atomic_directory, atomic_path, locked_output_f
 from rewardcollapse.core.checks import MAX_CONFIG_DEPTH, check_positive_int, read_config_text
 from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, PROMPT_AWARE, PrecisionSetting
 from rewardcollapse.core.errors import InputValueError
-from rewardcollapse.experiments.diagnosis import Diagnosis, diagnose_file, level_label, optimum_accuracy
+from rewardcollapse.experiments.diagnosis import Diagnosis, check_levels, diagnose_file, optimum_accuracy
 from rewardcollapse.experiments.longform import LongformDesign, write_longform
 from rewardcollapse.experiments.report import markdown_report, plot_experiment
 from rewardcollapse.settings import MAX_LENGTH, ModelInput, RankingRewardOptions, field_help
@@ -586,9 +586,7 @@ def _checked(config: ExperimentConfig) -> tuple[RankingRewardConfig, Precision]:
     from rewardcollapse.training.precision import choose_precision
 
     config.__post_init__()  # again: a caller (the command line) may have changed fields since
-    levels = config.openness_levels
-    if levels is not None and len({level_label(o) for o in levels}) != len(levels):
-        raise InputValueError(f"`openness_levels` {levels} must differ in their first 3 significant digits")
+    check_levels(config.openness_levels, "openness_levels")
     for spec in config.utilities:
         if spec not in _PER_PROMPT:
             try:
