@@ -13,9 +13,7 @@ from rewardcollapse._files import locked_output_folder
 from rewardcollapse.cli import main
 from rewardcollapse.core import openness_utility, optimal_rewards
 from rewardcollapse.data import load_rankings
-from rewardcollapse.diagnostics import (
-    collapse_verdict,
-)
+from rewardcollapse.diagnostics import collapse_verdict, targets_for
 from rewardcollapse.experiments import (
     Diagnosis,
     ExperimentConfig,
@@ -25,7 +23,6 @@ from rewardcollapse.experiments import (
     optimum_accuracy,
     read_scored,
     summary_text,
-    targets_for,
     utility_slug,
 )
 from rewardcollapse.experiments.longform import (

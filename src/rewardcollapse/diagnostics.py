@@ -21,26 +21,69 @@ For prompts :math:`b` with rewards :math:`r_{b,k}` and ranked pairs :math:`P_b =
   partial orders it counts only the pairs the data ranks;
 * reward mean and standard deviation over all answers, and the spread: the mean over prompts of
   :math:`\max_k r_{b,k} - \min_k r_{b,k}`.
+
+**Label-free measures** (:func:`label_free_measures`: no openness labels, any reward model, any ranked data). With
+:math:`\tilde r_b` prompt :math:`b`'s rewards rescaled to :math:`[0, 1]` as above:
+
+* *distance to the collapse point*: :math:`D_b = W_1(\tilde r_b, r^\star_b)`, with :math:`r^\star_b` the exact optimum
+  of the training utility for the prompt's ranking (:func:`rewardcollapse.optimal_rewards`: the rewards every prompt
+  of that ranking converges to once the network fits it, Song et al. 2023, Theorem 1), summarised by its mean over
+  prompts. It lies in :math:`[0, 1]`: 0 when the prompt sits at its collapse point.
+* *shape spread* :math:`S`: how far apart the prompts' reward shapes are. Each prompt's polarisation
+  :math:`\pi_b = \operatorname{mean}_k |2\tilde r_{b,k} - 1|` (1 when its rewards sit at 0 and 1, about 1/2 when they
+  spread evenly) orders the prompts; :math:`S` is :math:`W_1` between the pooled rescaled rewards of the less and the
+  more polarised half. It is the collapse index's numerator with the prompts split by their own shapes instead of
+  labels, in :math:`[0, 1]`.
+* *shape spread under collapse* :math:`S_0`: noise alone makes prompts differ, so :math:`S > 0` even when every prompt
+  has one shape. :math:`S_0` is the mean of :math:`S` over prompt sets in which the prompts' shapes are exchangeable
+  (one shape for all): each prompt's sorted rescaled rewards with each order position's values shuffled across the
+  prompts of the same number of answers (a permutation test's null; 100 seeded draws).
+* *shape index* :math:`(S - S_0) / (S^\star - S^\star_0)`: the spread beyond noise, in units of the same for as many
+  prompts half at the paper's open optimum (``-1/x``) and half at its closed one (``x``), for the median number of
+  answers (the exact targets of the paper's prompt-aware training, the collapse index's yardstick). It reads on the
+  collapse index's scale (:func:`collapse_verdict`) without labels: about 0 when every prompt has one shape (it can be
+  slightly negative), 1 when the prompts split in halves as far apart as the open and closed optima; fewer prompts
+  of one kind give less.
+
+Both need prompts of at least 4 answers (with 2 or 3 the rescaled rewards carry at most one free value and the
+utilities' optima coincide or are not unique) whose rewards are not all equal; other prompts are left out and counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, is_open, prompt_utility
 from rewardcollapse.core.errors import InputValueError
 
 __all__ = [
     "COLLAPSED_AT_MOST",
+    "GROUP_UTILITIES",
+    "MIN_ANSWERS",
     "SEPARATED_AT_LEAST",
+    "LabelFreeMeasures",
+    "RankedMeasures",
     "collapse_index",
     "collapse_verdict",
     "group_diagnostics",
+    "label_free_measures",
+    "level_label",
+    "measure_ranked",
+    "optimum_distances",
+    "polarisation",
     "pooled_groups",
+    "prompt_optima",
     "quantile_function",
     "ranking_metrics",
     "rescale_per_prompt",
+    "shape_spread",
+    "targets_for",
     "wasserstein_1",
 ]
 
@@ -51,6 +94,16 @@ COLLAPSED_AT_MOST = 0.25
 
 SEPARATED_AT_LEAST = 0.6
 """A collapse index at or above this reads as separated: the groups are most of the way to their targets."""
+
+
+GROUP_UTILITIES = {"open": OPEN_UTILITY, "closed": CLOSED_UTILITY}
+"""The prompt-aware utility of each group, whose optimal rewards are the group's target."""
+
+MIN_ANSWERS = 4
+"""Answers a prompt needs for the label-free measures (and the collapse index's targets to differ)."""
+
+ONE_SHAPE_QUANTILE = 0.95
+"""A shape spread above this quantile of its value under collapse reads as "shapes differ"."""
 
 
 def collapse_verdict(index: float) -> str:
@@ -253,3 +306,384 @@ def group_diagnostics(
             entry["ks_limit"] = ks_distance(values, limits[group])
         out[group] = entry
     return out
+
+
+def polarisation(rewards) -> np.ndarray:
+    r"""Each prompt's polarisation :math:`\operatorname{mean}_k |2\tilde r_{b,k} - 1|` of its rescaled rewards.
+
+    1 when every reward sits at its prompt's minimum or maximum (the optimum of ``x``), about 1/2 when they spread
+    evenly (the optimum of ``-1/x``), 0 when all are equal.
+
+    Examples
+    --------
+    >>> polarisation([[0.0, 0.0, 1.0, 1.0], [0.0, 1 / 3, 2 / 3, 1.0]]).round(3)
+    array([1.   , 0.667])
+    """
+    return np.array([np.mean(np.abs(2 * r - 1)) if r.max() > r.min() else 0.0 for r in rescale_per_prompt(rewards)])
+
+
+def _split_distance(shapes: list[np.ndarray]) -> float:
+    """W1 between the pooled values of the less and the more polarised half of ``shapes`` ((prompts, n) arrays)."""
+    polar = np.concatenate([np.abs(2 * m - 1).mean(axis=1) for m in shapes])
+    low = np.zeros(polar.size, dtype=bool)
+    low[np.argsort(polar, kind="stable")[: polar.size // 2]] = True
+    sizes = np.cumsum([0] + [len(m) for m in shapes])
+    parts = [
+        (m[low[start:stop]], m[~low[start:stop]]) for m, start, stop in zip(shapes, sizes[:-1], sizes[1:], strict=True)
+    ]
+    lower = np.concatenate([part.ravel() for part, _ in parts])
+    upper = np.concatenate([part.ravel() for _, part in parts])
+    if lower.size == upper.size:  # the usual case; scipy's general W1 is several times slower on it
+        return float(np.mean(np.abs(np.sort(lower) - np.sort(upper))))
+    return wasserstein_1(lower, upper)
+
+
+def _shapes(rewards) -> list[np.ndarray]:
+    """The prompts' sorted rescaled rewards, one ``(prompts, n)`` array per number of answers n."""
+    by_size: dict[int, list[np.ndarray]] = {}
+    for row in rescale_per_prompt(rewards):
+        by_size.setdefault(row.size, []).append(np.sort(row))
+    return [np.array(rows) for rows in by_size.values()]
+
+
+def shape_spread(rewards) -> float:
+    """How far apart the prompts' reward shapes are (module docstring): 0 when all prompts have one shape.
+
+    Parameters
+    ----------
+    rewards : sequence of array_like
+        One array of rewards per prompt (lengths may differ), at least 2 prompts; each is rescaled to [0, 1] first.
+
+    Examples
+    --------
+    >>> even, extreme = [0.0, 1 / 3, 2 / 3, 1.0], [0.0, 0.0, 1.0, 1.0]
+    >>> shape_spread([even, even, even, even])
+    0.0
+    >>> round(shape_spread([even, extreme, even, extreme]), 3)  # W1 of the two shapes
+    0.167
+    """
+    if len(rewards) < 2:
+        raise InputValueError(f"`rewards` must hold at least 2 prompts to compare their shapes, got {len(rewards)}")
+    return _split_distance(_shapes(rewards))
+
+
+def _spread_if_collapsed(shapes: list[np.ndarray], *, draws: int, seed: int) -> float:
+    """Mean shape spread over ``draws`` shuffles of each order position's values across prompts of one size."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([_split_distance([rng.permuted(m, axis=0) for m in shapes]) for _ in range(draws)]))
+
+
+def optimum_distances(rewards, optima) -> np.ndarray:
+    """Each prompt's distance to its collapse point: W1 between its rescaled rewards and its exact optimum.
+
+    Parameters
+    ----------
+    rewards, optima : sequence of array_like
+        One array per prompt each: the model's rewards and the exact optimal rewards of the prompt's ranking under
+        its utility (:func:`rewardcollapse.optimal_rewards`), of the same length.
+
+    Examples
+    --------
+    >>> optimum_distances([[0.2, 0.9, 0.1, 0.8]], [[1.0, 1.0, 0.0, 0.0]]).round(4)
+    array([0.0625])
+    """
+    if len(rewards) != len(optima):
+        raise InputValueError(f"`rewards` has {len(rewards)} prompts but `optima` has {len(optima)}")
+    out = np.empty(len(rewards))
+    for b, (row, optimum) in enumerate(zip(rescale_per_prompt(rewards), optima, strict=True)):
+        optimum = np.asarray(optimum, dtype=float)
+        if optimum.shape != row.shape:
+            raise InputValueError(f"prompt {b}: {row.size} rewards but an optimum of {optimum.size} values")
+        out[b] = np.mean(np.abs(np.sort(row) - np.sort(optimum)))  # W1 of two samples of equal size
+    return out
+
+
+@dataclass(frozen=True)
+class LabelFreeMeasures:
+    """The label-free collapse measures of a set of prompts (module docstring); None where one cannot be given.
+
+    ``why_not`` says, for each measure that is None, why in one line.
+    """
+
+    prompts: int
+    """Prompts measured: those with at least :data:`MIN_ANSWERS` answers whose rewards are not all equal."""
+    left_out_few_answers: int
+    left_out_equal_rewards: int
+    shape_spread: float | None
+    shape_spread_if_collapsed: float | None
+    shape_index: float | None
+    optimum_distance: float | None
+    """Mean over the prompts of the distance to their collapse point; None without optima."""
+    why_not: dict[str, str]
+
+    @property
+    def verdict(self) -> str | None:
+        """:func:`collapse_verdict` of the shape index; None when it is not measured."""
+        return None if self.shape_index is None else collapse_verdict(self.shape_index)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The measures and counts as JSON values, with the verdict."""
+        from dataclasses import asdict
+
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def label_free_measures(rewards, optima=None, *, draws: int = 100, seed: int = 0) -> LabelFreeMeasures:
+    """Shape spread, its value under collapse, shape index and mean distance to the collapse point, without labels.
+
+    Parameters
+    ----------
+    rewards : sequence of array_like
+        One array of rewards per prompt (lengths may differ).
+    optima : sequence of array_like, optional
+        Each prompt's exact optimal rewards under its training utility; without them no distance is given.
+    draws : int, default 100
+        Shuffles for the spread under collapse (its standard error is under 1% of it at 100 on 100 prompts).
+    seed : int, default 0
+        Seeds the shuffles, so a measure is the same at every call.
+
+    Returns
+    -------
+    LabelFreeMeasures
+        With the prompts left out (fewer than 4 answers, or all rewards equal) counted, and a reason for each
+        measure that cannot be given.
+
+    Examples
+    --------
+    >>> even, extreme = [0.0, 1 / 3, 2 / 3, 1.0], [0.0, 0.0, 1.0, 1.0]
+    >>> m = label_free_measures([even, extreme] * 20, [extreme] * 40)
+    >>> round(m.shape_spread, 3), m.verdict, round(m.optimum_distance, 3)
+    (0.167, 'separated', 0.083)
+    """
+    from rewardcollapse.core import optimal_rewards
+
+    if optima is not None and len(optima) != len(rewards):
+        raise InputValueError(f"`rewards` has {len(rewards)} prompts but `optima` has {len(optima)}")
+    rows = [np.asarray(r, dtype=float) for r in rewards]
+    few = [b for b, r in enumerate(rows) if r.size < MIN_ANSWERS]
+    equal = [b for b, r in enumerate(rows) if r.size >= MIN_ANSWERS and r.max() == r.min()]
+    kept = [b for b in range(len(rows)) if b not in set(few) | set(equal)]
+    why: dict[str, str] = {}
+    if not kept:
+        counts = [f"{len(few)} have fewer than {MIN_ANSWERS} answers"] * bool(few)
+        counts += [f"{len(equal)} have all rewards equal"] * bool(equal)
+        reason = f"no prompt to measure: of {len(rows)} prompts, " + (" and ".join(counts) or "none were given")
+        why = {"shape_spread": reason, "shape_index": reason, "optimum_distance": reason}
+        return LabelFreeMeasures(0, len(few), len(equal), None, None, None, None, why)
+    spread = collapsed = index = None
+    if len(kept) >= 4:
+        shapes = _shapes([rows[b] for b in kept])
+        spread = _split_distance(shapes)
+        collapsed = _spread_if_collapsed(shapes, draws=draws, seed=seed)
+        n = int(np.median([rows[b].size for b in kept]))
+        paper = [optimal_rewards(n, spec).rewards for spec in ("-1/x", "x")]  # the paper's open and closed optima
+        reference = _shapes([paper[b % 2] for b in range(len(kept))])
+        yardstick = _split_distance(reference) - _spread_if_collapsed(reference, draws=draws, seed=seed)
+        index = round((spread - collapsed) / yardstick, 12)
+    else:
+        why["shape_spread"] = why["shape_index"] = f"needs at least 4 prompts to split in halves, got {len(kept)}"
+    distance = None
+    if optima is None:
+        why["optimum_distance"] = "needs the training utility, whose exact optimum is each prompt's collapse point"
+    else:
+        distance = float(optimum_distances([rows[b] for b in kept], [optima[b] for b in kept]).mean())
+    return LabelFreeMeasures(len(kept), len(few), len(equal), spread, collapsed, index, distance, why)
+
+
+def level_label(openness: float) -> str:
+    """The group label of an openness level: ``0.333...`` -> ``"o=0.333"``."""
+    return f"o={openness:.3g}"
+
+
+def targets_for(n: int = 8, levels: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """Each group's target rewards: the exact optimum of ``n`` ranked answers under the group's utility.
+
+    Without ``levels`` the groups are ``"open"`` (``-1/x``) and ``"closed"`` (``x``); with them, one group per level
+    ``o`` (labelled by :func:`level_label`) whose utility is :func:`~rewardcollapse.openness_utility` ``(o)``.
+    """
+    from rewardcollapse.core import openness_utility, optimal_rewards
+
+    if levels is None:
+        return {group: optimal_rewards(n, spec).rewards for group, spec in GROUP_UTILITIES.items()}
+    return {level_label(o): np.sort(optimal_rewards(n, openness_utility(o)).rewards) for o in levels}
+
+
+def _ranking(row: Mapping[str, Any]) -> Any:
+    """A row's ranking as :func:`~rewardcollapse.optimal_rewards` takes it: tiers from ``ranks``, or edges."""
+    if row.get("pairs") is not None:
+        return [tuple(edge) for edge in row["pairs"]]
+    ranks = row.get("ranks") or list(range(len(row["responses"])))
+    return [[i for i, r in enumerate(ranks) if r == value] for value in sorted(set(ranks))]
+
+
+def prompt_optima(rows: Sequence[Mapping[str, Any]], utility: str) -> list[np.ndarray]:
+    """Each ranking row's collapse point: the exact optimal rewards of its ranking under its utility.
+
+    ``rows`` are canonical ranking rows (``responses`` with ``ranks`` or ``pairs``); ``utility`` is a spec (every
+    row's utility), ``"prompt-aware"`` (each row's ``utility`` field, else ``-1/x`` for open and ``x`` for closed
+    rows by their ``openness``) or ``"openness"`` (each row's :func:`~rewardcollapse.openness_utility`). Rows with
+    the same ranking and utility share one solve.
+
+    Raises
+    ------
+    ValueError
+        For a per-prompt utility on a row without the ``openness`` (or ``utility``) it needs, naming the row.
+    """
+    from rewardcollapse.core import openness_utility, optimal_rewards
+
+    cache: dict[tuple[str, str], np.ndarray] = {}
+    out = []
+    for index, row in enumerate(rows):
+        if utility == OPENNESS:
+            if row.get("openness") is None:
+                raise InputValueError(f"row {index} has no `openness`, which the utility 'openness' needs")
+            spec = openness_utility(row["openness"])
+        else:
+            spec = prompt_utility(row, utility)
+        ranking = _ranking(row)
+        key = (getattr(spec, "name", str(spec)), json.dumps(ranking))
+        if key not in cache:
+            cache[key] = optimal_rewards(ranking, spec).rewards
+        out.append(cache[key])
+    return out
+
+
+@dataclass(frozen=True)
+class RankedMeasures:
+    """Collapse measures of scored ranking rows: label-free, and with openness labels the collapse index too.
+
+    :meth:`metrics` flattens them under names that group together in TensorBoard, Weights & Biases or MLflow.
+    """
+
+    label_free: LabelFreeMeasures
+    collapse_index: float | None
+    """Between the openness groups (open/closed or levels); None without labels (``why_not`` says why)."""
+    groups: dict[str, dict[str, float]]
+    """Per group: prompts, KS and W1 distance to its target, pairwise accuracy and Kendall tau (with labels)."""
+    pairwise_accuracy: float
+    """Over all ranked pairs of the measured rows, a tie counting one half."""
+    why_not: dict[str, str]
+    """Why the collapse index (``"collapse_index"``) is not given, when it is not."""
+
+    @property
+    def verdict(self) -> str | None:
+        """:func:`collapse_verdict` of the collapse index; None without it."""
+        return None if self.collapse_index is None else collapse_verdict(self.collapse_index)
+
+    def metrics(self, prefix: str = "collapse/") -> dict[str, float]:
+        """The measures given, as ``{prefix + name: value}``.
+
+        The names: ``index``, ``shape_index``, ``shape_spread``, ``shape_spread_if_collapsed``, ``optimum_distance``,
+        ``pairwise_accuracy`` and per group ``wasserstein_<group>``.
+        """
+        free = self.label_free
+        values = {
+            "index": self.collapse_index,
+            "shape_index": free.shape_index,
+            "shape_spread": free.shape_spread,
+            "shape_spread_if_collapsed": free.shape_spread_if_collapsed,
+            "optimum_distance": free.optimum_distance,
+            "pairwise_accuracy": self.pairwise_accuracy,
+            **{f"wasserstein_{group}": entry["wasserstein"] for group, entry in self.groups.items()},
+        }
+        return {prefix + name: float(value) for name, value in values.items() if value is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every measure and reason as JSON values."""
+        return {
+            "collapse_index": self.collapse_index,
+            "verdict": self.verdict,
+            "groups": self.groups,
+            "pairwise_accuracy": self.pairwise_accuracy,
+            "label_free": self.label_free.to_dict(),
+            "why_not": {**self.label_free.why_not, **self.why_not},
+        }
+
+
+def measure_ranked(
+    rows: Sequence[Mapping[str, Any]],
+    rewards,
+    *,
+    utility: str | None = None,
+    levels: Sequence[float] | None = None,
+    draws: int = 100,
+) -> RankedMeasures:
+    """Every collapse measure that scored ranking rows allow, with the reason for each that they do not.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Canonical ranking rows (``responses`` with ``ranks`` or ``pairs``; ``openness`` where known).
+    rewards : sequence of array_like
+        Each row's rewards, one per response (raw scores or normalised: each prompt is rescaled).
+    utility : str, optional
+        The training utility (a spec, ``"prompt-aware"`` or ``"openness"``), whose exact optimum is each prompt's
+        collapse point; None: no distance to it. A per-prompt utility on rows without openness gives no distance.
+    levels : sequence of float, optional
+        Group by these openness levels instead of open (>= 0.5) and closed.
+    draws : int, default 100
+        Shuffles for the shape spread under collapse (:func:`label_free_measures`).
+
+    Returns
+    -------
+    RankedMeasures
+        The label-free measures always (with reasons where a prompt set cannot give them); the collapse index and
+        per-group distances when every row has an openness and the groups' targets differ.
+    """
+    if len(rows) != len(rewards):
+        raise InputValueError(f"`rows` has {len(rows)} rows but `rewards` has {len(rewards)}")
+    from rewardcollapse.data.schema import ranked_pairs
+
+    rewards = [np.asarray(r, dtype=float) for r in rewards]
+    optima, why = None, {}
+    if utility is not None:
+        try:
+            optima = prompt_optima(rows, utility)
+        except ValueError as error:
+            why["optimum_distance"] = f"the utility {utility!r} needs each row's openness ({error})"
+    free = label_free_measures(rewards, optima, draws=draws)
+    if optima is None and utility is not None:
+        free = dataclasses.replace(free, why_not={**free.why_not, **why})
+    pairs = [ranked_pairs(row) for row in rows]
+    width = max(len(r) for r in rewards)
+    matrix = np.full((len(rows), width), np.nan)
+    above = np.zeros((len(rows), width, width), dtype=bool)
+    for b, (r, p) in enumerate(zip(rewards, pairs, strict=True)):
+        matrix[b, : r.size] = r
+        above[b, : r.size, : r.size] = p
+    accuracy = ranking_metrics(matrix, above)["pairwise_accuracy"]
+    index, groups, why_index = _labelled(rows, rewards, pairs, levels)
+    return RankedMeasures(free, index, groups, accuracy, why_index)
+
+
+def _labelled(rows, rewards, pairs, levels) -> tuple[float | None, dict[str, dict[str, float]], dict[str, str]]:
+    """The collapse index and per-group diagnostics where the rows' openness allows them, else why not."""
+    unlabelled = sum(row.get("openness") is None for row in rows)
+    if unlabelled:
+        fix = "label them, or estimate it with `rewardcollapse openness` (docs/openness.md)"
+        return (
+            None,
+            {},
+            {"collapse_index": f"{unlabelled} of {len(rows)} rows have no `openness`: {fix}"},
+        )
+    if levels is None:
+        groups = ["open" if is_open(row["openness"]) else "closed" for row in rows]
+    else:
+        labels = {level_label(o): o for o in levels}
+        groups = []
+        for index, row in enumerate(rows):
+            matches = [label for label, o in labels.items() if abs(o - row["openness"]) <= 1e-9]
+            if not matches:
+                return (
+                    None,
+                    {},
+                    {"collapse_index": f"row {index} has openness {row['openness']}, at none of the levels"},
+                )
+            groups.append(matches[0])
+    targets = targets_for(int(np.median([r.size for r in rewards])), levels)
+    try:
+        index = collapse_index(rewards, groups, targets)
+    except InputValueError as error:
+        return None, {}, {"collapse_index": str(error)}
+    measured = group_diagnostics(rewards, groups, targets, pairs)
+    return index, {group: measured[group] for group in targets if group in measured}, {}

@@ -10,14 +10,11 @@
 """
 
 from rewardcollapse.experiments.diagnosis import (
-    GROUP_UTILITIES,
     Diagnosis,
     GroupDiagnostics,
     diagnose_file,
-    level_label,
     optimum_accuracy,
     read_scored,
-    targets_for,
 )
 from rewardcollapse.experiments.longform import (
     LongFormData,
@@ -39,7 +36,6 @@ from rewardcollapse.experiments.run import (
 )
 
 __all__ = [
-    "GROUP_UTILITIES",
     "PAPER_TRAINING",
     "Diagnosis",
     "ExperimentConfig",
@@ -52,7 +48,6 @@ __all__ = [
     "build_longform",
     "builtin_corpus",
     "diagnose_file",
-    "level_label",
     "level_lengths",
     "markdown_report",
     "optimum_accuracy",
@@ -60,7 +55,6 @@ __all__ = [
     "read_scored",
     "run_experiment",
     "summary_text",
-    "targets_for",
     "utility_slug",
     "write_longform",
 ]

@@ -2,8 +2,8 @@
 
 The test prompts of the paper's design fall in two groups by their ``openness``, ``"open"`` (from 0.5) and
 ``"closed"``; with openness levels, one group per level (:func:`level_label`). Each group's target is the exact
-optimum of its answers under the group's prompt-aware utility (:func:`targets_for`) and its limit law the Beta law
-of that utility.
+optimum of its answers under the group's prompt-aware utility (:func:`~rewardcollapse.diagnostics.targets_for`) and
+its limit law the Beta law of that utility.
 """
 
 from __future__ import annotations
@@ -19,24 +19,19 @@ from typing import Any
 import numpy as np
 
 from rewardcollapse.core.checks import check_openness
-from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNESS, is_open, prompt_utility
+from rewardcollapse.core.conventions import is_open
 from rewardcollapse.core.errors import InputValueError
+from rewardcollapse.diagnostics import level_label, targets_for
 
 __all__ = [
-    "GROUP_UTILITIES",
     "Diagnosis",
     "GroupDiagnostics",
     "check_diagnosable",
     "check_levels",
     "diagnose_file",
-    "level_label",
     "optimum_accuracy",
     "read_scored",
-    "targets_for",
 ]
-
-GROUP_UTILITIES = {"open": OPEN_UTILITY, "closed": CLOSED_UTILITY}
-"""The prompt-aware utility of each group, whose optimal rewards are the group's target."""
 
 
 @dataclass(frozen=True)
@@ -86,24 +81,6 @@ class Diagnosis:
         """The collapse index and the per-group diagnostics, as ``{"collapse_index": ..., "groups": {...}}``."""
         groups = {group: dataclasses.asdict(values) for group, values in self.by_group.items()}
         return {"collapse_index": self.collapse_index, "groups": groups}
-
-
-def level_label(openness: float) -> str:
-    """The group label of an openness level: ``0.333...`` -> ``"o=0.333"``."""
-    return f"o={openness:.3g}"
-
-
-def targets_for(n: int = 8, levels: Sequence[float] | None = None) -> dict[str, np.ndarray]:
-    """Each group's target rewards: the exact optimum of ``n`` ranked answers under the group's utility.
-
-    Without ``levels`` the groups are ``"open"`` (``-1/x``) and ``"closed"`` (``x``); with them, one group per level
-    ``o`` (labelled by :func:`level_label`) whose utility is :func:`~rewardcollapse.openness_utility` ``(o)``.
-    """
-    from rewardcollapse.core import openness_utility, optimal_rewards
-
-    if levels is None:
-        return {group: optimal_rewards(n, spec).rewards for group, spec in GROUP_UTILITIES.items()}
-    return {level_label(o): np.sort(optimal_rewards(n, openness_utility(o)).rewards) for o in levels}
 
 
 def _limit_laws(levels: Sequence[float] | None) -> dict[str, Any]:
@@ -294,14 +271,6 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None) -> Di
     )
 
 
-def _ranking(row: dict[str, Any]) -> Any:
-    """A row's ranking as :func:`~rewardcollapse.optimal_rewards` takes it: tiers from ``ranks``, or edges."""
-    if row.get("pairs") is not None:
-        return [tuple(edge) for edge in row["pairs"]]
-    ranks = row.get("ranks") or list(range(len(row["responses"])))
-    return [[i for i, r in enumerate(ranks) if r == value] for value in sorted(set(ranks))]
-
-
 def optimum_accuracy(rows: Sequence[dict[str, Any]], utility: str) -> float:
     """The pairwise accuracy of the exact optimal rewards of each row's ranking under its utility, ties as half.
 
@@ -309,20 +278,13 @@ def optimum_accuracy(rows: Sequence[dict[str, Any]], utility: str) -> float:
     at 0 or 1 (8 answers: 0.786), ``-1/x`` orders them all (1.0). ``utility`` is a spec, ``"prompt-aware"`` (each
     row's utility) or ``"openness"`` (each row's :func:`~rewardcollapse.openness_utility`).
     """
-    from rewardcollapse.core import openness_utility, optimal_rewards
     from rewardcollapse.data.schema import ranked_pairs
-    from rewardcollapse.diagnostics import ranking_metrics
+    from rewardcollapse.diagnostics import prompt_optima, ranking_metrics
 
     correct = total = 0.0
-    cache: dict[tuple[str, str], np.ndarray] = {}
-    for row in rows:
-        spec = openness_utility(row["openness"]) if utility == OPENNESS else prompt_utility(row, utility)
-        ranking = _ranking(row)
-        key = (getattr(spec, "name", spec), json.dumps(ranking))
-        if key not in cache:
-            cache[key] = optimal_rewards(ranking, spec).rewards
+    for row, optimum in zip(rows, prompt_optima(rows, utility), strict=True):
         pairs = ranked_pairs(row)
-        metrics = ranking_metrics(cache[key][None, :], pairs[None])
+        metrics = ranking_metrics(optimum[None, :], pairs[None])
         correct += metrics["pairwise_accuracy"] * pairs.sum()
         total += pairs.sum()
     return correct / total
