@@ -27,7 +27,7 @@ from rewardcollapse.training import (
     score_file,
     train_reward_model,
 )
-from rewardcollapse.training.models import resolve_sequence_format
+from rewardcollapse.training.models import freeze_bottom_layers, resolve_sequence_format
 
 from .conftest import kill, run_until_ready, write_jsonl
 
@@ -1270,3 +1270,24 @@ def test_activation_offloading_wraps_each_loss_in_trls_context_made_once(tmp_pat
     trainer = RankingRewardTrainer(model=tiny_model(), args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     assert len(made) == 1 and made[0] is trainer.model and len(entered) == 2
+
+
+def test_frozen_bottom_layers_stay_fixed_and_the_top_trains(tmp_path, tokenizer, tiny_model):
+    model = tiny_model()
+    layers = model.config.num_hidden_layers
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    data = load_rankings(datasets.Dataset.from_list(ranking_rows()))
+    args = config(tmp_path, max_steps=3, utility="-1/x", freeze_layers=1)
+    trainer = RankingRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach().cpu(), before[name])}
+    frozen = {name for name in before if name.startswith(("bert.embeddings.", "bert.encoder.layer.0."))}
+    assert frozen and not changed & frozen  # the embeddings and layer 0 stay
+    assert changed == set(before) - frozen  # every other weight (upper layers, pooler, head) trains
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not optimised & {id(p) for name, p in model.named_parameters() if name in frozen}
+    assert freeze_bottom_layers(tiny_model(), layers) > 0  # every layer: only what follows the stack trains
+    with pytest.raises(ValueError, match=f"`freeze_layers` {layers + 1} exceeds the model's {layers} layers"):
+        freeze_bottom_layers(tiny_model(), layers + 1)
+    with pytest.raises(ValueError, match="`freeze_layers` must be a whole number >= 0"):
+        config(tmp_path, freeze_layers=-1)

@@ -334,6 +334,14 @@ class RankingRewardOptions:
             "backbones it is about half the parameters, and a step is cheaper without it)."
         },
     )
+    freeze_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Keep the embeddings and the bottom N transformer layers fixed (no gradient, no optimiser state): "
+            "the backward pass stops at layer N, so a step costs less (on the shipped 6-layer MiniLM, 3 frozen "
+            "layers make a step about 30% cheaper); 0: train every layer."
+        },
+    )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Processes that tokenise the datasets (once, before training); None: one."}
     )
@@ -374,6 +382,10 @@ class RankingRewardOptions:
                 raise InputValueError(f"`{name}` must be a utility spec{hint}, got {spec!r}: {error}") from error
         if not self.eps > 0:
             raise InputValueError(f"`eps` must be > 0, got {self.eps}; the paper uses 0.1")
+        if isinstance(self.freeze_layers, bool) or not isinstance(self.freeze_layers, int) or self.freeze_layers < 0:
+            raise InputValueError(
+                f"`freeze_layers` must be a whole number >= 0 (0: train every layer), got {self.freeze_layers!r}"
+            )
         if self.center_rewards_coefficient is not None and not self.center_rewards_coefficient >= 0:
             raise InputValueError(
                 f"`center_rewards_coefficient` must be >= 0 or None, got {self.center_rewards_coefficient}"

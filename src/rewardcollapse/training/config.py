@@ -15,7 +15,7 @@ from rewardcollapse.core.conventions import OPENNESS, PROMPT_AWARE
 from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.settings import ModelInput, ModelLoading, RankingRewardOptions
 from rewardcollapse.training.models import TRAINING_DTYPE
-from rewardcollapse.training.precision import choose_precision
+from rewardcollapse.training.precision import Precision, choose_precision
 
 __all__ = ["OPENNESS", "PROMPT_AWARE", "RankingRewardConfig"]
 
@@ -245,6 +245,13 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
                     pass
             raise InputTypeError(f"`{spec.name}` must be {kind}, got the text {value!r}{hint}")
 
+    def _device_type(self) -> str:
+        return "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
+
+    def chosen_precision(self) -> Precision:
+        """The precision these arguments resolved to, with the reason it was chosen (``"auto"`` is resolved once)."""
+        return Precision(self.precision, self._device_type(), self.precision_reason)
+
     def _resolve_precision(self) -> None:
         """Turn ``precision`` (and the ``bf16``/``fp16`` flags) into one machine-checked choice."""
         flagged = [name for name in ("bf16", "fp16") if getattr(self, name)]
@@ -252,7 +259,7 @@ class RankingRewardConfig(RankingRewardOptions, ModelInput, ModelLoading, Traini
             raise InputValueError(
                 f"`precision` {self.precision!r} contradicts {' and '.join(f'{n}=True' for n in flagged)}; set one"
             )
-        device = "cpu" if self.use_cpu or not torch.cuda.is_available() else "cuda"
+        device = self._device_type()
         chosen = choose_precision(flagged[0] if flagged else self.precision, device=device)
         self.precision, self.precision_reason = chosen.name, chosen.reason
         self.bf16, self.fp16 = chosen.name == "bf16", chosen.name == "fp16"

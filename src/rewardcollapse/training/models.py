@@ -35,6 +35,7 @@ __all__ = [
     "default_backbone",
     "disable_dropout",
     "fit_max_length",
+    "freeze_bottom_layers",
     "is_encoder",
     "load_reward_model",
     "loading_model",
@@ -493,6 +494,48 @@ def _load_adapter(folder: Path, dtype: Any, base_model: str | None, model_init_k
     )
     set_padding_token(tokenizer, model)
     return model, tokenizer
+
+
+def freeze_bottom_layers(model: Any, layers: int) -> int:
+    """Keep the embeddings and the bottom ``layers`` transformer layers fixed; return how many weights were frozen.
+
+    The layer stack is the model's ``nn.ModuleList`` of ``config.num_hidden_layers`` blocks (BERT's
+    ``encoder.layer``, Llama's and Qwen's ``layers``, GPT-2's ``h``); the parameters registered before its block
+    ``layers`` (the embeddings and the blocks below) stop taking gradients, so the backward pass ends at that block.
+    Parameters registered after it (the upper blocks, a final norm, the score head) train as before.
+
+    Raises
+    ------
+    ValueError
+        When the model has no such layer stack, or ``layers`` exceeds its number of blocks.
+    """
+    import torch
+
+    if layers == 0:
+        return 0
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and count and len(m) == count]
+    if not stacks:
+        raise InputValueError(
+            f"`freeze_layers` {layers}: found no stack of {count} transformer layers in {type(model).__name__}; "
+            "set freeze_layers: 0"
+        )
+    if layers > count:
+        raise InputValueError(f"`freeze_layers` {layers} exceeds the model's {count} layers; give at most {count}")
+    first_trained = {id(p) for p in stacks[0][layers].parameters()} if layers < count else set()
+    frozen = 0
+    for _, parameter in model.named_parameters():
+        if id(parameter) in first_trained:
+            break
+        if parameter.requires_grad:
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    if layers == count:  # everything up to the end of the stack
+        for parameter in stacks[0].parameters():
+            if parameter.requires_grad:
+                parameter.requires_grad_(False)
+                frozen += parameter.numel()
+    return frozen
 
 
 def fit_max_length(model: Any, max_length: int | None) -> int | None:

@@ -40,6 +40,7 @@ from rewardcollapse.training.models import (
     check_single_score,
     disable_dropout,
     fit_max_length,
+    freeze_bottom_layers,
     is_encoder,
     load_reward_model,
     resolve_sequence_format,
@@ -387,6 +388,7 @@ class RankingRewardTrainer(Trainer):
         self._prepare_evaluation_data = prepare
         if args.freeze_word_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
+        freeze_bottom_layers(model, args.freeze_layers)
         if args.bf16 or args.fp16:
             score_head_in_float32(model)
         if data_collator is None:
