@@ -399,7 +399,7 @@ def _data_longform(design: Any, where: Any) -> int:
 
 def _print_diagnosis(name: str, diagnosis: Any, utility_source: str) -> None:
     """The report: the label-free block, the block with labels when every row has one, then what is not given."""
-    from rewardcollapse.diagnostics import collapse_verdict, optimum_verdict
+    from rewardcollapse.diagnostics import MIN_ANSWERS, collapse_verdict, optimum_verdict
     from rewardcollapse.experiments.diagnosis import REFERENCES
 
     measured = diagnosis.measured
@@ -417,7 +417,11 @@ def _print_diagnosis(name: str, diagnosis: Any, utility_source: str) -> None:
         return f"| {label} | {number(value)} | {verdict} | {cells} |"
 
     shape = measured.shape_index
-    print(f"\n{name}: {len(diagnosis.rows)} prompts; utility {utility_source}")
+    free = measured.measures.label_free
+    left = [f"{free.left_out_few_answers} with fewer than {MIN_ANSWERS} answers"] * bool(free.left_out_few_answers)
+    left += [f"{free.left_out_equal_rewards} with all rewards equal"] * bool(free.left_out_equal_rewards)
+    counted = f" ({free.prompts} measured, left out: {' and '.join(left)})" if left else ""
+    print(f"\n{name}: {len(diagnosis.rows)} prompts{counted}; utility {utility_source}")
     print("\nlabel-free (no openness needed)")
     print(header)
     print(row("shape index", shape, "-" if shape is None else collapse_verdict(shape), lambda m: m.shape_index))
@@ -442,7 +446,8 @@ def _print_diagnosis(name: str, diagnosis: Any, utility_source: str) -> None:
                 f"| {group} | {g.prompts} | {g.ks:.3f} | {g.wasserstein:.3f} | {g.ks_limit:.3f} | "
                 f"{g.pairwise_accuracy:.3f} | {g.kendall_tau:.3f} |"
             )
-    missing = {key.replace("_", " "): reason for key, reason in measured.why_not.items()}
+    shown = {key: reason for key, reason in measured.why_not.items() if key != "shape_spread"}  # not in the table
+    missing = {key.replace("_", " "): reason for key, reason in shown.items()}
     missing.update({REFERENCES[key]: reason for key, reason in diagnosis.not_given.items()})
     if missing:
         print("\nnot given:")

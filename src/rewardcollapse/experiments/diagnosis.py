@@ -505,7 +505,7 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None, *, ut
         by_group = {group: GroupDiagnostics(**measured[group]) for group in targets if group in measured}
     utilities = COMPARED_UTILITIES if utility is None else (utility,)
     model = _measured(rows, rewards, utilities, levels, "the model's rewards")
-    _check_measurable(path, model)
+    _check_measurable(path, model, labelled=groups is not None)
     diagnosis = Diagnosis(
         rows=rows,
         rewards=rewards,
@@ -531,12 +531,16 @@ def diagnose_file(path: str | Path, levels: Sequence[float] | None = None, *, ut
     return diagnosis.with_reference("answer_length", answer_lengths(rows), "each answer's length in characters")
 
 
-def _check_measurable(path: str | Path, model: Measured) -> None:
-    """Refuse, in one line naming the file, the reasons and the fix, rewards on which no collapse measure is given."""
+def _check_measurable(path: str | Path, model: Measured, labelled: bool) -> None:
+    """Refuse, in one line naming the file, the reasons and the fix, rewards on which no collapse measure is given.
+
+    Without labels on every row the collapse index's reason (no openness) is left out: labels would not help.
+    """
     given = [model.shape_index, model.collapse_index, *model.distances.values()]
     if any(value is not None for value in given):
         return
-    reasons = list(dict.fromkeys(model.why_not.values()))  # each reason once, in order
+    why = {key: reason for key, reason in model.why_not.items() if labelled or key != "collapse_index"}
+    reasons = list(dict.fromkeys(why.values()))  # each reason once, in order
     raise InputValueError(
         f"{path}: no collapse measure can be given: {'; '.join(reasons)}; give prompts with at least {MIN_ANSWERS} "
         "ranked answers each, scored by a model that tells them apart"
