@@ -460,6 +460,7 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
 
     levels = check_levels(args.levels)  # before the heavy imports, any reading or scoring
     utility = check_utility(args.utility, "--utility")
+    utility, utility_source = _training_utility(args, utility)  # a --model's record, read before any scoring
     output = Path(args.output)
     rewards_path = args.rewards
     if rewards_path is None:
@@ -480,7 +481,6 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
             pairwise_output=False,  # the diagnosis reads rankings, one line per prompt
             **dataclasses.asdict(model_input),
         )
-    utility, utility_source = _training_utility(args, utility)
     diagnosis = diagnose_file(rewards_path, levels, utility=utility)  # checks every row before anything is written
     check_output_folder(output, "--output")
     diagnosis = _with_untrained(diagnosis, args, model_input, Path(rewards_path), output)
