@@ -172,7 +172,7 @@ def test_utility_option_measures_one_collapse_point(tmp_path, capsys):
     # A per-prompt utility without openness: no collapse point, said in one line; the shape index stays.
     assert main(["diagnose", "--rewards", str(rewards), "--utility", "openness", "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert "- optimum distance openness: the utility 'openness' needs each row's openness" in printed
+    assert "- distance to openness's collapse point: the utility 'openness' needs each row's openness" in printed
     assert "| shape index | 1.000 | separated |" in printed
     assert main(["diagnose", "--rewards", str(rewards), "--utility", "x^abc", "--output", str(output)]) == 2
     assert "`--utility` must be a utility spec ('x', 'log', '-1/x', 'logsigmoid', ...)" in capsys.readouterr().err
@@ -256,3 +256,23 @@ def test_the_figure_without_labels_draws_the_halves_against_the_collapse_point()
     _, ax = plot_group_rewards(rewards, halves, reference=("collapse point of x", CLOSED8))
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert labels == ["less polarised half", "more polarised half", "collapse point of x"]
+
+
+def test_diagnose_scores_unlabelled_data_first_and_refuses_data_with_nothing_to_measure(tmp_path, tiny_dir, capsys):
+    rows = [
+        {"prompt": f"Question {b}: say something.", "responses": [f"answer {k} " * (6 - k) for k in range(6)]}
+        for b in range(6)
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    output = tmp_path / "d"
+    base = ["diagnose", "--model", str(tiny_dir), "--max-length", "64", "--untrained-model", "none"]
+    assert main([*base, "--data", str(data), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "label-free (no openness needed)" in printed and "- collapse index: 6 of 6 rows have no `openness`" in printed
+    )
+    assert len((output / "rewards.jsonl").read_text().splitlines()) == 6
+    write_jsonl(data, [{**row, "responses": row["responses"][:3]} for row in rows])
+    assert main([*base, "--data", str(data), "--output", str(tmp_path / "d2")]) == 2
+    assert "every row has fewer than 4 answers, so no collapse measure can be given" in capsys.readouterr().err
+    assert not (tmp_path / "d2").exists()  # refused before the model was loaded

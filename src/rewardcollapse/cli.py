@@ -447,12 +447,18 @@ def _print_diagnosis(name: str, diagnosis: Any, utility_source: str) -> None:
                 f"{g.pairwise_accuracy:.3f} | {g.kendall_tau:.3f} |"
             )
     shown = {key: reason for key, reason in measured.why_not.items() if key != "shape_spread"}  # not in the table
-    missing = {key.replace("_", " "): reason for key, reason in shown.items()}
+    missing = {_measure_name(key): reason for key, reason in shown.items()}
     missing.update({REFERENCES[key]: reason for key, reason in diagnosis.not_given.items()})
     if missing:
         print("\nnot given:")
         for what, reason in missing.items():
             print(f"- {what}: {reason}")
+
+
+def _measure_name(key: str) -> str:
+    """A measure's key in ``why_not`` in words: ``"optimum_distance x"`` -> ``"distance to x's collapse point"``."""
+    measure, _, spec = key.partition(" ")
+    return f"distance to {spec}'s collapse point" if measure == "optimum_distance" else measure.replace("_", " ")
 
 
 def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
