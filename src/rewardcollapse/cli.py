@@ -531,14 +531,17 @@ def _training_utility(args: DiagnoseOptions, utility: str | None) -> tuple[str |
     """The training utility (given, or the one a --model trained here records) and where it came from, in words."""
     if utility is not None:
         return utility, f"{utility} (--utility)"
+    from rewardcollapse.experiments.diagnosis import COMPARED_UTILITIES
+
     if args.model is not None:
         from rewardcollapse.experiments.diagnosis import check_utility, training_record
+        from rewardcollapse.training.run import SUMMARY_FILE
 
         recorded = training_record(args.model).get("utility")
         if recorded is not None:
-            summary = Path(args.model) / "training_summary.json"
+            summary = Path(args.model) / SUMMARY_FILE
             return check_utility(recorded, str(summary)), f"{recorded} (recorded in {summary})"
-    return None, "not known (give --utility): the collapse points of x, log, -1/x and logsigmoid compared"
+    return None, f"not known (give --utility): the collapse points of {', '.join(COMPARED_UTILITIES)} compared"
 
 
 def _with_untrained(diagnosis: Any, args: DiagnoseOptions, model_input: Any, rewards: Path, output: Path) -> Any:

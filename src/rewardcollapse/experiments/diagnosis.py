@@ -598,9 +598,11 @@ def untrained_backbone(
     fix = "give --untrained_model NAME_OR_PATH, the model the reward model was trained from"
     if model is None:
         return None, f"the model the rewards came from is not known; {fix}"
+    from rewardcollapse.training.run import SUMMARY_FILE
+
     backbone = training_record(model).get("backbone")
     if backbone:
-        return str(backbone), f"the backbone {Path(model) / 'training_summary.json'} records"
+        return str(backbone), f"the backbone {Path(model) / SUMMARY_FILE} records"
     adapters = Path(model) / "adapter_config.json"
     if adapters.is_file():
         if base_model is not None:
@@ -611,7 +613,7 @@ def untrained_backbone(
             base = None
         if base:
             return str(base), f"the base model {adapters} names"
-    return None, f"{model} records no backbone (no training_summary.json, no adapter_config.json); {fix}"
+    return None, f"{model} records no backbone (no {SUMMARY_FILE}, no adapter_config.json); {fix}"
 
 
 def score_untrained(backbone: str, data: str | Path, output: str | Path, **settings: Any) -> Path:
