@@ -493,7 +493,7 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
     _print_diagnosis(str(rewards_path), diagnosis, utility_source)
     fig = _diagnosis_figure(diagnosis)
     _save_figure(fig, output / "rewards.png")
-    report = {**diagnosis.to_dict(), "utility_source": utility_source}
+    report = {**diagnosis.all_measures(), "utility_source": utility_source}
     write_text_atomic(output / "diagnostics.json", json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {output / 'rewards.png'} and {output / 'diagnostics.json'}")
     return 0

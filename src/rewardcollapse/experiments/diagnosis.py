@@ -176,7 +176,7 @@ class Diagnosis:
     """A scored file, diagnosed: the label-free measures with their references, and with labels the collapse index.
 
     With an openness on every row: the groups, their targets, the collapse index and the per-group diagnostics.
-    :meth:`to_dict` is ``diagnostics.json``.
+    :meth:`all_measures` is ``diagnostics.json``.
     """
 
     rows: list[dict[str, Any]]
@@ -239,14 +239,21 @@ class Diagnosis:
         return dataclasses.replace(self, not_given={**self.not_given, key: reason})
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"collapse_index": ..., "groups": {...}}`` as with labels, and every label-free measure and reference.
+        """The collapse index and the per-group diagnostics, as ``{"collapse_index": ..., "groups": {...}}``.
 
-        The keys: ``collapse_index`` and ``groups`` (per-group diagnostics; empty without labels), ``utility``,
-        ``prompts``, ``left_out``, ``measures`` (:meth:`Measured.to_dict` of the model), ``references`` (the same
-        for each reference computed) and ``not_given`` (each reference not computed, and why).
+        Without labels the index is None and the groups empty; :meth:`all_measures` has everything.
         """
         groups = {group: dataclasses.asdict(values) for group, values in self.by_group.items()}
-        out: dict[str, Any] = {"collapse_index": self.collapse_index, "groups": groups}
+        return {"collapse_index": self.collapse_index, "groups": groups}
+
+    def all_measures(self) -> dict[str, Any]:
+        """:meth:`to_dict` and every label-free measure, reference and reason, as JSON values: ``diagnostics.json``.
+
+        The keys added: ``utility``, ``prompts``, ``left_out``, ``measures`` (:meth:`Measured.to_dict` of the model's
+        rewards), ``references`` (the same for each reference computed) and ``not_given`` (each reference not
+        computed, and why).
+        """
+        out = self.to_dict()
         if self.measured is not None:
             out.update(
                 utility=self.utility,
