@@ -82,9 +82,15 @@ class DiagnoseOptions:
 
     rewards: str | None = field(
         default=None,
-        metadata={"help": "A `rewardcollapse score` output whose rows have an openness; or give --model and --data."},
+        metadata={"help": "A `rewardcollapse score` output (openness optional); or give --model and --data."},
     )
-    model: str | None = field(default=None, metadata={"help": "Score --data with this trained model first."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Score --data with this trained model first. With --rewards: the model that scored them, whose "
+            "recorded utility and backbone are read."
+        },
+    )
     data: str | None = field(default=None, metadata={"help": "Ranking data to score with --model."})
     base_model: str | None = field(
         default=None,
@@ -92,11 +98,30 @@ class DiagnoseOptions:
     )
     output: str = field(
         default="diagnostics",
-        metadata={"help": "Folder for rewards.png and diagnostics.json (and rewards.jsonl when scoring here)."},
+        metadata={
+            "help": "Folder for rewards.png and diagnostics.json (and rewards.jsonl when scoring here, "
+            "untrained_rewards.jsonl for the untrained reference)."
+        },
     )
     levels: list[float] | None = field(
         default=None,
         metadata={"help": "Group the prompts by these openness levels instead of open (>= 0.5) and closed."},
+    )
+    utility: str | None = field(
+        default=None,
+        metadata={
+            "help": "The training utility, whose exact optimum is each prompt's collapse point: a spec (x, log, "
+            "logsigmoid for TRL's models, ...; write --utility=-1/x), 'prompt-aware' or 'openness'. Default: the one "
+            "a --model this project trained records; otherwise the distance to each of x, log, -1/x and logsigmoid."
+        },
+    )
+    untrained_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Score the same rows with this model and a new score head (seed 0), the untrained reference: "
+            "Hub name or path. Default: the backbone a --model trained here records, or an adapter folder's base; "
+            "'none': skip it."
+        },
     )
 
 
@@ -372,21 +397,76 @@ def _data_longform(design: Any, where: Any) -> int:
     return 0
 
 
-def _print_diagnosis(name: str, diagnosis: Any) -> None:
-    print(f"\n{name}: collapse index {diagnosis.collapse_index:.3f}")
-    print("| group | prompts | KS to target | W1 to target | KS to limit law | pairwise accuracy | Kendall tau |")
-    print("|---|---|---|---|---|---|---|")
-    for group, g in diagnosis.by_group.items():
-        print(
-            f"| {group} | {g.prompts} | {g.ks:.3f} | {g.wasserstein:.3f} | {g.ks_limit:.3f} | "
-            f"{g.pairwise_accuracy:.3f} | {g.kendall_tau:.3f} |"
-        )
+def _print_diagnosis(name: str, diagnosis: Any, utility_source: str) -> None:
+    """The report: the label-free block, the block with labels when every row has one, then what is not given."""
+    from rewardcollapse.diagnostics import MIN_ANSWERS, collapse_verdict, optimum_verdict
+    from rewardcollapse.experiments.diagnosis import REFERENCES
+
+    measured = diagnosis.measured
+    references = diagnosis.references
+
+    def number(value: float | None) -> str:
+        return "-" if value is None or value != value else f"{value:.3f}"  # NaN: no ranked pair
+
+    exact = f"{REFERENCES['exact_targets']} ({diagnosis.collapse_point})"
+    names = [exact if key == "exact_targets" else REFERENCES[key] for key in references]
+    header = f"| measure | value | verdict | {' | '.join(names)} |\n|{'---|' * (3 + len(names))}"
+
+    def row(label: str, value: float | None, verdict: str, of: Callable[[Any], float | None]) -> str:
+        cells = " | ".join(number(of(reference)) for reference in references.values())
+        return f"| {label} | {number(value)} | {verdict} | {cells} |"
+
+    shape = measured.shape_index
+    free = measured.measures.label_free
+    left = [f"{free.left_out_few_answers} with fewer than {MIN_ANSWERS} answers"] * bool(free.left_out_few_answers)
+    left += [f"{free.left_out_equal_rewards} with all rewards equal"] * bool(free.left_out_equal_rewards)
+    counted = f" ({free.prompts} measured, left out: {' and '.join(left)})" if left else ""
+    print(f"\n{name}: {len(diagnosis.rows)} prompts{counted}; utility {utility_source}")
+    print("\nlabel-free (no openness needed)")
+    print(header)
+    print(row("shape index", shape, "-" if shape is None else collapse_verdict(shape), lambda m: m.shape_index))
+    for spec, distance in measured.distances.items():
+        verdict = "-" if distance is None else optimum_verdict(distance)
+        print(row(f"distance to {spec}'s collapse point", distance, verdict, lambda m, s=spec: m.distances[s]))
+    accuracy = measured.measures.pairwise_accuracy
+    print(row("pairwise accuracy", accuracy, "", lambda m: m.measures.pairwise_accuracy))
+    if diagnosis.utility is None and measured.nearest is not None:
+        nearest, distance = measured.nearest, measured.distances[measured.nearest]
+        print(f"nearest collapse point: {nearest}'s ({distance:.3f}, {optimum_verdict(distance)})")
+    if diagnosis.groups is not None:
+        index = diagnosis.collapse_index
+        verdict = "-" if index is None else collapse_verdict(index)
+        print(f"\nwith openness labels: collapse index {number(index)} ({verdict})")
+        print(header)
+        print(row("collapse index", index, verdict, lambda m: m.collapse_index))
+        print("| group | prompts | KS to target | W1 to target | KS to limit law | pairwise accuracy | Kendall tau |")
+        print("|---|---|---|---|---|---|---|")
+        for group, g in diagnosis.by_group.items():
+            print(
+                f"| {group} | {g.prompts} | {g.ks:.3f} | {g.wasserstein:.3f} | {g.ks_limit:.3f} | "
+                f"{g.pairwise_accuracy:.3f} | {g.kendall_tau:.3f} |"
+            )
+    shown = {key: reason for key, reason in measured.why_not.items() if key != "shape_spread"}  # not in the table
+    missing = {_measure_name(key): reason for key, reason in shown.items()}
+    missing.update({REFERENCES[key]: reason for key, reason in diagnosis.not_given.items()})
+    if missing:
+        print("\nnot given:")
+        for what, reason in missing.items():
+            print(f"- {what}: {reason}")
+
+
+def _measure_name(key: str) -> str:
+    """A measure's key in ``why_not`` in words: ``"optimum_distance x"`` -> ``"distance to x's collapse point"``."""
+    measure, _, spec = key.partition(" ")
+    return f"distance to {spec}'s collapse point" if measure == "optimum_distance" else measure.replace("_", " ")
 
 
 def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
-    from rewardcollapse.experiments.diagnosis import check_levels, diagnose_file
+    from rewardcollapse.experiments.diagnosis import check_levels, check_utility, diagnose_file
 
     levels = check_levels(args.levels)  # before the heavy imports, any reading or scoring
+    utility = check_utility(args.utility, "--utility")
+    utility, utility_source = _training_utility(args, utility)  # a --model's record, read before any scoring
     output = Path(args.output)
     rewards_path = args.rewards
     if rewards_path is None:
@@ -397,7 +477,7 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
         from rewardcollapse.training.run import score_file
 
         # Everything the diagnosis checks that does not need the rewards, before scoring (score_file checks --output).
-        check_diagnosable(load_rankings(args.data), levels, name=f"--data {args.data}")
+        check_diagnosable(load_rankings(args.data), levels, name=f"--data {args.data}", require_openness=False)
         rewards_path = output / "rewards.jsonl"
         score_file(
             model=args.model,
@@ -407,17 +487,87 @@ def _diagnose(args: DiagnoseOptions, model_input: Any) -> int:
             pairwise_output=False,  # the diagnosis reads rankings, one line per prompt
             **dataclasses.asdict(model_input),
         )
-    diagnosis = diagnose_file(rewards_path, levels)  # checks every row before anything is written
+    diagnosis = diagnose_file(rewards_path, levels, utility=utility)  # checks every row before anything is written
     check_output_folder(output, "--output")
-    _print_diagnosis(str(rewards_path), diagnosis)
-    from rewardcollapse.plots import plot_group_rewards
-
-    title = f"collapse index {diagnosis.collapse_index:.2f}"
-    fig, _ = plot_group_rewards(diagnosis.rewards, diagnosis.groups, diagnosis.targets, title=title)
+    diagnosis = _with_untrained(diagnosis, args, model_input, Path(rewards_path), output)
+    _print_diagnosis(str(rewards_path), diagnosis, utility_source)
+    fig = _diagnosis_figure(diagnosis)
     _save_figure(fig, output / "rewards.png")
-    write_text_atomic(output / "diagnostics.json", json.dumps(diagnosis.to_dict(), indent=2) + "\n")
+    report = {**diagnosis.all_measures(), "utility_source": utility_source}
+    write_text_atomic(output / "diagnostics.json", json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {output / 'rewards.png'} and {output / 'diagnostics.json'}")
     return 0
+
+
+def _diagnosis_figure(diagnosis: Any) -> Any:
+    """With labels, each group's rewards against its target; without, the halves the shape index compares.
+
+    The halves are drawn against the pooled exact optimum of the collapse point (the training utility's, else the
+    nearest one's), where it is known.
+    """
+    import numpy as np
+
+    from rewardcollapse.diagnostics import prompt_optima, rescale_per_prompt
+    from rewardcollapse.experiments.diagnosis import shape_halves
+    from rewardcollapse.plots import plot_group_rewards
+
+    if diagnosis.groups is not None:
+        index = diagnosis.collapse_index
+        title = "collapse index " + ("not given" if index is None else f"{index:.2f}")
+        return plot_group_rewards(diagnosis.rewards, diagnosis.groups, diagnosis.targets, title=title)[0]
+    shape = diagnosis.measured.shape_index
+    title = "shape index " + ("not given" if shape is None else f"{shape:.2f}")
+    reference = None
+    if "exact_targets" in diagnosis.references:
+        spec = diagnosis.collapse_point
+        pooled = np.concatenate(rescale_per_prompt(prompt_optima(diagnosis.rows, spec)))
+        reference = (f"collapse point of {spec}", pooled)
+    fig, _ = plot_group_rewards(diagnosis.rewards, shape_halves(diagnosis.rewards), title=title, reference=reference)
+    fig.tight_layout()  # the axis label inside the saved figure
+    return fig
+
+
+def _training_utility(args: DiagnoseOptions, utility: str | None) -> tuple[str | None, str]:
+    """The training utility (given, or the one a --model trained here records) and where it came from, in words."""
+    if utility is not None:
+        return utility, f"{utility} (--utility)"
+    from rewardcollapse.experiments.diagnosis import COMPARED_UTILITIES
+
+    if args.model is not None:
+        from rewardcollapse.experiments.diagnosis import check_utility, training_record
+        from rewardcollapse.training.run import SUMMARY_FILE
+
+        recorded = training_record(args.model).get("utility")
+        if recorded is not None:
+            summary = Path(args.model) / SUMMARY_FILE
+            return check_utility(recorded, str(summary)), f"{recorded} (recorded in {summary})"
+    return None, f"not known (give --utility): the collapse points of {', '.join(COMPARED_UTILITIES)} compared"
+
+
+def _with_untrained(diagnosis: Any, args: DiagnoseOptions, model_input: Any, rewards: Path, output: Path) -> Any:
+    """The diagnosis with the untrained model's reference, or the reason it is not computed and how to get it."""
+    from rewardcollapse.experiments.diagnosis import reference_rewards, score_untrained, untrained_backbone
+
+    if args.untrained_model == "none":
+        return diagnosis.with_reason("untrained_model", "not computed (--untrained_model none)")
+    backbone, where = untrained_backbone(args.model, base_model=args.base_model, untrained_model=args.untrained_model)
+    if backbone is None:
+        return diagnosis.with_reason("untrained_model", f"not computed: {where}")
+    settings = dataclasses.asdict(model_input)
+    if settings["sequence_format"] == "auto" and args.model is not None:
+        from rewardcollapse.training.models import read_model_settings
+
+        # Read the answers as the trained model did, whatever the backbone's architecture suggests.
+        settings["sequence_format"] = read_model_settings(args.model).get("sequence_format", "auto")
+    try:
+        scored = score_untrained(backbone, rewards, output / "untrained_rewards.jsonl", **settings)
+    except InputValueError as error:
+        if args.untrained_model is not None:
+            raise
+        fix = "give --untrained_model NAME_OR_PATH, or --untrained_model none"
+        return diagnosis.with_reason("untrained_model", f"not computed: {backbone} ({where}): {error}; {fix}")
+    source = f"the untrained {backbone} ({where}) with a new score head, seed 0"
+    return diagnosis.with_reference("untrained_model", reference_rewards(scored, diagnosis.rows), source)
 
 
 def _reproduce(args: Any) -> int:
@@ -598,7 +748,9 @@ def _commands() -> dict[tuple[str, ...], _Command]:
         ),
         ("score",): _Command("score every answer with a trained reward model, write JSONL", _score_settings, _score),
         ("diagnose",): _Command(
-            "collapse index and per-group diagnostics of scored answers, plots", _diagnose_settings, _diagnose
+            "collapse measures of scored answers (openness optional) with their references, plots",
+            _diagnose_settings,
+            _diagnose,
         ),
         ("reproduce",): _Command(
             "the paper's experiment: one reward model per utility, report",

@@ -63,7 +63,9 @@ from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNE
 from rewardcollapse.core.errors import InputValueError
 
 __all__ = [
+    "AT_COLLAPSE_POINT_AT_MOST",
     "COLLAPSED_AT_MOST",
+    "FAR_FROM_COLLAPSE_POINT_AT_LEAST",
     "GROUP_UTILITIES",
     "MIN_ANSWERS",
     "SEPARATED_AT_LEAST",
@@ -76,6 +78,7 @@ __all__ = [
     "level_label",
     "measure_ranked",
     "optimum_distances",
+    "optimum_verdict",
     "polarisation",
     "pooled_groups",
     "prompt_optima",
@@ -94,6 +97,14 @@ COLLAPSED_AT_MOST = 0.25
 
 SEPARATED_AT_LEAST = 0.6
 """A collapse index at or above this reads as separated: the groups are most of the way to their targets."""
+
+AT_COLLAPSE_POINT_AT_MOST = 0.1
+"""A distance to the collapse point at or below this reads as "at its collapse point": half the distance between
+the open (``-1/x``) and closed (``x``) optima of 8 ranked answers (0.20), so nearer its own than to the other kind's."""
+
+FAR_FROM_COLLAPSE_POINT_AT_LEAST = 0.2
+"""A distance to the collapse point at or above this reads as "far from its collapse point": as far as the open and
+closed optima of 8 answers are from each other (0.20; evenly spread rewards are 0.21 from ``x``'s optimum)."""
 
 
 GROUP_UTILITIES = {"open": OPEN_UTILITY, "closed": CLOSED_UTILITY}
@@ -119,6 +130,21 @@ def collapse_verdict(index: float) -> str:
     if index >= SEPARATED_AT_LEAST:
         return "separated"
     return "partly separated"
+
+
+def optimum_verdict(distance: float) -> str:
+    """``"at its collapse point"`` (distance <= 0.1), ``"far from its collapse point"`` (>= 0.2) or ``"near ..."``.
+
+    Examples
+    --------
+    >>> optimum_verdict(0.05), optimum_verdict(0.15), optimum_verdict(0.25)
+    ('at its collapse point', 'near its collapse point', 'far from its collapse point')
+    """
+    if distance <= AT_COLLAPSE_POINT_AT_MOST:
+        return "at its collapse point"
+    if distance >= FAR_FROM_COLLAPSE_POINT_AT_LEAST:
+        return "far from its collapse point"
+    return "near its collapse point"
 
 
 def ranking_metrics(rewards, pairs, mask=None) -> dict[str, float]:
@@ -481,7 +507,10 @@ def label_free_measures(rewards, optima=None, *, draws: int = 100, seed: int = 0
         yardstick = _split_distance(reference) - _spread_if_collapsed(reference, draws=draws, seed=seed)
         index = round((spread - collapsed) / yardstick, 12)
     else:
-        why["shape_spread"] = why["shape_index"] = f"needs at least 4 prompts to split in halves, got {len(kept)}"
+        why["shape_spread"] = why["shape_index"] = (
+            f"needs at least 4 prompts to split in halves, got {len(kept)} of at least {MIN_ANSWERS} answers whose "
+            "rewards differ"
+        )
     distance = None
     if optima is None:
         why["optimum_distance"] = "needs the training utility, whose exact optimum is each prompt's collapse point"
@@ -640,7 +669,16 @@ def measure_ranked(
         try:
             optima = prompt_optima(rows, utility)
         except ValueError as error:
-            why["optimum_distance"] = f"the utility {utility!r} needs each row's openness ({error})"
+            lacking = sum(
+                row.get("openness") is None and (utility == OPENNESS or row.get("utility") is None) for row in rows
+            )
+            why["optimum_distance"] = (
+                f"the utility {utility!r} needs each row's openness to set its collapse point, and {lacking} of "
+                f"{len(rows)} rows have none: give a fixed utility, or estimate it with `rewardcollapse openness` "
+                "(docs/openness.md)"
+                if lacking
+                else f"the utility {utility!r} gives these rankings no collapse point: {error}"
+            )
     free = label_free_measures(rewards, optima, draws=draws)
     if optima is None and utility is not None:
         free = dataclasses.replace(free, why_not={**free.why_not, **why})
@@ -680,6 +718,9 @@ def _labelled(rows, rewards, pairs, levels) -> tuple[float | None, dict[str, dic
                     {"collapse_index": f"row {index} has openness {row['openness']}, at none of the levels"},
                 )
             groups.append(matches[0])
+    if len(set(groups)) < 2:
+        only = f"every prompt is in the group {groups[0]!r}"
+        return None, {}, {"collapse_index": f"{only}: the collapse index compares groups, so it needs two or more"}
     targets = targets_for(int(np.median([r.size for r in rewards])), levels)
     try:
         index = collapse_index(rewards, groups, targets)

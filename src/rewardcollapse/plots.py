@@ -129,11 +129,14 @@ def plot_limit_laws(utilities: Sequence[str] = DEFAULT_PLOT_UTILITIES, *, ax: An
     return fig, ax
 
 
-def plot_group_rewards(rewards, groups, targets=None, *, rescale: bool = True, bins: int = 20, ax=None, title=None):
+def plot_group_rewards(
+    rewards, groups, targets=None, *, rescale: bool = True, bins: int = 20, ax=None, title=None, reference=None
+):
     """Histograms of each group's (rescaled) within-prompt rewards, with the target laws; returns ``(fig, ax)``.
 
     The picture of the paper's experiment (Song et al., 2023, Figure 5): with a fixed utility the groups' histograms
-    look alike; with a prompt-aware one each follows its own target.
+    look alike; with a prompt-aware one each follows its own target. ``reference``, a ``(label, values)`` pair, adds
+    one more sample drawn as a black outline (``diagnose`` without labels: the pooled collapse point).
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
@@ -154,6 +157,11 @@ def plot_group_rewards(rewards, groups, targets=None, *, rescale: bool = True, b
                 color=colours.get(group),
                 label=f"{group} target",
             )
+    if reference is not None:
+        label, values = reference
+        values = np.asarray(values, dtype=float)
+        weights = np.full(values.shape, 1.0 / values.size)
+        ax.hist(values, bins=edges, weights=weights, histtype="step", linewidth=1.5, color="black", label=label)
     ax.set_xlabel("reward (rescaled per prompt)" if rescale else "reward")
     ax.set_ylabel("share of answers")
     if title:
