@@ -206,6 +206,8 @@ def test_a_callback_without_a_trainer_says_how_to_give_one(tmp_path, tokenizer, 
         watch.on_train_begin(None, SimpleNamespace(global_step=0), None)
     with pytest.raises(InputValueError, match="`every` must be"):
         CollapseCallback(ranking_rows(4), every=0)
+    with pytest.raises(InputValueError, match="`forward_batch_size` must be"):
+        CollapseCallback(ranking_rows(4), forward_batch_size=0)
     sharded = SimpleNamespace(is_fsdp_enabled=True, accelerator=SimpleNamespace(state=None))
     with pytest.raises(InputValueError, match="FSDP"):
         CollapseCallback(ranking_rows(4), trainer=sharded)
