@@ -323,6 +323,9 @@ def _train_result_rows(result: Any, max_length: int) -> list[tuple[str, object]]
         *([("tokens saved", f"{result.tokens_saved:.1%}")] if result.tokens_saved is not None else []),
         ("truncated", truncated),
     ]
+    if result.collapse:
+        rows.append(("collapse points", f"{len(result.collapse)} ({result.collapse_seconds:.1f} s)"))
+        rows += [(name, value) for name, value in result.collapse[-1].items() if name.startswith("collapse/")]
     return rows + [
         (name.removeprefix("eval_"), value)
         for name, value in (result.eval or {}).items()
@@ -348,6 +351,8 @@ def _train(job: Any, config: Any) -> int:
         args=config,
         peft_config=job.peft_config(),
         merge_lora=job.merge_lora,
+        collapse_data=job.collapse_data,
+        collapse_every=job.collapse_every,
     )
     print()
     _print_table(_train_result_rows(result, config.max_length))

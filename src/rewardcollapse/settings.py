@@ -43,6 +43,7 @@ __all__ = [
     "ScoreJob",
     "TrainJob",
     "check_choices",
+    "check_collapse_watch",
     "check_lora_alpha",
     "field_help",
 ]
@@ -412,6 +413,20 @@ class RankingRewardOptions:
             raise InputValueError(f"`learning_rate` must be >= 0, got {self.learning_rate}")
 
 
+def check_collapse_watch(collapse_every: Any, collapse_data: Any, eval_data: Any) -> None:
+    """Refuse a collapse interval below 1 or without held-out rankings, and held-out rankings without an interval."""
+    check_positive_int(collapse_every, "collapse_every", optional=True)
+    if collapse_every is not None and collapse_data is None and eval_data is None:
+        raise InputValueError(
+            "`collapse_every` needs held-out rankings to measure collapse on: give `collapse_data` "
+            "(--collapse_data FILE) or `eval_data`"
+        )
+    if collapse_data is not None and collapse_every is None:
+        raise InputValueError(
+            "`collapse_data` needs `collapse_every` (--collapse_every N): the steps between two measurements"
+        )
+
+
 @dataclass(kw_only=True)
 class DataSource:
     """Where ranking data comes from and how its rows are read."""
@@ -437,6 +452,17 @@ class TrainJob(DataSource):
     _argument_group_name = "data and model"
 
     eval_data: str | None = field(default=None, metadata={"help": "Evaluation data, in the same formats."})
+    collapse_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "Measure collapse on held-out rankings (--collapse_data, else --eval_data) before the first step, "
+            "every N steps and at the end, and log it as collapse/... (docs/training.md). None: not measured."
+        },
+    )
+    collapse_data: str | None = field(
+        default=None,
+        metadata={"help": "Held-out rankings for --collapse_every, in the same formats; default: --eval_data."},
+    )
     model: str | None = field(
         default=None,
         metadata={"help": "Hub name or local path of the backbone; default: the shipped all-MiniLM-L6-v2."},
@@ -475,6 +501,7 @@ class TrainJob(DataSource):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_collapse_watch(self.collapse_every, self.collapse_data, self.eval_data)
         check_positive_int(self.lora_r, "lora_r", optional=True)
         check_lora_alpha(self.lora_alpha)
         if not 0 <= self.lora_dropout < 1:

@@ -1,6 +1,7 @@
 """Reward-model training with ``transformers``: config, collator, trainer, and batched scoring."""
 
 from rewardcollapse.settings import TrainJob
+from rewardcollapse.training.callbacks import CollapseCallback
 from rewardcollapse.training.collator import RankingCollator, prompt_utility, tokenize_rankings
 from rewardcollapse.training.config import PROMPT_AWARE, RankingRewardConfig
 from rewardcollapse.training.models import default_backbone, load_reward_model
@@ -11,6 +12,7 @@ from rewardcollapse.training.trainer import RankingRewardTrainer
 
 __all__ = [
     "PROMPT_AWARE",
+    "CollapseCallback",
     "LoraSummary",
     "RankingCollator",
     "RankingRewardConfig",

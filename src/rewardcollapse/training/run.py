@@ -28,7 +28,8 @@ from rewardcollapse.core.checks import check_positive_int
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.data import detect_format, load_rankings, max_responses, pair_positions, ranked_pairs, read_table
 from rewardcollapse.diagnostics import ranking_metrics
-from rewardcollapse.settings import MAX_LENGTH, ModelInput, ScoreJob
+from rewardcollapse.settings import MAX_LENGTH, ModelInput, ScoreJob, check_collapse_watch
+from rewardcollapse.training.callbacks import CollapseCallback
 from rewardcollapse.training.checkpoints import checkpoint_folders, resume_checkpoint
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.config import RankingRewardConfig
@@ -83,12 +84,18 @@ class TrainResult:
     sequences: int
     eval: dict[str, float] | None = None
     """The Trainer's evaluation metrics (``eval_loss``, ``eval_ranking_pairwise_accuracy``, ...) with ``eval_data``."""
+    collapse: list[dict[str, float]] | None = None
+    """With ``collapse_every``: the :class:`~rewardcollapse.training.CollapseCallback` history, one entry per point
+    (``step``, each ``collapse/...`` measure, ``seconds``)."""
+    collapse_seconds: float | None = None
+    """With ``collapse_every``: the time spent scoring and measuring collapse (part of ``seconds``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON values, ``eval`` only when there was an evaluation (the summary file's layout)."""
+        """The fields as JSON values, ``eval`` and the collapse fields only when there were some (the file's layout)."""
         fields = dataclasses.asdict(self)
-        if self.eval is None:
-            del fields["eval"]
+        for name in ("eval", "collapse", "collapse_seconds"):
+            if fields[name] is None:
+                del fields[name]
         return fields
 
 
@@ -132,6 +139,8 @@ def train_reward_model(
     args: RankingRewardConfig | None = None,
     peft_config: Any = None,
     merge_lora: bool = False,
+    collapse_data: Any = None,
+    collapse_every: int | None = None,
     **config: Any,
 ) -> TrainResult:
     """Load the data and the model, train with :class:`RankingRewardTrainer`, save, and return what was done.
@@ -157,15 +166,21 @@ def train_reward_model(
         Train adapters (e.g. ``peft.LoraConfig``) instead of every weight; the score head trains in full.
     merge_lora : bool
         With ``peft_config``: merge the adapters into the weights and save a plain model.
+    collapse_data : str, Path or datasets.Dataset, optional
+        Held-out rankings to measure collapse on while training; default: ``eval_data``. Needs ``collapse_every``.
+    collapse_every : int, optional
+        Measure collapse on them (:class:`~rewardcollapse.training.CollapseCallback`, against ``utility``) before
+        the first step, every this many steps and at the end, logged as ``collapse/...``.
     **config
         :class:`RankingRewardConfig` fields (``utility``, ``max_steps``, ``learning_rate``, ...).
 
     Returns
     -------
     TrainResult
-        Steps, final training loss, wall time, prompts per second, truncated sequences, evaluation metrics and the
-        model folder; also written to ``training_summary.json`` there, last.
+        Steps, final training loss, wall time, prompts per second, truncated sequences, evaluation metrics, the
+        collapse history and the model folder; also written to ``training_summary.json`` there, last.
     """
+    check_collapse_watch(collapse_every, collapse_data, eval_data)
     args = _training_arguments(args, output_dir, config)
     args.check_evaluation_data(eval_data is not None)  # before any folder is made or anything loaded
     if merge_lora and peft_config is None:
@@ -183,6 +198,7 @@ def train_reward_model(
             resume=resume,
             peft_config=peft_config,
             merge_lora=merge_lora,
+            collapse=None if collapse_every is None else (collapse_data, collapse_every),
         )
 
 
@@ -197,12 +213,21 @@ def _train(
     resume: str | bool | None,
     peft_config: Any,
     merge_lora: bool,
+    collapse: tuple[Any, int] | None,
 ) -> TrainResult:
-    """The work of :func:`train_reward_model` once the output folder is checked and held."""
+    """The work of :func:`train_reward_model` once the output folder is checked and held.
+
+    ``collapse``: ``(collapse_data, collapse_every)``, the data None for the evaluation data.
+    """
     checkpoint, start_step = _starting_point(args, model, resume)
     group_pairs = args.group_pairs
     train = _load_data(data, "data", input_format, skip_invalid, group_pairs)
     evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid, group_pairs)
+    watch = None
+    if collapse is not None:
+        source, every = collapse
+        held_out = evaluation if source is None else _load_data(source, "collapse_data", "auto", skip_invalid)
+        watch = CollapseCallback(held_out, every=every)
     set_seed(args.seed)  # the new score head's initial weights too
     network, tokenizer = load_reward_model(model or default_backbone(), model_init_kwargs=args.from_pretrained_kwargs())
     trainer = RankingRewardTrainer(
@@ -212,6 +237,7 @@ def _train(
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=None if watch is None else [watch],
     )
     started = time.perf_counter()
     outcome = trainer.train(resume_from_checkpoint=checkpoint)
@@ -243,6 +269,8 @@ def _train(
         truncated_sequences=truncated,
         sequences=sequences,
         eval=None if evaluation is None else trainer.evaluate(),
+        collapse=None if watch is None else watch.history,
+        collapse_seconds=None if watch is None else watch.seconds,
     )
     if args.should_save:
         # Written last: its presence marks a finished run. It sits in the model folder, so it does not name that

@@ -30,6 +30,7 @@ from rewardcollapse.core.errors import InputTypeError, InputValueError
 from rewardcollapse.data.loaders import load_rankings, max_responses
 from rewardcollapse.diagnostics import ranking_metrics
 from rewardcollapse.loss import centering_penalty, loss_items, ranking_loss
+from rewardcollapse.training.callbacks import CollapseCallback
 from rewardcollapse.training.collator import RankingCollator, openness_of, tokenize_rankings
 from rewardcollapse.training.config import OPENNESS, RankingRewardConfig
 from rewardcollapse.training.model_card import MODEL_CARD_FILE, model_card
@@ -432,12 +433,23 @@ class RankingRewardTrainer(Trainer):
         if any(type(callback) is ProgressCallback for callback in self.callback_handler.callbacks):
             self.remove_callback(ProgressCallback)
             self.add_callback(RankingProgressCallback)
+        self._bind_collapse_callbacks()
         # The model's forward takes no loss arguments: `num_items_in_batch` is counted by `get_batch_samples` (pairs
         # or prompts, not labelled tokens) and used by `compute_loss`.
         self.model_accepts_loss_kwargs = False
         self._truncated = torch.zeros(2, dtype=torch.long)  # (truncated, total) training sequences
         self._trl_metrics: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
         self._num_tokens = 0  # training tokens (attention mask) so far, TRL's `num_tokens`
+
+    def add_callback(self, callback: Any) -> None:
+        """Add a callback as the Trainer does; a :class:`CollapseCallback` without a trainer is bound to this one."""
+        super().add_callback(callback)
+        self._bind_collapse_callbacks()
+
+    def _bind_collapse_callbacks(self) -> None:
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, CollapseCallback) and callback.trainer is None:
+                callback.bind(self)
 
     def compute_loss_context_manager(self) -> contextlib.ExitStack:
         """The Trainer's context of the loss (autocast), with TRL's activation offloading when it is asked for."""
