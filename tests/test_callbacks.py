@@ -283,7 +283,37 @@ def test_train_reward_model_refuses_an_interval_without_data_or_below_one(tmp_pa
         )
     with pytest.raises(InputValueError, match="`collapse_data` needs"):
         train_reward_model(model=None, data="missing.jsonl", output_dir=tmp_path / "out", collapse_data="x.jsonl")
+    watch = CollapseCallback(ranking_rows(4), every=2)
+    with pytest.raises(InputValueError, match="give one collapse watch"):
+        train_reward_model(
+            model=None,
+            data="missing.jsonl",
+            output_dir=tmp_path / "out",
+            eval_data="x.jsonl",
+            collapse_every=2,
+            callbacks=[watch],
+        )
     assert not (tmp_path / "out").exists()  # refused before any folder is made
+
+
+def test_a_watch_without_its_first_and_last_points_measures_between(tmp_path, tiny_dir):
+    # As the experiment uses it: step 0 and the last step come from scoring it does anyway.
+    watch = CollapseCallback(ranking_rows(4), every=2, at_start=False, at_end=False)
+    data = write_jsonl(tmp_path / "train.jsonl", ranking_rows())
+    result = train_reward_model(
+        model=str(tiny_dir),
+        data=data,
+        output_dir=tmp_path / "out",
+        max_steps=6,
+        per_device_train_batch_size=2,
+        max_length=64,
+        precision="fp32",
+        report_to="none",
+        save_strategy="no",
+        callbacks=[watch],
+    )
+    assert [point["step"] for point in result.collapse] == [2, 4] and result.collapse is watch.history
+    assert result.collapse_seconds == watch.seconds > 0
 
 
 def test_cli_collapse_every_defaults_to_the_eval_data(tmp_path, tiny_dir, capsys):

@@ -7,13 +7,14 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from rewardcollapse._files import locked_output_folder
 from rewardcollapse.cli import main
 from rewardcollapse.core import openness_utility, optimal_rewards
 from rewardcollapse.data import load_rankings
-from rewardcollapse.diagnostics import collapse_verdict, targets_for
+from rewardcollapse.diagnostics import collapse_verdict, measure_ranked, targets_for
 from rewardcollapse.experiments import (
     Diagnosis,
     ExperimentConfig,
@@ -35,6 +36,7 @@ from rewardcollapse.experiments.longform import (
     level_lengths,
     write_longform,
 )
+from rewardcollapse.experiments.report import crossings
 
 from .conftest import kill, run_until_ready, write_jsonl
 
@@ -241,17 +243,19 @@ def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
     printed = capsys.readouterr().out
     assert "| utility | collapse index |" in printed and "| prompt-aware |" in printed
     report = json.loads((out / "report.json").read_text())
-    assert list(report) == ["utilities", "figure", "report_md", "report_json", "config", "data", "precision", "seconds"]
+    assert list(report) == [
+        *("utilities", "references", "figure", "curves_figure", "report_md", "report_json", "config", "data"),
+        *("precision", "seconds", "estimated_seconds"),
+    ]
     assert set(report["utilities"]) == {"x", "prompt-aware"}
     assert list(report["utilities"]["x"]) == [
-        "collapse_index",
-        "groups",
-        "rewards_path",
-        "reused",
-        "verdict",
-        "pairwise_accuracy",
-        "optimum_pairwise_accuracy",
+        *("collapse_index", "groups", "rewards_path", "reused", "verdict", "pairwise_accuracy"),
+        *("optimum_pairwise_accuracy", "label_free", "curve", "crossings", "curve_seconds", "training_seconds"),
     ]
+    assert report["estimated_seconds"] > 0 and report["curves_figure"] == str(out / "collapse_over_training.png")
+    # Reused runs keep their curves; the untrained reference is scored once and reused too.
+    assert (out / "runs" / "untrained" / "rewards.jsonl").exists()
+    curves = {spec: report["utilities"][spec]["curve"] for spec in ("x", "prompt-aware")}
     for spec in ("x", "prompt-aware"):
         entry = report["utilities"][spec]
         assert np.isfinite(entry["collapse_index"]) and set(entry["groups"]) == {"open", "closed"}
@@ -266,7 +270,11 @@ def test_reproduce_writes_every_output_and_resumes(tmp_path, tiny_dir, capsys):
     before = scored.stat().st_mtime_ns
     assert main(["reproduce", "--config", str(config), "--utilities", "x,prompt-aware,log", "--output", str(out)]) == 0
     assert scored.stat().st_mtime_ns == before
-    assert set(json.loads((out / "report.json").read_text())["utilities"]) == {"x", "prompt-aware", "log"}
+    said = capsys.readouterr().err
+    assert "untrained model (every run's step 0): finished earlier with the same settings: reused" in said
+    again = json.loads((out / "report.json").read_text())
+    assert set(again["utilities"]) == {"x", "prompt-aware", "log"}
+    assert {spec: again["utilities"][spec]["curve"] for spec in ("x", "prompt-aware")} == curves
     assert main(["reproduce", "--config", str(config), "--utilities", "cubic", "--output", str(out)]) == 2
 
 
@@ -410,7 +418,9 @@ def test_optimum_accuracy_counts_the_ties_of_x_as_half():
     assert optimum_accuracy([tied], "log") == 1.0
 
 
-def _report(indices):
+def _report(indices, curves=None):
+    rows = [{"prompt": f"p{b}", "responses": list("abcdefgh"), "openness": float(b % 2)} for b in range(4)]
+    measures = measure_ranked(rows, [targets_for(8)["open" if b % 2 else "closed"] for b in range(4)], utility="x")
     utilities = {
         spec: UtilityResult(
             diagnosis=Diagnosis(
@@ -421,6 +431,8 @@ def _report(indices):
             optimum_pairwise_accuracy=0.89,
             rewards_path=Path("out/runs") / spec / "rewards.jsonl",
             reused=spec == "x",
+            measures=measures,
+            curve=(curves or {}).get(spec, []),
         )
         for spec, value in indices.items()
     }
@@ -432,7 +444,13 @@ def _report(indices):
         "data": "d",
     }
     return ExperimentResult(
-        utilities=utilities, **{k: Path(v) for k, v in paths.items()}, precision="fp32", seconds=1.0
+        utilities=utilities,
+        references={},
+        curves_figure=Path("out/collapse_over_training.png") if curves else None,
+        **{k: Path(v) for k, v in paths.items()},
+        precision="fp32",
+        seconds=401.0,
+        estimated_seconds=380.4,
     )
 
 
@@ -442,11 +460,31 @@ def test_summary_says_plainly_whether_the_finding_was_reproduced():
     assert "  prompt-aware  0.80  separated " in text and "(its utility's exact optimum: 0.89)" in text
     assert "The paper's finding, reproduced: with a fixed utility (x, -1/x)" in text and "NOT" not in text
     assert "out/rewards.png: a row per utility" in text
+    assert text.splitlines()[-1] == "total time: 6 min 41 s (expected: 6 min 20 s)"
+    assert "During training" not in text  # no curves
     text = summary_text(_report({"x": 0.3, "prompt-aware": 0.5}))
     assert "0.30  partly separated" in text and "reproduced:" not in text
     assert "NOT reproduced by this run: x 0.30 is not <= 0.25; prompt-aware 0.50 is not >= 0.6." in text
     text = summary_text(_report({"openness": 0.8, "-1/x": 0.5}), levels=[0, 1])
     assert "across openness levels" in text and "reproduced" not in text
+
+
+def test_summary_says_when_each_curve_crossed_the_thresholds():
+    def curve(*values):
+        return [{"step": 50 * k, "collapse/index": v} for k, v in enumerate(values)]
+
+    curves = {
+        "x": curve(0.3, 0.2, 0.1, 0.05),
+        "-1/x": curve(0.3, 0.2, 0.3, 0.2),
+        "prompt-aware": curve(0.3, 0.5, 0.7, 0.8),
+    }
+    text = summary_text(_report({"x": 0.05, "-1/x": 0.2, "prompt-aware": 0.8}, curves))
+    assert "  the untrained model (step 0) reads 0.30" in text
+    assert "  x: collapsed (<= 0.25) from step 50 on" in text
+    assert "  -1/x: collapsed (<= 0.25) from step 150 on" in text  # it left the band at step 100 and came back
+    assert "  prompt-aware: separated (>= 0.6) from step 100 on" in text
+    assert "curves: out/collapse_over_training.png" in text
+    assert crossings(curve(0.3, 0.4)) == {"collapsed": None, "separated": None}
 
 
 @pytest.mark.slow
@@ -490,32 +528,55 @@ def test_reproduce_survives_an_interrupt_and_reruns_honestly(tmp_path, tiny_dir,
 
 
 @pytest.mark.slow
-def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, capsys):
-    """The `make demo` path (configs/demo.yaml, built-in corpus) with a tiny model and 2 steps instead of MiniLM.
+def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, capsys, monkeypatch):
+    """The `make demo` path (configs/demo.yaml, built-in corpus) with a tiny model and 4 steps instead of MiniLM.
 
-    The 2 steps read 4 training prompts, so the run builds 16 instead of the demo's 2000 (tokenising those for each
-    utility was most of this test's time); the demo's own data, at its full size, is built after it.
+    The 4 steps read 8 training prompts, so the run builds 16 instead of the demo's 2000 (tokenising those for each
+    utility was most of this test's time); the demo's own data, at its full size, is built after it. The machine
+    pretends to be the slowest CPU (AVX2 kernels, no native bf16), where `precision: auto` resolves to float32: the
+    first line must give that reason, not "asked for" (it used to resolve twice).
     """
-    config, replaced = re.subn(
-        r"^train_prompts: \d+", "train_prompts: 16", (CONFIGS / "demo.yaml").read_text(), flags=re.MULTILINE
-    )
-    assert replaced == 1
+    config = (CONFIGS / "demo.yaml").read_text()
+    for pattern, value in ((r"^train_prompts: \d+", "train_prompts: 16"), (r"freeze_layers: \d+", "freeze_layers: 1")):
+        config, replaced = re.subn(pattern, value, config, flags=re.MULTILINE)
+        assert replaced == 1
+    config, _ = re.subn(r"^collapse_every: \d+", "collapse_every: 2", config, flags=re.MULTILINE)
     (tmp_path / "demo.yaml").write_text(config)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     out = tmp_path / "demo"
-    args = ["reproduce", "--config", str(tmp_path / "demo.yaml"), "--model", str(tiny_dir), "--steps", "2"]
-    assert main([*args, "--precision", "fp32", "--output", str(out)]) == 0
+    args = ["reproduce", "--config", str(tmp_path / "demo.yaml"), "--model", str(tiny_dir), "--steps", "4"]
+    assert main([*args, "--output", str(out)]) == 0
     captured = capsys.readouterr()
     first = captured.err.splitlines()[0]
-    assert first.startswith("reward collapse, the paper's experiment") and "2 steps" in first and "float32" in first
-    assert "expected: " in captured.err and "LOAD REPORT" not in captured.err and "{'loss'" not in captured.err
+    assert first.startswith("reward collapse, the paper's experiment") and "4 steps" in first
+    assert first.endswith("float32 on cpu (no native bf16 on this CPU: emulated bf16 is about 25x slower)")
+    assert "expected: about " in captured.err and "LOAD REPORT" not in captured.err and "{'loss'" not in captured.err
     assert "Collapse index: 0 = open and closed prompts" in captured.out and "figure: " in captured.out
+    assert "During training (collapse index of the curve's test prompts):" in captured.out
+    last = captured.out.strip().splitlines()[-1]
+    assert re.fullmatch(r"total time: (\d+ min )?\d+ s \(expected: (\d+ min )?\d+ s\)", last), last
     report = json.loads((out / "report.json").read_text())
     demo = ExperimentConfig.from_yaml(CONFIGS / "demo.yaml")
     assert list(report["utilities"]) == demo.utilities and report["precision"] == "fp32"
+    assert list(report["references"]) == ["untrained model", "reward = answer length", "exact optimum of each kind"]
+    assert report["references"]["exact optimum of each kind"]["collapse_index"] == pytest.approx(1.0)
+    for spec, result in report["utilities"].items():
+        # Step 0 (the untrained reference's scoring), step 2 (measured in training), the end (the test scoring).
+        assert [p["step"] for p in result["curve"]] == [0, 2, 4], spec
+        assert {"collapse/index", "collapse/shape_index", "collapse/optimum_distance"} <= set(result["curve"][1])
+        assert 0 < result["curve_seconds"] < result["training_seconds"]
+        assert result["label_free"]["shape_index"] is not None
+    starts = {json.dumps(r["curve"][0]["collapse/index"]) for r in report["utilities"].values()}
+    assert len(starts) == 1  # every run starts from the same untrained model
+    assert (out / "collapse_over_training.png").stat().st_size > 10_000
+    assert report["curves_figure"] == str(out / "collapse_over_training.png")
+    markdown = (out / "report.md").read_text()
+    assert "| *untrained model* |" in markdown and "Collapse index during training" in markdown
     built = json.loads((out / "data" / "build_report.json").read_text())
     assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale
     assert built["train_prompts"] == 16
-    assert demo.training["max_steps"] == 150 and demo.training["freeze_word_embeddings"]
+    assert demo.training["max_steps"] == 150 and demo.training["freeze_layers"] == 3
     full = demo.build()  # the demo's data design at its full size
     assert (len(full.train), len(full.test)) == (demo.train_prompts, demo.test_prompts)
 

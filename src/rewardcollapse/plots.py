@@ -12,7 +12,14 @@ import numpy as np
 from rewardcollapse.core import limit_distribution, optimal_rewards, utility
 from rewardcollapse.diagnostics import pooled_groups
 
-__all__ = ["DEFAULT_PLOT_UTILITIES", "plot_group_rewards", "plot_limit_laws", "plot_optimal_rewards", "pyplot"]
+__all__ = [
+    "DEFAULT_PLOT_UTILITIES",
+    "plot_collapse_curves",
+    "plot_group_rewards",
+    "plot_limit_laws",
+    "plot_optimal_rewards",
+    "pyplot",
+]
 
 DEFAULT_PLOT_UTILITIES = ("x", "x^0.5", "log", "-x^-0.5", "-1/x", "logsigmoid")
 
@@ -167,4 +174,47 @@ def plot_group_rewards(
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_collapse_curves(
+    curves, metric: str = "collapse/index", *, references=None, thresholds: bool = True, ax=None, title=None
+):
+    """One line per run of a collapse measure against the training step; returns ``(fig, ax)``.
+
+    Parameters
+    ----------
+    curves : mapping
+        Run label -> its points, each a mapping with ``"step"`` and the measure (``metric``), as
+        :class:`~rewardcollapse.training.CollapseCallback` records them; points without the measure are skipped.
+    metric : str
+        The measure to draw, e.g. ``"collapse/index"``, ``"collapse/shape_index"``, ``"collapse/optimum_distance"``.
+    references : mapping, optional
+        Label -> value, drawn as dotted horizontal lines (e.g. the reward = answer length reference).
+    thresholds : bool
+        For the indices, shade the collapsed (<= 0.25) and separated (>= 0.6) bands of :func:`collapse_verdict`.
+    """
+    from rewardcollapse.diagnostics import COLLAPSED_AT_MOST, SEPARATED_AT_LEAST
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5)) if ax is None else (ax.figure, ax)
+    if thresholds and metric.endswith("index"):
+        ax.axhspan(-0.5, COLLAPSED_AT_MOST, color="tab:red", alpha=0.08, lw=0, label="collapsed")
+        ax.axhspan(SEPARATED_AT_LEAST, 1.5, color="tab:green", alpha=0.08, lw=0, label="separated")
+    for label, points in curves.items():
+        kept = [(p["step"], p[metric]) for p in points if p.get(metric) is not None]
+        if kept:
+            steps, values = zip(*kept, strict=True)
+            ax.plot(steps, values, marker="o", ms=4, label=label)
+    for label, value in (references or {}).items():
+        if value is not None:
+            ax.axhline(value, ls=":", color="grey", lw=1.2)
+            ax.annotate(label, (1.0, value), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=7)
+    if metric.endswith("index"):
+        ax.set_ylim(-0.1, 1.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric.removeprefix("collapse/").replace("_", " "))
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
     return fig, ax

@@ -340,7 +340,7 @@ class RankingRewardOptions:
         metadata={
             "help": "Keep the embeddings and the bottom N transformer layers fixed (no gradient, no optimiser state): "
             "the backward pass stops at layer N, so a step costs less (on the shipped 6-layer MiniLM, 3 frozen "
-            "layers make a step about 30% cheaper); 0: train every layer."
+            "layers make a step about 0.7 times as long); 0: train every layer."
         },
     )
     dataset_num_proc: int | None = field(

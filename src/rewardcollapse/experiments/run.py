@@ -44,14 +44,16 @@ from rewardcollapse.core.conventions import CLOSED_UTILITY, OPEN_UTILITY, OPENNE
 from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.experiments.diagnosis import Diagnosis, check_levels, diagnose_file, optimum_accuracy
 from rewardcollapse.experiments.longform import LongformDesign, write_longform
-from rewardcollapse.experiments.report import markdown_report, plot_experiment
+from rewardcollapse.experiments.report import crossings, duration_text, markdown_report, plot_curves, plot_experiment
 from rewardcollapse.settings import MAX_LENGTH, ModelInput, RankingRewardOptions, field_help
 
 if TYPE_CHECKING:
+    from rewardcollapse.diagnostics import RankedMeasures
     from rewardcollapse.training import RankingRewardConfig, TrainResult
     from rewardcollapse.training.precision import Precision
 
 __all__ = [
+    "CURVE_PROMPTS",
     "PAPER_TRAINING",
     "ExperimentConfig",
     "ExperimentResult",
@@ -63,6 +65,11 @@ __all__ = [
 
 _PER_PROMPT = (PROMPT_AWARE, OPENNESS)
 _RUN_RECORD = "run.json"
+_UNTRAINED = "untrained"  # the reference run's folder and utility in its record
+CURVE_PROMPTS = 16
+"""Test prompts the collapse curves are measured on by default: a point costs about one training step (MiniLM)."""
+CURVE_PROMPTS = 16
+"""Test prompts the collapse curves are measured on by default: a point costs about one training step (MiniLM)."""
 _log = logging.getLogger(__name__)
 
 _SET_BY_THE_EXPERIMENT = (
@@ -107,6 +114,21 @@ class ExperimentConfig(LongformDesign):
         metadata={"help": "The utilities to train one reward model each with (specs, 'prompt-aware', 'openness')."},
     )
     score_batch_size: int = field(default=16, metadata={"help": "Prompts per batch when scoring the test set."})
+    collapse_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Test prompts (as many of each kind or level as they divide into) on which each model's collapse "
+            f"is measured during training, for the curves of collapse_over_training.png; None: {CURVE_PROMPTS} (or "
+            "every test prompt, if fewer); 0: no curves."
+        },
+    )
+    collapse_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "Training steps between two measurements of the curves; default: a third of max_steps. Step 0 "
+            "(the untrained model) and the last step come from the test prompts' scoring, at no extra cost."
+        },
+    )
     training: dict[str, Any] = field(
         default_factory=lambda: dict(PAPER_TRAINING),
         metadata={"help": "RankingRewardConfig fields for every model, e.g. max_steps, learning_rate, precision."},
@@ -115,6 +137,15 @@ class ExperimentConfig(LongformDesign):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int(self.score_batch_size, "score_batch_size")
+        check_positive_int(self.collapse_every, "collapse_every", optional=True)
+        prompts = self.collapse_prompts
+        if prompts is not None and (isinstance(prompts, bool) or not isinstance(prompts, int)):
+            raise InputValueError(f"`collapse_prompts` must be a whole number (0: no curves), got {prompts!r}")
+        if prompts is not None and not 0 <= prompts <= self.test_prompts:
+            raise InputValueError(
+                f"`collapse_prompts` must be between 0 (no curves) and `test_prompts` ({self.test_prompts}), got "
+                f"{self.collapse_prompts}"
+            )
         if self.model is not None and not isinstance(self.model, str):
             raise InputValueError(f"`model` must be text or null, got {self.model!r}")
         if (
@@ -168,6 +199,13 @@ class ExperimentConfig(LongformDesign):
                 f"{path}: `training` must be a mapping of RankingRewardConfig fields, got {training!r}"
             )
         return cls(**values, training=dict(PAPER_TRAINING if training is None else training))
+
+    @property
+    def curve_prompts(self) -> int:
+        """The test prompts the curves are measured on: ``collapse_prompts``, else :data:`CURVE_PROMPTS` or all."""
+        if self.collapse_prompts is None:
+            return min(CURVE_PROMPTS, self.test_prompts)
+        return self.collapse_prompts
 
     def to_yaml(self) -> str:
         """The configuration as YAML text."""
@@ -331,6 +369,12 @@ class UtilityResult:
     rewards_path: Path
     reused: bool
     """Whether the run was finished earlier with the same settings (then ``training`` is None)."""
+    measures: RankedMeasures
+    """Every collapse measure of the test prompts, label-free ones included, against the utility's collapse point."""
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    """The collapse measures against the training step on the curve's prompts, from step 0 to the last."""
+    curve_seconds: float | None = None
+    """Seconds the measurements during training took (None when reused or without curves)."""
     training: TrainResult | None = None
 
     @property
@@ -347,6 +391,11 @@ class UtilityResult:
             "verdict": self.verdict,
             "pairwise_accuracy": self.pairwise_accuracy,
             "optimum_pairwise_accuracy": self.optimum_pairwise_accuracy,
+            "label_free": self.measures.label_free.to_dict(),
+            "curve": self.curve,
+            "crossings": crossings(self.curve),
+            "curve_seconds": self.curve_seconds,
+            "training_seconds": None if self.training is None else self.training.seconds,
         }
 
 
@@ -355,7 +404,12 @@ class ExperimentResult:
     """What :func:`run_experiment` found and wrote; :meth:`to_dict` is ``report.json``."""
 
     utilities: dict[str, UtilityResult]
+    references: dict[str, RankedMeasures]
+    """The same measures for reference rewards of the test prompts: the untrained model (every run's step 0), reward
+    = answer length, and the exact optimum of each prompt's kind (or level)."""
     figure: Path
+    curves_figure: Path | None
+    """``collapse_over_training.png``; None without curves."""
     report_md: Path
     report_json: Path
     config: Path
@@ -363,15 +417,19 @@ class ExperimentResult:
     """The dataset's folder."""
     precision: str
     seconds: float
+    estimated_seconds: float | None = None
+    """What the run was expected to take, logged at its start (None when every run was reused)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values: paths as text, each utility as :meth:`UtilityResult.to_dict`."""
-        paths = ("figure", "report_md", "report_json", "config", "data")
+        paths = ("figure", "curves_figure", "report_md", "report_json", "config", "data")
         return {
             "utilities": {spec: result.to_dict() for spec, result in self.utilities.items()},
-            **{name: str(getattr(self, name)) for name in paths},
+            "references": {name: measures.to_dict() for name, measures in self.references.items()},
+            **{name: None if getattr(self, name) is None else str(getattr(self, name)) for name in paths},
             "precision": self.precision,
             "seconds": self.seconds,
+            "estimated_seconds": self.estimated_seconds,
         }
 
 
@@ -403,6 +461,15 @@ def _run_settings(config: ExperimentConfig, spec: str, precision: str) -> dict[s
     return {"utility": spec, **settings, **config.training, "precision": precision}
 
 
+def _reference_settings(config: ExperimentConfig, args: Any, precision: str) -> dict[str, Any]:
+    """What the untrained reference depends on: the backbone, the seed, the test prompts and how they are scored."""
+    design = dataclasses.asdict(config)
+    for name in ("utilities", "score_batch_size", "training", "collapse_prompts", "collapse_every"):
+        design.pop(name)
+    scoring = {name: getattr(args, name) for name in ("max_length", "sequence_format", "forward_batch_size")}
+    return {"utility": _UNTRAINED, **design, **scoring, "precision": precision}
+
+
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     """The settings that differ, as ``"max_steps 3 -> 7, learning_rate 0.0001 -> 0.0002"``."""
     names = [name for name in {**old, **new} if old.get(name) != new.get(name)]
@@ -426,8 +493,24 @@ def _finished_run(folder: Path, settings: dict[str, Any]) -> tuple[bool, str]:
     return True, "finished earlier with the same settings: reused"
 
 
-def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precision: Any) -> float:
-    """Seconds of one training step's forward and backward passes here: the fastest of three after a warm-up."""
+@dataclass(frozen=True)
+class _Costs:
+    """Seconds of the experiment's pieces, timed here on its own data before the runs start."""
+
+    load: float
+    """Loading the backbone (and its tokenizer)."""
+    step: float
+    """One training step: forward and backward passes and the AdamW update (the fastest of three after a warm-up)."""
+    score_prompt: float
+    """Scoring one prompt's answers at inference, in the scoring batches of ``score_batch_size`` prompts."""
+
+    def run_seconds(self, steps: int, scored_prompts: int) -> float:
+        """One model: load, train ``steps`` steps (with 5% for the Trainer's own work), score, save (1 s)."""
+        return self.load + 1.05 * self.step * steps + self.score_prompt * scored_prompts + 1.0
+
+
+def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_path: Path, precision: Any) -> _Costs:
+    """Time a load, training steps and a scoring batch here, on the experiment's data and settings."""
     import torch
 
     from rewardcollapse.training.collator import RankingCollator
@@ -435,51 +518,111 @@ def _step_seconds(config: ExperimentConfig, args: Any, train_path: Path, precisi
         TRAINING_DTYPE,
         default_backbone,
         fit_max_length,
+        freeze_bottom_layers,
         load_reward_model,
         resolve_sequence_format,
     )
     from rewardcollapse.training.scoring import score_batch
 
-    with train_path.open() as handle:
-        rows = [json.loads(next(handle)) for _ in range(args.per_device_train_batch_size)]
+    def rows(path: Path, count: int) -> list[dict[str, Any]]:
+        with path.open() as handle:
+            return [json.loads(line) for line, _ in zip(handle, range(count), strict=False)]
+
+    started = time.perf_counter()
     model, tokenizer = load_reward_model(config.model or default_backbone(), dtype=TRAINING_DTYPE)
+    load = time.perf_counter() - started
     model.get_input_embeddings().weight.requires_grad_(not args.freeze_word_embeddings)
+    freeze_bottom_layers(model, args.freeze_layers)
     device = torch.device(precision.device)
     model.to(device).train()
     fmt = resolve_sequence_format(args.sequence_format, model)
-    batch = RankingCollator(tokenizer, max_length=fit_max_length(model, args.max_length), sequence_format=fmt)(rows)
-    tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    seconds = []
+    collator = RankingCollator(tokenizer, max_length=fit_max_length(model, args.max_length), sequence_format=fmt)
+
+    def tensors(batch_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {k: v.to(device) for k, v in collator(batch_rows).items() if isinstance(v, torch.Tensor)}
+
+    def synchronise() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    batch = tensors(rows(train_path, args.per_device_train_batch_size))
+    steps = []
     for _ in range(4):
         start = time.perf_counter()
         with precision.autocast():
-            rewards = score_batch(model, tensors, forward_batch_size=args.forward_batch_size)
+            rewards = score_batch(model, batch, forward_batch_size=args.forward_batch_size)
         rewards.float().sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds[1:])
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        synchronise()
+        steps.append(time.perf_counter() - start)
+    model.eval()
+    scoring = rows(test_path, config.score_batch_size)
+    start = time.perf_counter()
+    with torch.inference_mode(), precision.autocast():
+        score_batch(model, tensors(scoring))  # as the test scoring runs: a batch in one pass
+    synchronise()
+    return _Costs(load=load, step=min(steps[1:]), score_prompt=(time.perf_counter() - start) / len(scoring))
 
 
-def _estimate_minutes(config: ExperimentConfig, args: Any, step_seconds: float, runs: int) -> float:
-    """Minutes for ``runs`` utilities: their steps, plus scoring (a forward pass is about a third of a step).
+def _curve_rows(test_path: Path, count: int, levels: list[float] | None) -> list[int]:
+    """Line indices of the curve's test prompts: the first of each kind (or level) in turn, ``count`` in all."""
+    from rewardcollapse.core.conventions import is_open
+    from rewardcollapse.diagnostics import level_label
 
-    The forward and backward passes get 10% more for the optimiser and the Trainer's own work, and each model 5 s to
-    load and save (both measured on the demo configuration).
-    """
-    steps = args.max_steps * args.gradient_accumulation_steps
-    scoring = config.test_prompts / args.per_device_train_batch_size / 3
-    return runs * (1.1 * step_seconds * (steps + scoring) + 5.0) / 60
+    by_group: dict[str, list[int]] = {}
+    with test_path.open() as handle:
+        for index, line in enumerate(handle):
+            openness = json.loads(line)["openness"]
+            group = ("open" if is_open(openness) else "closed") if levels is None else level_label(openness)
+            by_group.setdefault(group, []).append(index)
+    picked: list[int] = []
+    for rank in range(max(map(len, by_group.values()))):
+        picked += [members[rank] for members in by_group.values() if rank < len(members)]
+    return sorted(picked[:count])
+
+
+def _scored_point(rewards_path: Path, indices: list[int], spec: str | None, levels: Any, step: int) -> dict[str, Any]:
+    """A curve's point from a scored file: the collapse measures of the curve's prompts (lines ``indices``)."""
+    from rewardcollapse.diagnostics import measure_ranked
+
+    lines = rewards_path.read_text().splitlines()
+    rows = [json.loads(lines[i]) for i in indices]
+    rows = [row for row in rows if not row.get("indistinguishable", False)]
+    measures = measure_ranked(rows, [row["normalized_rewards"] for row in rows], utility=spec, levels=levels)
+    return {"step": step, **measures.metrics()}
 
 
 def _train_and_score(
-    config: ExperimentConfig, spec: str, paths: dict[str, Path], folder: Path, args: Any, name: str
+    config: ExperimentConfig,
+    spec: str,
+    paths: dict[str, Path],
+    folder: Path,
+    args: Any,
+    name: str,
+    curve: list[int],
 ) -> TrainResult:
-    """Train one utility's model and score the test prompts; every final file is written whole or not at all."""
-    from rewardcollapse.training.run import score_file, train_reward_model
+    """Train one utility's model, measuring collapse on the ``curve`` prompts as it trains, and score the test prompts.
+
+    Every final file is written whole or not at all.
+    """
+    from rewardcollapse.training.callbacks import CollapseCallback
+    from rewardcollapse.training.run import train_reward_model
 
     for stale in (folder / _RUN_RECORD, folder / "rewards.jsonl"):
         stale.unlink(missing_ok=True)  # the record first: a kill from here on leaves an unfinished run
+    watch = None
+    if curve:
+        lines = paths["test"].read_text().splitlines()
+        watch = CollapseCallback(
+            [json.loads(lines[i]) for i in curve],
+            every=config.collapse_every or max(1, args.max_steps // 3),
+            at_start=False,  # step 0 and the last step come from the test prompts' scoring
+            at_end=False,
+            levels=config.openness_levels,
+            batch_size=config.score_batch_size,
+        )
     with atomic_directory(folder / "model") as model_dir:
         run = {
             "utility": spec,
@@ -491,19 +634,48 @@ def _train_and_score(
             "disable_tqdm": False,  # transformers would turn its bar off, as its logging is quiet here
         }
         trained = train_reward_model(
-            model=config.model, data=paths["train"], output_dir=model_dir, **run, **config.training
+            model=config.model,
+            data=paths["train"],
+            output_dir=model_dir,
+            callbacks=[] if watch is None else [watch],
+            **run,
+            **config.training,
         )
-    score_file(  # writes whole or not at all, and a kill's temporary file is removed by the next score
-        model=folder / "model",
-        data=paths["test"],
-        output=folder / "rewards.jsonl",
+    _score_test(config, args, folder / "model", paths["test"], folder / "rewards.jsonl", f"{name} scoring")
+    return dataclasses.replace(trained, model=str(folder / "model"))
+
+
+def _score_test(config: ExperimentConfig, args: Any, model: Path, test: Path, output: Path, description: str) -> None:
+    """Score the test prompts with ``model`` (written whole or not at all; a kill's temporary file is removed later)."""
+    from rewardcollapse.training.run import score_file
+
+    score_file(
+        model=model,
+        data=test,
+        output=output,
         batch_size=config.score_batch_size,
         max_length=args.max_length,
-        forward_batch_size=args.forward_batch_size,
+        forward_batch_size=None,  # a batch's answers in one pass: chunks sized for training only cost time here
         precision=args.precision,
-        description=f"{name} scoring",
+        description=description,
     )
-    return dataclasses.replace(trained, model=str(folder / "model"))
+
+
+def _untrained_reference(config: ExperimentConfig, args: Any, paths: dict[str, Path], folder: Path) -> None:
+    """Score the test prompts with the model every run starts from: the backbone and a score head seeded as theirs."""
+    from transformers import set_seed
+
+    from rewardcollapse.training.models import default_backbone, load_reward_model
+
+    folder.joinpath(_RUN_RECORD).unlink(missing_ok=True)
+    set_seed(args.seed)  # as train_reward_model seeds it before loading: the same initial score head
+    network, tokenizer = load_reward_model(
+        config.model or default_backbone(), model_init_kwargs=args.from_pretrained_kwargs()
+    )
+    with atomic_directory(folder / "model") as model_dir:
+        network.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    _score_test(config, args, folder / "model", paths["test"], folder / "rewards.jsonl", "untrained model scoring")
 
 
 def _header(config: ExperimentConfig, args: Any, precision: Any) -> str:
@@ -560,21 +732,30 @@ def _run_in(config: ExperimentConfig, args: Any, precision: Any, output: Path) -
             "reusing the dataset built earlier with the same settings in" if reused else "built",
             paths["train"].parent,
         )
-        results = _run_utilities(config, args, precision, paths, output / "runs")
+        results, references, estimate = _run_utilities(config, args, precision, paths, output / "runs", started)
     with atomic_path(output / "rewards.png") as figure:
         targets = next(iter(results.values())).diagnosis.targets  # every run diagnoses the same test prompts
         plot_experiment(results, targets, config.openness_levels, figure)
+    curves = output / "collapse_over_training.png"
+    if any(result.curve for result in results.values()):
+        with atomic_path(curves) as figure:
+            plot_curves(results, references, figure)
+    else:
+        curves.unlink(missing_ok=True)
     result = ExperimentResult(
         utilities=results,
+        references=references,
         figure=output / "rewards.png",
+        curves_figure=curves if curves.exists() else None,
         report_md=output / "report.md",
         report_json=output / "report.json",
         config=output / "config.yaml",
         data=paths["train"].parent,
         precision=precision.name,
         seconds=time.perf_counter() - started,
+        estimated_seconds=estimate,
     )
-    write_text_atomic(result.report_md, markdown_report(results, config, args.max_steps))
+    write_text_atomic(result.report_md, markdown_report(results, references, config, args.max_steps))
     write_text_atomic(result.report_json, json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
@@ -583,7 +764,6 @@ def _checked(config: ExperimentConfig) -> tuple[RankingRewardConfig, Precision]:
     """Check every setting before any work; the training arguments and the precision they resolve to."""
     from rewardcollapse.core import utility
     from rewardcollapse.training.models import check_model_source
-    from rewardcollapse.training.precision import choose_precision
 
     config.__post_init__()  # again: a caller (the command line) may have changed fields since
     check_levels(config.openness_levels, "openness_levels")
@@ -596,48 +776,103 @@ def _checked(config: ExperimentConfig) -> tuple[RankingRewardConfig, Precision]:
     args = config.training_arguments()
     if config.model is not None:
         check_model_source(config.model)
-    return args, choose_precision(args.precision, device="cpu" if args.use_cpu else None)
+    return args, args.chosen_precision()  # resolved once, with its true reason
 
 
 def _run_utilities(
-    config: ExperimentConfig, args: RankingRewardConfig, precision: Precision, paths: dict[str, Path], runs: Path
-) -> dict[str, UtilityResult]:
-    """Train (or reuse) and diagnose each utility's model, in the configuration's order."""
+    config: ExperimentConfig,
+    args: RankingRewardConfig,
+    precision: Precision,
+    paths: dict[str, Path],
+    runs: Path,
+    started: float,
+) -> tuple[dict[str, UtilityResult], dict[str, RankedMeasures], float | None]:
+    """Train (or reuse) and diagnose each utility's model, in the configuration's order; the references; the estimate.
+
+    The estimate is of the whole run's seconds (None when everything was reused), logged before the work starts.
+    """
     folders = {spec: runs / utility_slug(spec) for spec in config.utilities}
     settings = {spec: _run_settings(config, spec, precision.name) for spec in config.utilities}
     states = {spec: _finished_run(folders[spec], settings[spec]) for spec in config.utilities}
+    reference = runs / _UNTRAINED
+    reference_settings = _reference_settings(config, args, precision.name)
+    reference_state = _finished_run(reference, reference_settings)
     to_train = [spec for spec in config.utilities if not states[spec][0]]
-    if to_train:
-        minutes = _estimate_minutes(config, args, _step_seconds(config, args, paths["train"], precision), len(to_train))
+    curve = _curve_rows(paths["test"], config.curve_prompts, config.openness_levels)
+    seconds = None
+    if to_train or not reference_state[0]:
+        costs = _measured_costs(config, args, paths["train"], paths["test"], precision)
+        every = config.collapse_every or max(1, args.max_steps // 3)
+        points = len(range(every, args.max_steps, every)) if curve else 0  # between step 0 and the last step
+        steps = args.max_steps * args.gradient_accumulation_steps
+        seconds = time.perf_counter() - started + 3.0  # so far, and the report's figures at the end
+        seconds += len(to_train) * costs.run_seconds(steps, config.test_prompts + points * len(curve))
+        if not reference_state[0]:
+            seconds += costs.run_seconds(0, config.test_prompts)
         _log.info(
-            "expected: %s for %d model%s to train (from a step timed here)",
-            f"about {minutes:.0f} min" if minutes >= 1 else "under a minute",
+            "expected: about %s in all for %d model%s to train and the untrained reference (timed here: a step %.2f "
+            "s, scoring %.2f s a prompt)",
+            duration_text(seconds),
             len(to_train),
-            "s" if len(to_train) > 1 else "",
+            "s" if len(to_train) != 1 else "",
+            costs.step,
+            costs.score_prompt,
         )
+    if reference_state[1]:
+        _log.info("untrained model (every run's step 0): %s", reference_state[1])
+    if not reference_state[0]:
+        _untrained_reference(config, args, paths, reference)
+        record = {"settings": reference_settings}
+        write_text_atomic(reference / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
     results = {}
     for number, spec in enumerate(config.utilities, start=1):
         name = f"[{number}/{len(config.utilities)}] {spec}"
         finished, why = states[spec]
         if why:
             _log.info("%s: %s", name, why)
-        trained = None if finished else _train_and_score(config, spec, paths, folders[spec], args, name)
-        results[spec] = _diagnosed(spec, folders[spec], config.openness_levels, trained)
-        if trained is not None:
-            record = {
-                "settings": settings[spec],
-                "training": trained.to_dict(),
-                "collapse_index": results[spec].collapse_index,
-            }
-            write_text_atomic(folders[spec] / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
-    return results
+        if finished:
+            recorded = json.loads((folders[spec] / _RUN_RECORD).read_text())
+            results[spec] = _diagnosed(spec, folders[spec], config, None, recorded.get("curve", []), None)
+            continue
+        trained = _train_and_score(config, spec, paths, folders[spec], args, name, curve)
+        points = []
+        if curve:
+            start = _scored_point(reference / "rewards.jsonl", curve, spec, config.openness_levels, 0)
+            end = _scored_point(folders[spec] / "rewards.jsonl", curve, spec, config.openness_levels, trained.steps)
+            points = [start, *trained.collapse, end]
+        results[spec] = _diagnosed(spec, folders[spec], config, trained, points, trained.collapse_seconds)
+        record = {
+            "settings": settings[spec],
+            "training": trained.to_dict(),
+            "collapse_index": results[spec].collapse_index,
+            "curve": points,
+        }
+        write_text_atomic(folders[spec] / _RUN_RECORD, json.dumps(record, indent=2, default=str) + "\n")
+    return results, _references(reference / "rewards.jsonl", config.openness_levels), seconds
 
 
-def _diagnosed(spec: str, folder: Path, levels: list[float] | None, trained: TrainResult | None) -> UtilityResult:
+def _references(untrained: Path, levels: list[float] | None) -> dict[str, RankedMeasures]:
+    """The measures of the reference rewards of the test prompts: untrained model, answer length, exact optimum."""
+    diagnosis = diagnose_file(untrained, levels, utility=OPENNESS if levels is not None else PROMPT_AWARE)
+    return {
+        "untrained model": diagnosis.measured.measures,
+        "reward = answer length": diagnosis.references["answer_length"].measures,
+        "exact optimum of each kind": diagnosis.references["exact_targets"].measures,
+    }
+
+
+def _diagnosed(
+    spec: str,
+    folder: Path,
+    config: ExperimentConfig,
+    trained: TrainResult | None,
+    curve: list[dict[str, Any]],
+    curve_seconds: float | None,
+) -> UtilityResult:
     """Diagnose a run's scored test prompts (``trained``: None when the run was reused)."""
     from rewardcollapse.diagnostics import collapse_verdict
 
-    diagnosis = diagnose_file(folder / "rewards.jsonl", levels)
+    diagnosis = diagnose_file(folder / "rewards.jsonl", config.openness_levels, utility=spec)
     return UtilityResult(
         diagnosis=diagnosis,
         verdict=collapse_verdict(diagnosis.collapse_index),
@@ -645,5 +880,8 @@ def _diagnosed(spec: str, folder: Path, levels: list[float] | None, trained: Tra
         optimum_pairwise_accuracy=optimum_accuracy(diagnosis.rows, spec),
         rewards_path=folder / "rewards.jsonl",
         reused=trained is None,
+        measures=diagnosis.measured.measures,
+        curve=curve,
+        curve_seconds=curve_seconds,
         training=trained,
     )

@@ -63,6 +63,9 @@ class CollapseCallback(TrainerCallback):
         one text for decoders); or ``"pair"``, ``"trl"``.
     draws : int, default 100
         Shuffles for the shape spread under collapse (:func:`~rewardcollapse.diagnostics.label_free_measures`).
+    at_start, at_end : bool, default True
+        With ``every``: measure before the first step, and after the last. Off where those points are measured
+        anyway (the experiment takes them from its untrained reference and its test scoring).
     trainer : transformers.Trainer, optional
         The trainer whose model is scored and whose ``log`` is used. A ``RankingRewardTrainer`` binds each
         CollapseCallback in its ``callbacks`` to itself; with any other ``Trainer`` (TRL's ``RewardTrainer``
@@ -102,6 +105,8 @@ class CollapseCallback(TrainerCallback):
         max_length: int | None = None,
         sequence_format: str = "auto",
         draws: int = 100,
+        at_start: bool = True,
+        at_end: bool = True,
         trainer: Trainer | None = None,
     ) -> None:
         import datasets
@@ -121,6 +126,7 @@ class CollapseCallback(TrainerCallback):
         self.utility = utility
         self.levels = levels
         self.every = every
+        self.at_start, self.at_end = at_start, at_end
         self.batch_size = batch_size
         self.forward_batch_size = forward_batch_size
         self.max_length = max_length
@@ -151,18 +157,19 @@ class CollapseCallback(TrainerCallback):
         self._prepared = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        """With ``every``: measure the model before its first step."""
-        if self.every is not None:
+        """With ``every`` (and ``at_start``): measure the model before its first step."""
+        if self.every is not None and self.at_start:
             self._measure(state)
 
     def on_step_end(self, args, state, control, **kwargs):
-        """With ``every``: measure every ``every`` optimizer steps."""
-        if self.every is not None and state.global_step % self.every == 0:
+        """With ``every``: measure every ``every`` optimizer steps (the last one only with ``at_end``)."""
+        last = state.global_step >= state.max_steps
+        if self.every is not None and state.global_step % self.every == 0 and (self.at_end or not last):
             self._measure(state)
 
     def on_train_end(self, args, state, control, **kwargs):
-        """With ``every``: measure the trained model (unless its last step was just measured)."""
-        if self.every is not None:
+        """With ``every`` (and ``at_end``): measure the trained model (unless its last step was just measured)."""
+        if self.every is not None and self.at_end:
             self._measure(state)
 
     def on_evaluate(self, args, state, control, **kwargs):

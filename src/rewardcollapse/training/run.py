@@ -141,6 +141,7 @@ def train_reward_model(
     merge_lora: bool = False,
     collapse_data: Any = None,
     collapse_every: int | None = None,
+    callbacks: list[Any] | None = None,
     **config: Any,
 ) -> TrainResult:
     """Load the data and the model, train with :class:`RankingRewardTrainer`, save, and return what was done.
@@ -171,6 +172,10 @@ def train_reward_model(
     collapse_every : int, optional
         Measure collapse on them (:class:`~rewardcollapse.training.CollapseCallback`, against ``utility``) before
         the first step, every this many steps and at the end, logged as ``collapse/...``.
+    callbacks : list of transformers.TrainerCallback, optional
+        More callbacks for the Trainer; a :class:`~rewardcollapse.training.CollapseCallback` among them (for
+        openness levels, or other points) is bound to it, and its history and seconds are recorded as
+        ``collapse_every``'s are (give one or the other).
     **config
         :class:`RankingRewardConfig` fields (``utility``, ``max_steps``, ``learning_rate``, ...).
 
@@ -181,6 +186,10 @@ def train_reward_model(
         collapse history and the model folder; also written to ``training_summary.json`` there, last.
     """
     check_collapse_watch(collapse_every, collapse_data, eval_data)
+    callbacks = list(callbacks or [])
+    watches = [c for c in callbacks if isinstance(c, CollapseCallback)]
+    if len(watches) + (collapse_every is not None) > 1:
+        raise InputValueError("give one collapse watch: `collapse_every`, or one CollapseCallback in `callbacks`")
     args = _training_arguments(args, output_dir, config)
     args.check_evaluation_data(eval_data is not None)  # before any folder is made or anything loaded
     if merge_lora and peft_config is None:
@@ -199,6 +208,7 @@ def train_reward_model(
             peft_config=peft_config,
             merge_lora=merge_lora,
             collapse=None if collapse_every is None else (collapse_data, collapse_every),
+            callbacks=callbacks,
         )
 
 
@@ -214,6 +224,7 @@ def _train(
     peft_config: Any,
     merge_lora: bool,
     collapse: tuple[Any, int] | None,
+    callbacks: list[Any],
 ) -> TrainResult:
     """The work of :func:`train_reward_model` once the output folder is checked and held.
 
@@ -223,11 +234,12 @@ def _train(
     group_pairs = args.group_pairs
     train = _load_data(data, "data", input_format, skip_invalid, group_pairs)
     evaluation = None if eval_data is None else _load_data(eval_data, "eval_data", "auto", skip_invalid, group_pairs)
-    watch = None
+    watch = next((c for c in callbacks if isinstance(c, CollapseCallback)), None)
     if collapse is not None:
         source, every = collapse
         held_out = evaluation if source is None else _load_data(source, "collapse_data", "auto", skip_invalid)
         watch = CollapseCallback(held_out, every=every)
+        callbacks = [*callbacks, watch]
     set_seed(args.seed)  # the new score head's initial weights too
     network, tokenizer = load_reward_model(model or default_backbone(), model_init_kwargs=args.from_pretrained_kwargs())
     trainer = RankingRewardTrainer(
@@ -237,7 +249,7 @@ def _train(
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=None if watch is None else [watch],
+        callbacks=callbacks or None,
     )
     started = time.perf_counter()
     outcome = trainer.train(resume_from_checkpoint=checkpoint)
