@@ -10,8 +10,9 @@ reuse), as `make demo` does after set-up, once per seed and kernel setting:
 
 The stand-in is calibrated on the one figure measured on that CPU: 1.28 s per training step of the demo
 configuration the issue measured (the shipped backbone, 2 prompts of 8 answers a step, cuts at half length, chunks
-of 4 sequences, max length 128, float32; :data:`CALIBRATION`). The script times 20 such steps under each kernel
-setting and scales the stand-in's wall time by 1.28 s over its step time: the slowest CPU's expected wall time.
+of 4 sequences, max length 128, float32; :data:`CALIBRATION`). The script times such steps under each kernel setting
+(:func:`calibration_step`) and scales each run's wall time by 1.28 s over that step time: the slowest CPU's
+expected wall time.
 
 Per run it prints the wall time (and the slowest CPU's, for the stand-in), the run's own estimate and how far it
 was off, the peak RSS, each utility's collapse index, and the share of training time the collapse curves'
@@ -19,12 +20,14 @@ measurements took; then the verdict against the demo's bars (:data:`BARS`).
 
     python benchmarks/bench_demo.py                              # seeds 0 1 2, native and stand-in
     python benchmarks/bench_demo.py --seeds 0 --kernels avx2     # one run on the stand-in
+    python benchmarks/bench_demo.py --keep bench-demo-output     # and keep each run's reports, figures and log
 """
 
 import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,19 +78,24 @@ def environment(kernels: str) -> dict[str, str]:
 
 
 def calibration_step(kernels: str, scratch: Path) -> float:
-    """Seconds per step of :data:`CALIBRATION` under ``kernels``: 20 steps of one utility, from its run record."""
+    """Seconds per step of :data:`CALIBRATION` under ``kernels``, without the Trainer's start-up.
+
+    Two runs of one utility, 10 and 40 steps: the difference of their training times over 30 steps.
+    """
     import yaml
 
-    config = yaml.safe_load(CONFIG.read_text())
-    config.update(CALIBRATION, utilities=["x"], test_prompts=16, collapse_prompts=0)
-    config["training"] = {**CALIBRATION["training"], "max_steps": 20, "precision": "fp32"}
-    path = scratch / f"calibration-{kernels}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    folder = scratch / f"calibration-{kernels}"
-    command = [sys.executable, "-m", "rewardcollapse.cli", "reproduce", "--config", str(path), "--output", str(folder)]
-    subprocess.run(command, env=environment(kernels), check=True, capture_output=True)
-    training = json.loads((folder / "runs" / "x" / "run.json").read_text())["training"]
-    return training["seconds"] / training["steps"]
+    seconds = {}
+    for steps in (10, 40):
+        config = yaml.safe_load(CONFIG.read_text())
+        config.update(CALIBRATION, utilities=["x"], test_prompts=16, collapse_prompts=0)
+        config["training"] = {**CALIBRATION["training"], "max_steps": steps, "precision": "fp32"}
+        path = scratch / f"calibration-{kernels}-{steps}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        folder = scratch / f"calibration-{kernels}-{steps}"
+        command = [sys.executable, "-m", "rewardcollapse.cli", "reproduce", "--config", str(path)]
+        subprocess.run([*command, "--output", str(folder)], env=environment(kernels), check=True, capture_output=True)
+        seconds[steps] = json.loads((folder / "runs" / "x" / "run.json").read_text())["training"]["seconds"]
+    return (seconds[40] - seconds[10]) / 30
 
 
 def run_demo(seed: int, kernels: str, folder: Path) -> dict:
@@ -109,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--kernels", nargs="+", default=["native", "avx2"], choices=["native", "avx2"])
+    parser.add_argument("--keep", type=Path, help="Copy each run's reports, figures and log to this folder.")
     args = parser.parse_args()
 
     import torch
@@ -125,8 +134,15 @@ def main() -> None:
                 flush=True,
             )
             for seed in args.seeds:
-                row = run_demo(seed, kernels, Path(scratch) / f"demo-{kernels}-{seed}")
+                folder = Path(scratch) / f"demo-{kernels}-{seed}"
+                row = run_demo(seed, kernels, folder)
                 rows.append(row)
+                if args.keep is not None:
+                    kept = args.keep / folder.name
+                    kept.mkdir(parents=True, exist_ok=True)
+                    for name in ("report.json", "report.md", "rewards.png", "collapse_over_training.png"):
+                        shutil.copy2(folder / name, kept / name)
+                    shutil.copy2(folder.parent / f"{folder.name}.log", kept / "log.txt")
                 print(f"  seed {seed}, {kernels}: {row['wall']:.0f} s", flush=True)
     utilities = list(rows[0]["utilities"])
     header = ["seed", "kernels", "wall (s)", "slowest CPU (s)", "estimate (s)", "off by", "peak RSS (GB)"]

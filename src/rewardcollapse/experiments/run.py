@@ -493,6 +493,10 @@ def _finished_run(folder: Path, settings: dict[str, Any]) -> tuple[bool, str]:
     return True, "finished earlier with the same settings: reused"
 
 
+_TIMED_STEPS = 6
+"""Training steps timed for the estimate, on as many different batches; the first only warms up."""
+
+
 @dataclass(frozen=True)
 class _Costs:
     """Seconds of the experiment's pieces, timed here on its own data before the runs start."""
@@ -522,11 +526,13 @@ def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_
         load_reward_model,
         resolve_sequence_format,
     )
-    from rewardcollapse.training.scoring import score_batch
+    from rewardcollapse.training.scoring import SCORING_CHUNK, score_batch
 
     def rows(path: Path, count: int) -> list[dict[str, Any]]:
+        """The first ``count`` rows of ``path``, from its start again where it has fewer."""
         with path.open() as handle:
-            return [json.loads(line) for line, _ in zip(handle, range(count), strict=False)]
+            read = [json.loads(line) for line, _ in zip(handle, range(count), strict=False)]
+        return [read[i % len(read)] for i in range(count)]
 
     started = time.perf_counter()
     model, tokenizer = load_reward_model(config.model or default_backbone(), dtype=TRAINING_DTYPE)
@@ -546,13 +552,16 @@ def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_
             torch.cuda.synchronize()
 
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-    batch = tensors(rows(train_path, args.per_device_train_batch_size))
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    training = rows(train_path, per_step * _TIMED_STEPS)
     steps = []
-    for _ in range(4):
+    for step in range(_TIMED_STEPS):  # different batches: their lengths differ as the run's will
         start = time.perf_counter()
-        with precision.autocast():
-            rewards = score_batch(model, batch, forward_batch_size=args.forward_batch_size)
-        rewards.float().sum().backward()
+        for first in range(step * per_step, (step + 1) * per_step, args.per_device_train_batch_size):
+            with precision.autocast():
+                batch = tensors(training[first : first + args.per_device_train_batch_size])
+                rewards = score_batch(model, batch, forward_batch_size=args.forward_batch_size)
+            rewards.float().sum().backward()
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         synchronise()
@@ -561,9 +570,10 @@ def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_
     scoring = rows(test_path, config.score_batch_size)
     start = time.perf_counter()
     with torch.inference_mode(), precision.autocast():
-        score_batch(model, tensors(scoring))  # as the test scoring runs: a batch in one pass
+        score_batch(model, tensors(scoring), forward_batch_size=SCORING_CHUNK)  # as the test scoring runs
     synchronise()
-    return _Costs(load=load, step=min(steps[1:]), score_prompt=(time.perf_counter() - start) / len(scoring))
+    step = sum(steps[1:]) / (len(steps) - 1)  # the first warms up
+    return _Costs(load=load, step=step, score_prompt=(time.perf_counter() - start) / len(scoring))
 
 
 def _curve_rows(test_path: Path, count: int, levels: list[float] | None) -> list[int]:
@@ -609,6 +619,7 @@ def _train_and_score(
     """
     from rewardcollapse.training.callbacks import CollapseCallback
     from rewardcollapse.training.run import train_reward_model
+    from rewardcollapse.training.scoring import SCORING_CHUNK
 
     for stale in (folder / _RUN_RECORD, folder / "rewards.jsonl"):
         stale.unlink(missing_ok=True)  # the record first: a kill from here on leaves an unfinished run
@@ -622,6 +633,7 @@ def _train_and_score(
             at_end=False,
             levels=config.openness_levels,
             batch_size=config.score_batch_size,
+            forward_batch_size=SCORING_CHUNK,
         )
     with atomic_directory(folder / "model") as model_dir:
         run = {
@@ -648,6 +660,7 @@ def _train_and_score(
 def _score_test(config: ExperimentConfig, args: Any, model: Path, test: Path, output: Path, description: str) -> None:
     """Score the test prompts with ``model`` (written whole or not at all; a kill's temporary file is removed later)."""
     from rewardcollapse.training.run import score_file
+    from rewardcollapse.training.scoring import SCORING_CHUNK
 
     score_file(
         model=model,
@@ -655,7 +668,7 @@ def _score_test(config: ExperimentConfig, args: Any, model: Path, test: Path, ou
         output=output,
         batch_size=config.score_batch_size,
         max_length=args.max_length,
-        forward_batch_size=None,  # a batch's answers in one pass: chunks sized for training only cost time here
+        forward_batch_size=SCORING_CHUNK,  # not the training's chunks, sized for a backward pass
         precision=args.precision,
         description=description,
     )

@@ -24,7 +24,7 @@ from rewardcollapse.diagnostics import measure_ranked
 from rewardcollapse.settings import MAX_LENGTH
 from rewardcollapse.training.collator import RankingCollator, tokenize_rankings
 from rewardcollapse.training.models import fit_max_length, resolve_sequence_format
-from rewardcollapse.training.scoring import SharedLayout, score_rankings
+from rewardcollapse.training.scoring import SCORING_CHUNK, SharedLayout, score_rankings
 
 __all__ = ["CollapseCallback"]
 
@@ -52,9 +52,9 @@ class CollapseCallback(TrainerCallback):
     batch_size : int, optional
         Prompts per scoring batch; default: the trainer's ``per_device_eval_batch_size``.
     forward_batch_size : int, optional
-        Sequences per forward pass; default: all of a batch's answers at once. Not the training's
-        ``forward_batch_size``, which sizes passes that keep activations for a backward pass: without one, small
-        chunks only cost time (about 4 times as long with passes of 4 sequences on the MiniLM backbone).
+        Sequences per forward pass, taken in order of length (default
+        :data:`~rewardcollapse.training.scoring.SCORING_CHUNK`); None: all of a batch's answers at once. Not the
+        training's ``forward_batch_size``, which sizes passes that keep activations for a backward pass.
     max_length : int, optional
         Tokens per sequence; default: the trainer's ``args.max_length`` (else 512), lowered to the model's positions.
     sequence_format : str, default "auto"
@@ -101,7 +101,7 @@ class CollapseCallback(TrainerCallback):
         levels: Any = None,
         every: int | None = None,
         batch_size: int | None = None,
-        forward_batch_size: int | None = None,
+        forward_batch_size: int | None = SCORING_CHUNK,
         max_length: int | None = None,
         sequence_format: str = "auto",
         draws: int = 100,
