@@ -493,8 +493,10 @@ def _finished_run(folder: Path, settings: dict[str, Any]) -> tuple[bool, str]:
     return True, "finished earlier with the same settings: reused"
 
 
-_TIMED_STEPS = 6
-"""Training steps timed for the estimate, on as many different batches; the first only warms up."""
+_TIMED_STEPS = 4
+"""Training steps timed for the estimate (the first only warms up)."""
+_SAMPLED_STEPS = 50
+"""Training batches whose tokens are counted to scale the timed step to the run's mean."""
 
 
 @dataclass(frozen=True)
@@ -509,8 +511,12 @@ class _Costs:
     """Scoring one prompt's answers at inference, in the scoring batches of ``score_batch_size`` prompts."""
 
     def run_seconds(self, steps: int, scored_prompts: int) -> float:
-        """One model: load, train ``steps`` steps (with 5% for the Trainer's own work), score, save (1 s)."""
-        return self.load + 1.05 * self.step * steps + self.score_prompt * scored_prompts + 1.0
+        """One model: load, train ``steps`` steps, score, save (1 s).
+
+        A step gets 20% more than its forward and backward passes and AdamW update: the Trainer's own work, the
+        varying shapes of the run's batches, dropout (measured on the demo with the kernels capped at AVX2).
+        """
+        return self.load + 1.2 * self.step * steps + self.score_prompt * scored_prompts + 1.0
 
 
 def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_path: Path, precision: Any) -> _Costs:
@@ -553,26 +559,30 @@ def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_
 
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    training = rows(train_path, per_step * _TIMED_STEPS)
+    timed = tensors(rows(train_path, args.per_device_train_batch_size))
     steps = []
-    for step in range(_TIMED_STEPS):  # different batches: their lengths differ as the run's will
+    for _ in range(_TIMED_STEPS):  # one batch again and again: a new shape would time the kernels' set-up
         start = time.perf_counter()
-        for first in range(step * per_step, (step + 1) * per_step, args.per_device_train_batch_size):
+        for _ in range(args.gradient_accumulation_steps):
             with precision.autocast():
-                batch = tensors(training[first : first + args.per_device_train_batch_size])
-                rewards = score_batch(model, batch, forward_batch_size=args.forward_batch_size)
+                rewards = score_batch(model, timed, forward_batch_size=args.forward_batch_size)
             rewards.float().sum().backward()
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         synchronise()
         steps.append(time.perf_counter() - start)
+    # A step's cost grows with its tokens: scale the timed batch's to the mean of the run's first batches.
+    sample = rows(train_path, per_step * _SAMPLED_STEPS)
+    width = args.per_device_train_batch_size
+    tokens = [int(tensors(sample[i : i + width])["attention_mask"].sum()) for i in range(0, len(sample), width)]
+    scale = (sum(tokens) / len(tokens)) / int(timed["attention_mask"].sum())
     model.eval()
     scoring = rows(test_path, config.score_batch_size)
     start = time.perf_counter()
     with torch.inference_mode(), precision.autocast():
         score_batch(model, tensors(scoring), forward_batch_size=SCORING_CHUNK)  # as the test scoring runs
     synchronise()
-    step = sum(steps[1:]) / (len(steps) - 1)  # the first warms up
+    step = min(steps[1:]) * scale  # the first warms up
     return _Costs(load=load, step=step, score_prompt=(time.perf_counter() - start) / len(scoring))
 
 
