@@ -576,7 +576,7 @@ def test_demo_configuration_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, 
     built = json.loads((out / "data" / "build_report.json").read_text())
     assert built["test_prompts"] == demo.test_prompts and built["length_scale"] == demo.length_scale
     assert built["train_prompts"] == 16
-    assert demo.training["max_steps"] == 135 and demo.training["freeze_layers"] == 3
+    assert demo.training["max_steps"] == 150 and demo.training["freeze_layers"] == 3
     full = demo.build()  # the demo's data design at its full size
     assert (len(full.train), len(full.test)) == (demo.train_prompts, demo.test_prompts)
 
