@@ -40,7 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_shared_prompt.py
 	$(BIN)/python benchmarks/bench_openness.py
-	$(BIN)/python benchmarks/bench_demo.py --precision fp32 auto
+	$(BIN)/python benchmarks/bench_demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -16,15 +16,14 @@ from pathlib import Path
 from rewardcollapse.experiments import ExperimentConfig, run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {  # changes to the `training` mapping of configs/demo.yaml
+VARIANTS = {  # changes to the `training` mapping of configs/demo.yaml (docs/experiment.md: how they were chosen)
     "demo": {},
-    "110 steps": {"max_steps": 110},
-    "lr1e-4, 110 steps": {"max_steps": 110, "learning_rate": 1e-4},
-    "lr3e-4, 110 steps": {"max_steps": 110, "learning_rate": 3e-4},
-    "embeddings trained, 110 steps": {"max_steps": 110, "freeze_word_embeddings": False},
-    "60 steps of 4 prompts": {"max_steps": 60, "per_device_train_batch_size": 4},
-    "220 steps of 1 prompt": {"max_steps": 220, "per_device_train_batch_size": 1},
-    "bf16, 110 steps": {"max_steps": 110, "precision": "bf16"},
+    "135 steps at 2.2e-4": {"max_steps": 135, "learning_rate": 2.2e-4},
+    "120 steps at 4e-4": {"max_steps": 120, "learning_rate": 4e-4},
+    "4 layers frozen, 170 steps": {"freeze_layers": 4, "max_steps": 170},
+    "no layer frozen, 80 steps": {"freeze_layers": 0, "max_steps": 80},
+    "embeddings trained": {"freeze_word_embeddings": False},
+    "bf16": {"precision": "bf16"},
 }
 
 

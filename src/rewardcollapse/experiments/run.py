@@ -493,8 +493,9 @@ def _finished_run(folder: Path, settings: dict[str, Any]) -> tuple[bool, str]:
     return True, "finished earlier with the same settings: reused"
 
 
-_TIMED_STEPS = 4
-"""Training steps timed for the estimate (the first only warms up)."""
+_TIMED_STEPS = 6
+"""Training steps timed for the estimate, the first :data:`_WARM_UP_STEPS` only to warm up."""
+_WARM_UP_STEPS = 3  # after a load the first steps ran up to 1.5 times as long as later ones (kernel and memory set-up)
 _SAMPLED_STEPS = 50
 """Training batches whose tokens are counted to scale the timed step to the run's mean."""
 
@@ -583,7 +584,7 @@ def _measured_costs(config: ExperimentConfig, args: Any, train_path: Path, test_
     with torch.inference_mode(), precision.autocast():
         score_batch(model, tensors(scoring), forward_batch_size=SCORING_CHUNK)  # as the test scoring runs
     synchronise()
-    step = min(steps[1:]) * scale  # the first warms up
+    step = min(steps[_WARM_UP_STEPS:]) * scale
     return _Costs(load=load, step=step, score_prompt=(time.perf_counter() - start) / len(scoring))
 
 
