@@ -360,8 +360,13 @@ def _split_distance(shapes: list[np.ndarray]) -> float:
     lower = np.concatenate([part.ravel() for part, _ in parts])
     upper = np.concatenate([part.ravel() for _, part in parts])
     if lower.size == upper.size:  # the usual case; scipy's general W1 is several times slower on it
-        return float(np.mean(np.abs(np.sort(lower) - np.sort(upper))))
+        return _equal_size_w1(lower, upper)
     return wasserstein_1(lower, upper)
+
+
+def _equal_size_w1(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 of two samples of one size: the mean gap of their sorted values (what scipy computes, without its CDFs)."""
+    return float(np.mean(np.abs(np.sort(a) - np.sort(b))))
 
 
 def _shapes(rewards) -> list[np.ndarray]:
@@ -420,7 +425,7 @@ def optimum_distances(rewards, optima) -> np.ndarray:
         optimum = np.asarray(optimum, dtype=float)
         if optimum.shape != row.shape:
             raise InputValueError(f"prompt {b}: {row.size} rewards but an optimum of {optimum.size} values")
-        out[b] = np.mean(np.abs(np.sort(row) - np.sort(optimum)))  # W1 of two samples of equal size
+        out[b] = _equal_size_w1(row, optimum)
     return out
 
 
