@@ -21,14 +21,16 @@ tokens the model runs per prompt, and the peak resident memory of the steps (eac
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
-from bench_training import PeakMemory  # the script's folder is on sys.path
+from bench_training import PeakMemory, synchronize  # the script's folder is on sys.path
 
 METHODS = ("cached", "rows", "separate", "pairwise")
 
@@ -116,6 +118,302 @@ def worker(args) -> dict:
     return {"seconds": statistics.median(times), "tokens_per_prompt": per_prompt, "peak": memory.peak}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# --grid: RankingRewardTrainer with shared_prompt auto and off, and TRL's RewardTrainer, over prompt and answer sizes
+
+GRID = {"prompt_tokens": (16, 64, 200, 512, 2048), "answers": (2, 4, 8), "answer_tokens": (8, 40, 128)}
+GRID_PROMPTS_PER_STEP = (1, 4, 16, 64)
+GRID_WAYS = ("off", "auto", "trl")
+
+
+def word_tokenizer(words: int = 1000):
+    """A word-level tokenizer of ``w0`` ... ``w{words-1}``, pad and end-of-sequence tokens: each word one token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = {"<pad>": 0, "<eos>": 1, "<unk>": 2} | {f"w{i}": i + 3 for i in range(words)}
+    core = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+
+
+def grid_model(vocabulary: int, seed: int = 0):
+    """The grid's decoder: a random Llama-architecture classifier, 2 layers, hidden 64, 4 heads (attention-heavy)."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocabulary,
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        num_labels=1,
+        pad_token_id=0,
+        attn_implementation="sdpa",
+    )
+    return LlamaForSequenceClassification(config)
+
+
+def grid_rows(prompts: int, k: int, prompt_tokens: int, answer_tokens: int, seed: int = 0):
+    """``prompts`` rankings of random words, as ranking rows and as TRL's pair rows (every ranked pair, a above b)."""
+    rng = np.random.default_rng(seed)
+
+    def words(n):
+        return " ".join(f"w{i}" for i in rng.integers(0, 1000, n))
+
+    rankings = [
+        {"prompt": words(prompt_tokens), "responses": [" " + words(answer_tokens) for _ in range(k)]}
+        for _ in range(prompts)
+    ]
+    pairs = [
+        {"prompt": r["prompt"], "chosen": r["responses"][a], "rejected": r["responses"][b]}
+        for r in rankings
+        for a in range(k)
+        for b in range(a + 1, k)
+    ]
+    return rankings, pairs
+
+
+class _StepClock:
+    """Seconds of each optimiser step, from ``on_step_begin`` to ``on_step_end`` (collation outside the clock)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        times = self.times = []
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                synchronize()
+                self.start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                synchronize()
+                times.append(time.perf_counter() - self.start)
+
+        self.callback = Clock()
+
+
+def _trainer_settings(cell, steps, name):
+    """What both trainers share: float32, AdamW, data in order, the sequence prompt + answer + eos, nothing saved."""
+    return {
+        "output_dir": f"/tmp/bench_shared_prompt_grid_{name}",
+        "max_steps": steps,
+        "max_length": cell["prompt_tokens"] + cell["answer_tokens"] + 1,
+        "learning_rate": 1e-5,
+        "use_cpu": not torch.cuda.is_available(),
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_strategy": "no",
+        "dataloader_pin_memory": False,
+        "disable_dropout": True,
+        "gradient_checkpointing": False,
+        "train_sampling_strategy": "sequential",
+    }
+
+
+def run_grid_way(way: str, cell: dict, steps: int):
+    """Train ``steps`` steps one way on the cell's data: (each step's seconds, what auto kept or None)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    tokenizer = word_tokenizer()
+    b, k = cell["prompts_per_step"], cell["answers"]
+    rankings, pairs = grid_rows(b * steps, k, cell["prompt_tokens"], cell["answer_tokens"])
+    clock = _StepClock()
+    model = grid_model(len(tokenizer))
+    if way == "trl":
+        from trl import RewardConfig, RewardTrainer
+
+        config = RewardConfig(
+            **_trainer_settings(cell, steps, way),
+            per_device_train_batch_size=b * k * (k - 1) // 2,
+            bf16=False,
+            eos_token=tokenizer.eos_token,
+        )
+        trainer = RewardTrainer(
+            model=model, args=config, train_dataset=datasets.Dataset.from_list(pairs), processing_class=tokenizer
+        )
+    else:
+        from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
+
+        config = RankingRewardConfig(
+            **_trainer_settings(cell, steps, way),
+            per_device_train_batch_size=b,
+            shared_prompt=way,
+            utility="logsigmoid",  # TRL's loss: the mean over ranked pairs of -log sigmoid(r_a - r_b)
+            normalize="none",
+            pair_weighting="pair",
+            sequence_format="trl",
+            precision="fp32",
+            forward_batch_size=None,
+        )
+        trainer = RankingRewardTrainer(
+            model=model, args=config, train_dataset=datasets.Dataset.from_list(rankings), processing_class=tokenizer
+        )
+    trainer.add_callback(clock.callback)
+    trainer.train()
+    trial = getattr(trainer, "layout_trial", None)
+    return clock.times, None if trial is None else trial.record()
+
+
+def _timed_steps(tokens_per_step: int) -> int:
+    """Timed steps of a cell: more where a step is short, so that the median steadies."""
+    return 10 if tokens_per_step <= 4096 else 5 if tokens_per_step <= 32768 else 3
+
+
+def grid_cell(cell: dict, max_step_tokens: int) -> dict:
+    """One cell: seconds per step of each way (median of the timed steps), or why a way was not run."""
+    p, k, a, b = (cell[n] for n in ("prompt_tokens", "answers", "answer_tokens", "prompts_per_step"))
+    separate = b * k * (p + a + 1)  # tokens of a step as separate sequences; TRL runs K - 1 times as many
+    tokens = {"off": separate, "auto": separate, "trl": separate * (k - 1)}
+    timed = _timed_steps(separate)
+    result = dict(cell, timed_steps=timed)
+    for way in GRID_WAYS:
+        if tokens[way] > max_step_tokens:
+            result[way] = {"skipped": f"{tokens[way]:,} tokens per step > --max-step-tokens {max_step_tokens:,}"}
+            continue
+        # auto: its trial's 3 batches first (each run every way), then the timed steps on the way it kept
+        before = 3 if way == "auto" else 1
+        times, trial = run_grid_way(way, cell, before + timed)
+        result[way] = {"seconds": statistics.median(times[before:]), "first_steps": sum(times[:before])}
+        if trial is not None:
+            result[way]["kept"] = trial["chosen"]
+            result[way]["timed_in_trial"] = trial["timed_batches"] > 0
+    return result
+
+
+def grid(args) -> None:
+    cells = [
+        {"prompt_tokens": p, "answers": k, "answer_tokens": a, "prompts_per_step": b}
+        for p in args.grid_prompt_tokens
+        for k in args.grid_answers
+        for a in args.grid_answer_tokens
+        for b in args.grid_prompts_per_step
+    ]
+    done = {}
+    if args.results and os.path.exists(args.results):
+        with open(args.results) as handle:
+            for line in handle:
+                cell = json.loads(line)
+                done[_key(cell)] = cell
+    for cell in cells:
+        if _key(cell) in done:
+            continue
+        started = time.perf_counter()
+        result = grid_cell(cell, args.max_step_tokens)
+        result["cell_seconds"] = round(time.perf_counter() - started, 1)
+        done[_key(cell)] = result
+        print(json.dumps(result), file=sys.stderr, flush=True)
+        if args.results:
+            with open(args.results, "a") as handle:
+                handle.write(json.dumps(result) + "\n")
+    print(grid_table([done[_key(c)] for c in cells], args))
+
+
+def _key(cell: dict) -> tuple:
+    return tuple(cell[n] for n in ("prompt_tokens", "answers", "answer_tokens", "prompts_per_step"))
+
+
+def _ratio(result: dict, over: str) -> str:
+    auto, other = result["auto"], result[over]
+    if "seconds" not in auto or "seconds" not in other:
+        return "-"
+    return f"{other['seconds'] / auto['seconds']:.2f}"
+
+
+def grid_table(results: list[dict], args) -> str:
+    """The ratio table: per cell, auto's prompts/s over off's and over TRL's (same prompts per step), and auto's way."""
+    threads = torch.get_num_threads()
+    lines = [
+        f"\n## Shared prompt grid: prompts/s of `auto` over `off` and over TRL's RewardTrainer "
+        f"(2-layer Llama, hidden 64, float32, {threads} threads; a cell is skipped where a way would run more than "
+        f"{args.max_step_tokens:,} tokens per step)\n",
+        "| P | A | K | prompts/step | auto keeps | auto / off | auto / TRL | off s/step | auto s/step | TRL s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        auto = r["auto"]
+        kept = auto.get("kept", "-") if "seconds" in auto else "not run"
+        if "seconds" in auto and not auto.get("timed_in_trial", True):
+            kept += " (estimate)"
+
+        off, auto, trl = (f"{r[w]['seconds']:.3f}" if "seconds" in r[w] else "skipped" for w in GRID_WAYS)
+        lines.append(
+            f"| {r['prompt_tokens']} | {r['answer_tokens']} | {r['answers']} | {r['prompts_per_step']} | {kept} | "
+            f"{_ratio(r, 'off')} | {_ratio(r, 'trl')} | {off} | {auto} | {trl} |"
+        )
+    ran = [r for r in results if "seconds" in r["auto"] and "seconds" in r["off"]]
+    if ran:
+        ratios = [r["off"]["seconds"] / r["auto"]["seconds"] for r in ran]
+        worst = ran[int(np.argmin(ratios))]
+        lines.append(
+            f"\nauto / off over the {len(ran)} cells run: lowest {min(ratios):.2f} (P {worst['prompt_tokens']}, "
+            f"A {worst['answer_tokens']}, K {worst['answers']}, {worst['prompts_per_step']} prompts/step); "
+            f"cells below 0.95: {sum(ratio < 0.95 for ratio in ratios)}"
+        )
+    return "\n".join(lines)
+
+
+def short_prompts(args) -> None:
+    """The issue's TRL user: 64 pair rows of 51 short prompts, one step over the whole set, auto against off."""
+    import datasets
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
+
+    datasets.disable_progress_bars()
+    rng = np.random.default_rng(0)
+
+    def words(n):
+        return " ".join(f"w{i}" for i in rng.integers(0, 1000, n))
+
+    rows = []
+    for p in range(51):  # 38 prompts with one pair, 13 with two (a > b, b > c: a ranking of three)
+        prompt, answers = words(rng.integers(2, 9)), [" " + words(rng.integers(1, 13)) for _ in range(3)]
+        rows.append({"prompt": prompt, "chosen": answers[0], "rejected": answers[1]})
+        if p < 13:
+            rows.append({"prompt": prompt, "chosen": answers[1], "rejected": answers[2]})
+    tokenizer = word_tokenizer()
+    results = {}
+    for way in ("off", "auto"):
+        torch.manual_seed(0)
+        config = Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=172,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_labels=1,
+            pad_token_id=0,
+            attn_implementation="sdpa",
+        )
+        clock = _StepClock()
+        settings = _trainer_settings({"prompt_tokens": 8, "answer_tokens": 12}, args.steps + 1, f"short_{way}")
+        trainer = RankingRewardTrainer(
+            model=Qwen2ForSequenceClassification(config),
+            args=RankingRewardConfig(**settings, per_device_train_batch_size=51, shared_prompt=way, precision="fp32"),
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+        trainer.add_callback(clock.callback)
+        loss = trainer.train().training_loss
+        results[way] = (clock.times, loss, trainer.layout)
+    print("\n## 64 TRL rows of 51 short prompts (2 to 8 tokens), one step over the set, tiny Qwen2, float32\n")
+    print("| shared_prompt | first step (s) | later steps, median (s) | train loss | layout |")
+    print("|---|---|---|---|---|")
+    for way, (times, loss, layout) in results.items():
+        print(f"| {way} | {times[0]:.3f} | {statistics.median(times[1:]):.3f} | {loss:.6f} | {layout} |")
+    (off, *_), (auto, *_) = results["off"], results["auto"]
+    later = statistics.median(off[1:]) / statistics.median(auto[1:])
+    print(f"\nauto / off prompts/s, later steps: {later:.2f}; first step: {off[0] / auto[0]:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[512, 64])
@@ -126,7 +424,26 @@ def main():
     parser.add_argument("--pairwise-chunk", type=int, default=16, help="sequences per pairwise forward pass")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    grid_options = parser.add_argument_group("--grid: auto and off against TRL's RewardTrainer over sizes")
+    grid_options.add_argument("--grid", action="store_true", help="run the grid (the cells below) instead")
+    grid_options.add_argument("--grid-prompt-tokens", type=int, nargs="+", default=list(GRID["prompt_tokens"]))
+    grid_options.add_argument("--grid-answers", type=int, nargs="+", default=list(GRID["answers"]))
+    grid_options.add_argument("--grid-answer-tokens", type=int, nargs="+", default=list(GRID["answer_tokens"]))
+    grid_options.add_argument("--grid-prompts-per-step", type=int, nargs="+", default=list(GRID_PROMPTS_PER_STEP))
+    grid_options.add_argument(
+        "--max-step-tokens", type=int, default=131072, help="skip a way whose step would run more tokens than this"
+    )
+    grid_options.add_argument("--results", help="JSON lines file: each cell appended when done, done cells skipped")
+    grid_options.add_argument(
+        "--short-prompts", action="store_true", help="64 TRL rows of 51 short prompts in one step, auto against off"
+    )
     args = parser.parse_args()
+    if args.grid:
+        grid(args)
+        return
+    if args.short_prompts:
+        short_prompts(args)
+        return
     if args.worker:
         args.prompt_tokens = args.prompt_tokens[0]
         print(json.dumps(worker(args)))

@@ -65,6 +65,17 @@ def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: boo
     trainer.save_model(output)
     # The logged loss is the Trainer's mean over processes of what each returned: the global batch's loss.
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    trial = trainer.layout_trial
+    if trial is not None and trial.chosen is not None:  # shared_prompt auto's choice, and whether every process made it
+        choices = [trial.chosen]
+        if args.world_size > 1:
+            import torch.distributed
+
+            choices = [None] * args.world_size
+            torch.distributed.all_gather_object(choices, trial.chosen)
+        trial = {**trial.record(), "agreed": len(set(choices)) == 1}
+    else:
+        trial = None
     if args.process_index == 0:
         result = {
             "loss": losses[0] if losses else None,
@@ -72,6 +83,7 @@ def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: boo
             "train_loss": outcome.training_loss,
             "world_size": args.world_size,
             "shared_prompt": trainer.shared is not None,
+            "trial": trial,
         }
         with open(f"{output}/result.json", "w") as handle:
             json.dump(result, handle)

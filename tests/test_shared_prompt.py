@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 
 import datasets
 import numpy as np
@@ -15,7 +16,13 @@ from rewardcollapse.training import RankingRewardConfig, RankingRewardTrainer
 from rewardcollapse.training.collator import RankingCollator
 from rewardcollapse.training.models import disable_dropout, set_padding_token
 from rewardcollapse.training.scoring import SharedLayout, score_batch
-from rewardcollapse.training.shared_prompt import resolve_shared_prompt, score_shared, shared_support
+from rewardcollapse.training.shared_prompt import (
+    LAYOUTS,
+    LayoutTrial,
+    resolve_shared_prompt,
+    score_shared,
+    shared_support,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -36,6 +43,9 @@ CASES = {
         {"prompt": [{"role": "user", "content": "Question 3: explain."}], "responses": [" yes", LONG, " no"]}
     ],
     "merge across the prompt's end": [{"prompt": "Question 1", "responses": [": yes", ":", " 1: no"]}],
+    "six prompts of 1 to 40 tokens, 2 to 5 answers": [
+        ranking(2 + p % 4, "Q" if p == 0 else f"Question {p}:" + LONG[: 12 * p]) for p in range(6)
+    ],
 }
 
 
@@ -144,7 +154,7 @@ def test_trainer_uses_it_with_lora_checkpointing_and_accumulation(
         )
         assert (trainer.shared is not None) == (shared == "on")
         if shared == "on":
-            assert trainer.layout.endswith("block mask" if checkpointing else "batched on it")
+            assert trainer.layout.endswith("block mask" if checkpointing else "their answers on them")
         losses[shared] = trainer.train().training_loss
     assert losses["on"] == pytest.approx(losses["off"], abs=1e-5)
     assert trainer.shared.stats.saved > 0.2
@@ -184,6 +194,15 @@ def test_score_and_train_commands(tmp_path, decoder_tokenizer, tiny_decoder, cap
     printed = capsys.readouterr().out
     assert "each prompt encoded once" in printed and "tokens saved" in printed
     assert json.loads((tmp_path / "m" / "training_summary.json").read_text())["tokens_saved"] > 0.2
+    auto = ["train", "--model", str(base), "--data", str(data), "--output", str(tmp_path / "a"), "--steps", "3"]
+    assert main([*auto, "--report_to", "none", "--batch-size", "1"]) == 0
+    assert "shared prompt auto: " in capsys.readouterr().out
+    summary = json.loads((tmp_path / "a" / "training_summary.json").read_text())
+    trial = summary["layout_trial"]
+    assert (
+        trial["chosen"] in LAYOUTS and trial["timed_batches"] == 2 and set(trial["seconds_per_batch"]) == set(LAYOUTS)
+    )
+    assert (summary["tokens_saved"] is None) == (trial["chosen"] == "off")
 
 
 @pytest.mark.slow
@@ -197,13 +216,17 @@ def test_two_process_data_parallel_with_the_layout_matches_one_process(
     decoder_tokenizer.save_pretrained(model_dir)
     rows = [{**ranking(2 + p % 5, f"Question {p}: explain."), "openness": p % 2} for p in range(8)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    one_and_two_processes(model_dir, tmp_path / "data.jsonl", tmp_path)
-    one = json.loads((tmp_path / "one" / "result.json").read_text())
-    two = json.loads((tmp_path / "two" / "result.json").read_text())
-    assert one["shared_prompt"] and two["shared_prompt"] and two["world_size"] == 2
-    assert abs(one["loss"] - two["loss"]) < 1e-5
-    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
-    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+    # "on": the rows way in both; "auto": 4 steps, the trial's 3 batches timed by both processes, which agree.
+    cases = {"on": {"shared_prompt": "on"}, "auto": {"max_steps": 4, "learning_rate": 0.1}}
+    one_and_two_processes(model_dir, tmp_path / "data.jsonl", tmp_path, cases)
+    for case in cases:
+        one = json.loads((tmp_path / "one" / case / "result.json").read_text())
+        two = json.loads((tmp_path / "two" / case / "result.json").read_text())
+        assert two["world_size"] == 2 and abs(one["train_loss"] - two["train_loss"]) < 1e-5
+        a, b = (load_file(tmp_path / name / case / "model.safetensors") for name in ("one", "two"))
+        assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+    assert one["trial"] is None or one["trial"]["chosen"] in ("off", "cache", "rows")  # one process: any way
+    assert two["trial"]["chosen"] in ("off", "rows") and two["trial"]["agreed"]
 
 
 @pytest.mark.parametrize(("method", "short_prompt_shared"), [("rows", False), ("cache", True)])
@@ -256,7 +279,7 @@ def test_sliding_windows_and_caches_that_cannot_be_repeated_fall_back_exactly(de
         model.config.sliding_window = None
         from transformers.cache_utils import Cache
 
-        monkeypatch.delattr(Cache, "batch_repeat_interleave")
+        monkeypatch.delattr(Cache, "batch_select_indices")
         layout = SharedLayout(method="auto")
         torch.testing.assert_close(score_batch(model, batch, shared=layout), separate, atol=1e-5, rtol=0)
         assert layout.stats.saved > 0  # the rows served
@@ -282,3 +305,95 @@ def test_score_flags_prompts_cut_to_the_same_tokens_in_the_layout(tmp_path, deco
     data.write_text(json.dumps(long_prompt) + "\n")
     assert main(args) == 2
     assert "cuts the answers of every prompt (1) to the same tokens" in capsys.readouterr().err
+
+
+def test_the_trial_times_every_way_on_the_same_batches_and_keeps_the_fastest():
+    trial = LayoutTrial(("off", "cache", "rows"), warmup=1, rounds=2)
+    pause = {"off": 0.06, "cache": 0.0, "rows": 0.03}
+    order = []
+
+    def run(way):
+        order.append(way)
+        time.sleep(pause[way])
+
+    while not trial.finished:
+        trial.time(run)
+    assert order == ["off", "cache", "rows", "cache", "rows", "off", "rows", "off", "cache"]  # rotated per batch
+    assert trial.seconds["off"] >= 0.12 and trial.seconds["rows"] >= 0.06  # two timed batches, not the first
+    assert trial.decide() == "cache" and trial.chosen == "cache"
+    record = trial.record()
+    assert record["chosen"] == "cache" and record["timed_batches"] == 2 and record["reason"].startswith("timed on 2")
+    assert record["seconds_per_batch"]["off"] >= 0.06
+    assert trial.decide({"off": 1.0, "cache": 2.0, "rows": 1.0}) == "off"  # ties: the earlier candidate
+    assert trial.summary() == "off, timed on 2 batches after 1 untimed (off 0.5 s, rows 0.5 s, cache 1 s per batch)"
+    for bad in (("off",), ("off", "flash")):
+        with pytest.raises(ValueError, match=r"`candidates` must be at least two of \('off', 'cache', 'rows'\)"):
+            LayoutTrial(bad)
+
+
+@pytest.mark.parametrize("fastest", ["off", "cache"])
+def test_auto_keeps_the_way_measured_fastest_and_trains_as_separate_sequences(
+    tmp_path, decoder_tokenizer, tiny_decoder, monkeypatch, caplog, fastest
+):
+    import rewardcollapse.training.trainer as trainer_module
+
+    data = load_rankings(datasets.Dataset.from_list([ranking(4), ranking(3, "Q"), ranking(5, "Question 2: why?")] * 2))
+    runs = {}
+    for shared in ("off", "auto"):
+        slowed = []
+
+        def score(model, batch, *, shared=None, slowed=slowed, **kwargs):
+            way = "off" if shared is None else shared.method
+            slowed.append(way)
+            time.sleep(0.0 if way == fastest else 0.15)  # the other ways made slow, so the choice is known
+            return score_batch(model, batch, shared=shared, **kwargs)
+
+        monkeypatch.setattr(trainer_module, "score_batch", score)
+        args = config(tmp_path, shared_prompt=shared, max_steps=4, per_device_train_batch_size=2, learning_rate=1e-2)
+        trainer = RankingRewardTrainer(
+            model=tiny_decoder("llama"), args=args, train_dataset=data, processing_class=decoder_tokenizer
+        )
+        with caplog.at_level(logging.INFO, logger="rewardcollapse"):
+            runs[shared] = trainer.train().training_loss
+        if shared == "auto":
+            trial = trainer.layout_trial
+            assert trial.chosen == fastest and trial.batches == 3 and set(trial.seconds) == set(LAYOUTS)
+            assert (trainer.shared is None) == (fastest == "off")
+            assert trainer.layout.startswith(f"shared prompt auto: {fastest}, timed on 2 batches after 1 untimed")
+            assert trainer.layout in caplog.text
+            assert slowed[-1] == fastest  # the step after the trial ran the way kept
+            assert slowed.count("rows") == 3  # rows only ever ran in the trial
+    assert runs["auto"] == pytest.approx(runs["off"], abs=1e-6)  # the trial changed nothing the training saw
+
+
+def test_auto_under_gradient_checkpointing_times_rows_against_separate(tmp_path, decoder_tokenizer, tiny_decoder):
+    data = load_rankings(datasets.Dataset.from_list([ranking(4), ranking(3, "Q")]))
+    args = config(tmp_path, max_steps=3, per_device_train_batch_size=2, gradient_checkpointing=True)
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("qwen2"), args=args, train_dataset=data, processing_class=decoder_tokenizer
+    )
+    assert tuple(trainer.layout_trial.candidates) == ("off", "rows")
+    trainer.train()
+    assert trainer.layout_trial.chosen in ("off", "rows")
+
+
+def test_auto_keeps_separate_sequences_untimed_where_the_estimate_says_sharing_cannot_pay(
+    tmp_path, decoder_tokenizer, tiny_decoder, monkeypatch
+):
+    import rewardcollapse.training.trainer as trainer_module
+
+    # One-token prompts, answers of up to 20 tokens: nothing worth the layout's extra calls.
+    data = load_rankings(datasets.Dataset.from_list([ranking(8, "Q"), ranking(6, "Q")]))
+    ways = []
+    monkeypatch.setattr(
+        trainer_module, "score_batch", lambda *a, shared=None, **k: ways.append(shared) or score_batch(*a, **k)
+    )
+    args = config(tmp_path, max_steps=2, per_device_train_batch_size=2)
+    trainer = RankingRewardTrainer(
+        model=tiny_decoder("llama"), args=args, train_dataset=data, processing_class=decoder_tokenizer
+    )
+    trainer.train()
+    record = trainer.layout_trial.record()
+    assert record["chosen"] == "off" and record["timed_batches"] == 0 and record["seconds_per_batch"] is None
+    assert record["reason"].startswith("by the estimate on the first batch: the layout saves")
+    assert ways == [None, None] and trainer.shared is None  # nothing but the two training steps ran

@@ -74,6 +74,9 @@ class TrainResult:
     """How the answers ran through the model (separate sequences, or the shared-prompt layout and why)."""
     tokens_saved: float | None
     """Fraction of tokens the shared-prompt layout saved; None without it."""
+    layout_trial: dict[str, Any] | None
+    """``shared_prompt: auto``'s measurement (:class:`~rewardcollapse.training.shared_prompt.LayoutTrial`): the way
+    kept (``off``, ``cache`` or ``rows``), each way's seconds per timed batch; None when nothing was timed."""
     lora: LoraSummary | None
     train_prompts: int
     steps: int
@@ -272,6 +275,7 @@ def _train(
         sequence_format=trainer.sequence_format,
         layout=trainer.layout,
         tokens_saved=None if trainer.shared is None else round(trainer.shared.stats.saved, 4),
+        layout_trial=trial.record() if (trial := trainer.layout_trial) is not None and trial.chosen else None,
         lora=None if peft_config is None else LoraSummary(r=peft_config.r, merged=merge_lora),
         train_prompts=len(train),
         steps=outcome.global_step,

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import torch
@@ -36,9 +37,12 @@ from rewardcollapse.core.errors import InputValueError
 from rewardcollapse.training.models import is_encoder
 
 __all__ = [
+    "LAYOUTS",
     "SHARED_PROMPT_SETTINGS",
+    "LayoutTrial",
     "SharedPromptStats",
     "cache_eligible",
+    "estimated_saving",
     "resolve_shared_prompt",
     "score_shared",
     "shared_support",
@@ -49,6 +53,8 @@ SHARED_PROMPT_SETTINGS = get_args(SharedPromptSetting)
 
 _ATTENTION = ("eager", "sdpa")  # implementations that take an arbitrary additive 4D mask
 _METHODS = ("auto", "cache", "rows")
+LAYOUTS = ("off", "cache", "rows")
+"""The ways a batch can run: separate sequences, the cached way, the rows way (what :class:`LayoutTrial` times)."""
 _Answers = list[tuple[int, list[int]]]  # one prompt's answers: (flat slot of its score, its token ids, no padding)
 
 
@@ -108,6 +114,83 @@ class SharedPromptStats:
     def saved(self) -> float:
         """Share of the separate sequences' tokens that the layout did not need (0 before any batch)."""
         return 1 - self.tokens / self.separate_tokens if self.separate_tokens else 0.0
+
+
+@dataclass
+class LayoutTrial:
+    """``shared_prompt: auto`` decided by measurement: each candidate way timed on the same first batches.
+
+    The multiply-add estimate misses what a call costs besides its arithmetic (kernel launches, masks, padding,
+    the backward's own shape), so on batches where it is not clear-cut it can pick a loser. Here every candidate
+    of :data:`LAYOUTS` runs each of the first ``warmup + rounds`` batches (the order rotated from batch to batch);
+    the first ``warmup`` are untimed (one-time allocations and kernel choices), and the candidate with the least
+    total time over the ``rounds`` others is kept. All candidates are exact, so which one runs changes no result.
+
+    ``time(run)`` runs one round on the current batch; ``decide(totals)`` fixes the choice (``totals``: the summed
+    seconds, the same on every process after a reduction).
+    """
+
+    candidates: Sequence[str]
+    warmup: int = 1
+    rounds: int = 2
+    seconds: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    chosen: str | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.candidates) - set(LAYOUTS))
+        if unknown or len(self.candidates) < 2:
+            raise InputValueError(f"`candidates` must be at least two of {LAYOUTS}, got {list(self.candidates)}")
+        self.seconds = dict.fromkeys(self.candidates, 0.0)
+
+    @property
+    def finished(self) -> bool:
+        """Whether every round is timed (the choice can then be made)."""
+        return self.batches >= self.warmup + self.rounds
+
+    def time(self, run: Callable[[str], Any], device: torch.device | str = "cpu") -> None:
+        """Run ``run(candidate)`` for each candidate on this batch, timing each after the warm-up batches."""
+        shift = self.batches % len(self.candidates)
+        order = [*self.candidates[shift:], *self.candidates[:shift]]
+        for candidate in order:
+            _synchronize(device)
+            start = time.perf_counter()
+            run(candidate)
+            _synchronize(device)
+            if self.batches >= self.warmup:
+                self.seconds[candidate] += time.perf_counter() - start
+        self.batches += 1
+
+    def decide(self, totals: dict[str, float] | None = None) -> str:
+        """Keep the candidate with the least total time (``totals``, default this process's own)."""
+        if totals is not None:
+            self.seconds = dict(totals)
+        self.chosen = min(self.candidates, key=lambda c: (self.seconds[c], self.candidates.index(c)))
+        timed = self.batches - self.warmup
+        each = ", ".join(f"{c} {self.seconds[c] / timed:.3g} s" for c in sorted(self.seconds, key=self.seconds.get))
+        self.reason = f"timed on {timed} batches after {self.warmup} untimed ({each} per batch)"
+        return self.chosen
+
+    def settle(self, way: str, reason: str) -> None:
+        """Keep ``way`` without timing anything (the estimate is clear-cut), for ``reason``."""
+        self.chosen, self.reason = way, reason
+
+    def record(self) -> dict[str, Any]:
+        """The trial as JSON values: the way kept and why, each way's seconds per timed batch, the batches timed."""
+        timed = max(self.batches - self.warmup, 0)
+        per_batch = {c: round(self.seconds[c] / timed, 6) for c in self.candidates} if timed else None
+        return {"chosen": self.chosen, "reason": self.reason, "seconds_per_batch": per_batch, "timed_batches": timed}
+
+    def summary(self) -> str:
+        """The choice and why, in words."""
+        return f"{self.chosen}, {self.reason}"
+
+
+def _synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work, so that a wall-clock time covers it (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -181,11 +264,10 @@ def _row_batch(rows: list[_Row], pad_id: int, dtype: torch.dtype, device: torch.
     sees_prefix = (segments[:, None, :] == 0) & (segments[:, :, None] >= 0)
     allowed = causal[None] & (same | sees_prefix) & (segments[:, None, :] >= 0)
     allowed |= torch.eye(width, dtype=torch.bool)[None]  # padding attends to itself only: no empty softmax row
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     return {
         "input_ids": ids.to(device),
         "position_ids": positions.to(device),
-        "attention_mask": mask[:, None].to(device),
+        "attention_mask": _additive(allowed, dtype).to(device),
     }
 
 
@@ -208,7 +290,7 @@ def _cost(config: Any, lengths: list[int]) -> float:
 
 
 class _NoReusableCache(Exception):
-    """The model's key/value cache cannot be repeated per answer (no ``batch_repeat_interleave``)."""
+    """The model's key/value cache cannot be gathered per answer (no ``batch_select_indices``)."""
 
 
 def _cache_keyword(model: Any) -> str | None:
@@ -227,7 +309,10 @@ def cache_eligible(model: Any) -> bool:
     inner = _unwrapped(model)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return False
-    if inner.training and getattr(inner, "is_gradient_checkpointing", False):
+    checkpointing = getattr(inner, "is_activation_checkpointing", None)  # transformers >= 5.x; the old name before
+    if checkpointing is None:
+        checkpointing = getattr(inner, "is_gradient_checkpointing", False)
+    if inner.training and checkpointing:
         return False
     return _cache_keyword(inner) is not None
 
@@ -247,61 +332,93 @@ def _score_head_outputs(inner: Any) -> Iterator[list[torch.Tensor]]:
         hook.remove()
 
 
-def _score_cached(model: Any, prompts: dict[int, _Answers], pad_id: int, device, flat_size: int) -> torch.Tensor:
-    """Each prompt's prefix run once, its keys and values kept; then its answers' rests as one batch on that cache.
+def _mask_dtype(inner: Any) -> torch.dtype:
+    """The dtype of an additive mask for ``inner``: its weights' floating dtype (float32 for quantised weights)."""
+    dtype = next(p for p in inner.parameters()).dtype
+    return dtype if dtype.is_floating_point else torch.float32
 
-    The cache is repeated per answer, so attention covers the prefix and each answer's own tokens: no masked blocks
-    are computed. Returns the flat ``(B * K,)`` scores.
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive mask ``(R, 1, Q, L)`` of a boolean ``(R, Q, L)`` one: 0 where attended, the dtype's minimum not."""
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _score_cached(
+    model: Any, prompts: dict[int, _Answers], pad_id: int, device, flat_size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Every prompt's prefix in one forward with its keys and values kept, then every answer's rest in a second.
+
+    Two model calls whatever the number of prompts. The prefixes are right-padded to the longest; the cache is
+    gathered per answer (each answer gets its own prompt's keys and values), and each rest attends, through an
+    explicit mask, to its prompt's real prefix tokens and causally to its own. Position ids continue each answer
+    from its own prefix's length, so every token sees exactly what it sees in its own sequence; with the mask
+    explicit, where the padding sits (left, as in batched generation, or right, as here) changes nothing. Padding
+    queries attend to themselves only, so no softmax row is empty. No masked block between answers is computed:
+    attention covers the prefix and each answer's own tokens. Returns the flat ``(B * K,)`` scores.
     """
     inner = _unwrapped(model)
     keyword = _cache_keyword(inner)
-    slots, scores = [], []
+    groups = list(prompts.values())
+    prefixes = [_prefix_len(answers) for answers in groups]
+    width = max(prefixes)
+    owner = [b for b, answers in enumerate(groups) for _ in answers]  # the prompt of each answer, in order
+    sequences = [ids for answers in groups for _, ids in answers]
+    starts = [prefixes[b] for b in owner]  # where each answer's rest begins in its own sequence
+    rest_width = max(len(s) - p for s, p in zip(sequences, starts, strict=True))
+
+    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    for b, answers in enumerate(groups):
+        ids[b, : prefixes[b]] = torch.tensor(answers[0][1][: prefixes[b]])
+    real = torch.arange(width)[None] < torch.tensor(prefixes)[:, None]  # (B, width)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool)[None]
     with _score_head_outputs(inner) as captured:
-        for answers in prompts.values():
-            sequences = [ids for _, ids in answers]
-            p = _prefix_len(answers)
-            reads = [_read_index(ids, pad_id) for ids in sequences]
-            prefix_logits, cache = None, None
-            if p > 0:
-                captured.clear()
-                out = model(input_ids=torch.tensor([sequences[0][:p]], device=device), use_cache=True)
-                prefix_logits = captured[-1][0, :, 0]
-                cache = getattr(out, "cache", None) if keyword == "cache" else out.past_key_values
-                if not hasattr(cache, "batch_repeat_interleave"):
-                    raise _NoReusableCache(type(cache).__name__)
-                cache.batch_repeat_interleave(len(answers))
-            width = max(len(s) - p for s in sequences)
-            ids = torch.full((len(answers), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(answers), p + width), dtype=torch.long)
-            for k, sequence in enumerate(sequences):
-                ids[k, : len(sequence) - p] = torch.tensor(sequence[p:])
-                attention[k, : len(sequence)] = 1
-            positions = (p + torch.arange(width))[None].expand(len(answers), width)
-            captured.clear()
-            inputs = {
-                "input_ids": ids.to(device),
-                "attention_mask": attention.to(device),
-                "position_ids": positions.to(device),
-            }
-            if cache is not None:
-                inputs[keyword] = cache
-            model(**inputs, use_cache=cache is not None)
-            rest_logits = captured[-1][:, :, 0]
-            for k, ((slot, _), read) in enumerate(zip(answers, reads, strict=True)):
-                slots.append(slot)
-                scores.append(prefix_logits[read] if read < p else rest_logits[k, read - p])
-    values = torch.stack(scores)
-    flat = values.new_zeros(flat_size)
-    return flat.index_put((torch.tensor(slots, device=device),), values)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=_additive(allowed, dtype).to(device),
+            position_ids=torch.arange(width)[None].expand(len(groups), width).to(device),
+            use_cache=True,
+        )
+        prefix_logits = captured[-1][:, :, 0]  # (B, width)
+        cache = getattr(out, "cache", None) if keyword == "cache" else out.past_key_values
+        if not hasattr(cache, "batch_select_indices"):
+            raise _NoReusableCache(type(cache).__name__)
+        owners = torch.tensor(owner)
+        cache.batch_select_indices(owners.to(device))  # (B, ...) -> (N, ...): each answer its prompt's keys
+
+        rests = torch.full((len(sequences), rest_width), pad_id, dtype=torch.long)
+        lengths = torch.tensor([len(s) - p for s, p in zip(sequences, starts, strict=True)])
+        for n, (sequence, p) in enumerate(zip(sequences, starts, strict=True)):
+            rests[n, : len(sequence) - p] = torch.tensor(sequence[p:])
+        own = torch.arange(rest_width)[None] < lengths[:, None]  # (N, rest_width)
+        rest_causal = torch.ones(rest_width, rest_width, dtype=torch.bool).tril()
+        to_rest = (rest_causal[None] & own[:, None, :]) | torch.eye(rest_width, dtype=torch.bool)[None]
+        to_prefix = real[owners][:, None, :].expand(-1, rest_width, -1)
+        positions = torch.tensor(starts)[:, None] + torch.arange(rest_width)[None]
+        captured.clear()
+        model(
+            input_ids=rests.to(device),
+            attention_mask=_additive(torch.cat([to_prefix, to_rest], dim=2), dtype).to(device),
+            position_ids=positions.to(device),
+            use_cache=True,
+            **{keyword: cache},
+        )
+        rest_logits = captured[-1][:, :, 0]  # (N, rest_width)
+    # Each answer's score where its own sequence is read: in its prompt's prefix, or in its rest.
+    reads = torch.tensor([_read_index(s, pad_id) for s in sequences]) - torch.tensor(starts)
+    in_rest = reads >= 0
+    from_rest = rest_logits[torch.arange(len(sequences)), reads.clamp_min(0).to(device)]
+    from_prefix = prefix_logits[owners.to(device), (reads + torch.tensor(starts)).clamp_max(width - 1).to(device)]
+    values = torch.where(in_rest.to(device), from_rest, from_prefix)
+    slots = torch.tensor([slot for answers in groups for slot, _ in answers], device=device)
+    return values.new_zeros(flat_size).index_put((slots,), values)
 
 
 def _score_rows(model: Any, rows: list[_Row], pad_id: int, device, flat_size: int) -> torch.Tensor:
     """All the rows in one forward call with their block masks (DDP-safe); returns the flat ``(B * K,)`` scores."""
     inner = _unwrapped(model)
-    dtype = next(p for p in inner.parameters()).dtype
-    dtype = dtype if dtype.is_floating_point else torch.float32
     with _score_head_outputs(inner) as captured:
-        model(**_row_batch(rows, pad_id, dtype, device), use_cache=False)
+        model(**_row_batch(rows, pad_id, _mask_dtype(inner), device), use_cache=False)
     logits = captured[-1]  # (rows, width, 1)
     where = [(n, index) for n, row in enumerate(rows) for _, index in row.reads]
     scores = logits[torch.tensor([n for n, _ in where]), torch.tensor([i for _, i in where]), 0]
@@ -309,11 +426,35 @@ def _score_rows(model: Any, rows: list[_Row], pad_id: int, device, flat_size: in
     return scores.new_zeros(flat_size).index_put((targets,), scores)
 
 
-def _cost_cached(config: Any, answers: list[list[int]], p: int) -> float:
-    """Multiply-adds per layer of the cached path for one prompt: the prefix once, then the padded rests on it."""
+def _cost_cached(config: Any, prompts: dict[int, _Answers]) -> float:
+    """Multiply-adds per layer of the cached way: the padded prefixes in one call, then the padded rests on them."""
     per_token, per_pair = _unit_costs(config)
-    width = max(len(a) for a in answers) - p
-    return (p + len(answers) * width) * per_token + (p * p + len(answers) * width * (p + width)) * per_pair
+    prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
+    width = max(prefixes.values())
+    rests = [len(ids) - prefixes[b] for b, answers in prompts.items() for _, ids in answers]
+    rest = max(rests)
+    first = len(prompts) * (width * per_token + width * width * per_pair)
+    return first + len(rests) * (rest * per_token + rest * (width + rest) * per_pair)
+
+
+def estimated_saving(model: Any, batch: dict[str, Any], *, row_tokens: int) -> float:
+    """The share of a batch's multiply-adds the layout's cheaper way would save over separate sequences (<= 1).
+
+    0 where nothing is shared or the sequences outgrow a sliding window; negative where the layout costs more. The
+    cached way counts only where :func:`cache_eligible`. An estimate: it leaves out what a call costs besides its
+    arithmetic, so only a clear-cut value should decide anything (:class:`LayoutTrial` times the rest).
+    """
+    inner = _unwrapped(model)
+    config = inner.config
+    prompts, lengths = _answers_by_prompt(batch)
+    window = getattr(config, "sliding_window", None)
+    if (isinstance(window, int) and max(lengths) > window) or not any(map(_prefix_len, prompts.values())):
+        return 0.0
+    rows = [row for answers in prompts.values() for row in _rows(answers, config.pad_token_id, row_tokens)]
+    shared = _cost(config, [len(r.ids) for r in rows])
+    if cache_eligible(model):
+        shared = min(shared, _cost_cached(config, prompts))
+    return 1 - shared / _cost(config, lengths)
 
 
 def _answers_by_prompt(batch: dict[str, Any]) -> tuple[dict[int, _Answers], list[int]]:
@@ -343,16 +484,19 @@ def score_shared(
 ) -> torch.Tensor | None:
     """The ``(B, K)`` reward matrix of a :class:`RankingCollator` batch, each prompt's shared prefix encoded once.
 
-    Equals :func:`~rewardcollapse.training.scoring.score_batch` on causal models (module docstring). ``row_tokens``
-    bounds a row's length (a prompt whose answers do not fit is split over several rows). With ``when_cheaper`` it
-    returns None, without running the model, when the layout would cost more than separate sequences (short
-    prompts: the rows' attention outgrows the tokens saved), estimated from the multiply-adds of both; the caller
-    then runs the separate sequences, which give the same scores. ``method``: ``"rows"`` (one call over the rows,
-    DDP-safe), ``"cache"`` (each prefix run once with its keys and values kept, its answers on them: no masked
-    attention blocks, the faster), or ``"auto"``: the cache where :func:`cache_eligible`, else rows.
+    Equals :func:`~rewardcollapse.training.scoring.score_batch` on causal models (module docstring). ``method``:
 
-    It also returns None for sequences longer than the model's sliding attention window (the layouts' masks do not
-    model the window; the separate sequences are windowed by the model itself).
+    * ``"cache"``: every prefix in one call with its keys and values kept, every answer's rest in a second call on
+      them (no masked attention blocks; one process, no gradient checkpointing);
+    * ``"rows"``: one call over rows ``[prefix][rest 1]...[rest K]`` with block masks (DDP-safe, checkpointing-safe);
+      ``row_tokens`` bounds a row's length (a prompt whose answers do not fit is split over several rows);
+    * ``"auto"``: the cache where :func:`cache_eligible`, else the rows.
+
+    It returns None, without running the model, when nothing is shared (every prompt's answers differ from their
+    first token) and, with ``when_cheaper``, when the multiply-add estimate says the layout would cost more than
+    separate sequences; the caller then runs the separate sequences, which give the same scores. It also returns
+    None for sequences longer than the model's sliding attention window (the layouts' masks do not model the
+    window; the separate sequences are windowed by the model itself).
     """
     if method not in _METHODS:
         raise InputValueError(f"`method` must be 'auto', 'cache' or 'rows', got {method!r}")
@@ -364,16 +508,15 @@ def score_shared(
     shape, device = batch["answer_mask"].shape, batch["input_ids"].device
     prompts, lengths = _answers_by_prompt(batch)
     window = getattr(config, "sliding_window", None)
-    if isinstance(window, int) and max(lengths) > window:
+    prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
+    if (isinstance(window, int) and max(lengths) > window) or not any(prefixes.values()):
         return _separate(stats, lengths)
     if method != "rows" and cache_eligible(model):
-        prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
-        cost = sum(_cost_cached(config, [s for _, s in answers], prefixes[b]) for b, answers in prompts.items())
-        if when_cheaper and cost >= _cost(config, lengths):
+        if when_cheaper and _cost_cached(config, prompts) >= _cost(config, lengths):
             return _separate(stats, lengths)
         try:
-            flat = _score_cached(model, prompts, fill, device, shape.numel())
-        except _NoReusableCache:  # a cache that cannot be repeated per answer: the rows below serve
+            flat = _score_cached(model, prompts, fill, device, shape.numel(), _mask_dtype(inner))
+        except _NoReusableCache:  # a cache whose rows cannot be gathered per answer: the rows below serve
             pass
         else:
             if stats is not None:

@@ -49,9 +49,13 @@ from rewardcollapse.training.models import (
 )
 from rewardcollapse.training.precision import score_head_in_float32
 from rewardcollapse.training.scoring import SharedLayout, score_batch
-from rewardcollapse.training.shared_prompt import resolve_shared_prompt
+from rewardcollapse.training.shared_prompt import LayoutTrial, estimated_saving, resolve_shared_prompt
 
 __all__ = ["RankingProgressCallback", "RankingRewardTrainer"]
+
+WORTH_TIMING = 0.1
+"""``shared_prompt: auto`` times the ways only where the layout's estimated saving on the first batch is at least
+this share of the multiply-adds; below it, the extra calls and masks would eat the saving: separate sequences."""
 
 _RANKING_COLUMNS = ("prompt", "responses")
 _PAIR_COLUMNS = ("chosen", "rejected")
@@ -370,14 +374,19 @@ class RankingRewardTrainer(Trainer):
         if args.disable_dropout:  # after wrapping, so that the adapters' own dropout (`lora_dropout`) is off too
             disable_dropout(model)
         use_shared, self.layout = resolve_shared_prompt(args.shared_prompt, model)
+        rows = args.world_size > 1 or args.gradient_checkpointing  # one forward per backward, or no cache
         if use_shared:
-            rows = args.world_size > 1 or args.gradient_checkpointing  # one forward per backward, or no cache
-            how = "one row per prompt with a block mask" if rows else "the prompt cached, its answers batched on it"
+            how = "one row per prompt with a block mask" if rows else "the prompts cached, their answers on them"
             self.layout = f"{self.layout}: {how}"
         cheaper = args.shared_prompt == "auto"
         self.shared = (
             SharedLayout(row_tokens=args.shared_prompt_row_tokens, when_cheaper=cheaper) if use_shared else None
         )
+        # `auto`: the first training batches are run every way and the fastest is kept (the estimate decides only
+        # until then, and for evaluation before any training).
+        self.layout_trial = None
+        if cheaper and use_shared:
+            self.layout_trial = LayoutTrial(("off", "rows") if rows else ("off", "cache", "rows"))
         if args.shared_prompt == "auto" and not use_shared and not is_encoder(model):
             _log.info("shared prompt: %s", self.layout)  # a causal model that falls back: said once
         max_length = fit_max_length(model, args.max_length)
@@ -430,6 +439,9 @@ class RankingRewardTrainer(Trainer):
                 f"{self.args.world_size} processes were launched but accelerate set up no data parallelism, so "
                 "gradients would not be averaged; on CPU pass use_cpu=True (CUDA: check the launcher)"
             )
+        if self.layout_trial is not None and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            self.layout_trial = None  # timing a sharded model outside its wrapper would gather nothing: estimated
+            self.layout = f"{self.layout} (by the multiply-add estimate: not timed under FSDP or DeepSpeed)"
         if any(type(callback) is ProgressCallback for callback in self.callback_handler.callbacks):
             self.remove_callback(ProgressCallback)
             self.add_callback(RankingProgressCallback)
@@ -507,7 +519,16 @@ class RankingRewardTrainer(Trainer):
             self._truncated += torch.tensor([int(truncated), len(inputs["answer_slot"])])
         shared = self.shared
         if shared is not None and not model.training:  # evaluation's tokens are not the training's
-            shared = SharedLayout(shared.row_tokens, when_cheaper=shared.when_cheaper)
+            shared = SharedLayout(shared.row_tokens, when_cheaper=shared.when_cheaper, method=shared.method)
+        elif model.training and self.layout_trial is not None and self.layout_trial.chosen is None:
+            self._time_layouts(model, inputs, num_items_in_batch)
+            shared = self.shared
+        loss, rewards = self._objective(model, inputs, shared, num_items_in_batch)
+        self._record_trl_metrics(rewards.detach(), inputs["pairs"], inputs["answer_mask"], model.training)
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def _objective(self, model, inputs, shared: SharedLayout | None, num_items_in_batch) -> tuple[torch.Tensor, Any]:
+        """:meth:`compute_loss`'s loss and ``(B, K)`` rewards, the answers run by ``shared`` (None: separately)."""
         rewards = score_batch(model, inputs, forward_batch_size=self.args.forward_batch_size, shared=shared)
         reduction = "mean" if num_items_in_batch is None else "sum"
         loss = ranking_loss(
@@ -530,8 +551,54 @@ class RankingRewardTrainer(Trainer):
         if num_items_in_batch is not None:
             count = torch.as_tensor(num_items_in_batch, device=loss.device).clamp_min(1).to(loss.dtype)
             loss = loss / count * self.accelerator.num_processes
-        self._record_trl_metrics(rewards.detach(), inputs["pairs"], inputs["answer_mask"], model.training)
-        return (loss, {"rewards": rewards}) if return_outputs else loss
+        return loss, rewards
+
+    def _time_layouts(self, model, inputs, num_items_in_batch) -> None:
+        """One round of ``shared_prompt: auto``'s trial on this batch; once it is finished, keep the fastest way.
+
+        Each way computes this batch's loss and its gradients (``torch.autograd.grad``: nothing is accumulated, the
+        optimiser never sees them) on the model under its data-parallel wrapper (so nothing is synchronised), with
+        the random number generators restored afterwards; the training step then runs as it would have. The
+        processes add their times up, so they all keep the same way.
+        """
+        trial, device = self.layout_trial, self.args.device
+        module = self.accelerator.unwrap_model(model)
+        row_tokens = self.shared.row_tokens
+        if trial.batches == 0:
+            saving = estimated_saving(module, inputs, row_tokens=row_tokens)
+            if saving < WORTH_TIMING:
+                reason = f"by the estimate on the first batch: the layout saves {saving:.0%} of its multiply-adds"
+                self._keep_layout("off", reason=reason)
+                return
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        ways = {
+            "off": None,
+            "cache": SharedLayout(row_tokens, method="cache"),
+            "rows": SharedLayout(row_tokens, method="rows"),
+        }
+
+        def run(way: str) -> None:
+            loss, _ = self._objective(module, inputs, ways[way], num_items_in_batch)
+            torch.autograd.grad(loss, parameters, allow_unused=True)
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            trial.time(run, device)
+        if not trial.finished:
+            return
+        names = list(trial.candidates)
+        totals = torch.tensor([trial.seconds[name] for name in names], dtype=torch.float64, device=device)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        self._keep_layout(trial.decide(dict(zip(names, totals.tolist(), strict=True))))
+
+    def _keep_layout(self, way: str, *, reason: str | None = None) -> None:
+        """Run every later batch ``way`` (``shared_prompt: auto``'s choice, timed or, with ``reason``, estimated)."""
+        if reason is not None:
+            self.layout_trial.settle(way, reason)
+        stats, row_tokens = self.shared.stats, self.shared.row_tokens
+        self.shared = None if way == "off" else SharedLayout(row_tokens, stats=stats, method=way)
+        self.layout = f"shared prompt auto: {self.layout_trial.summary()}"
+        _log.info("%s", self.layout)
 
     def _record_trl_metrics(self, rewards: torch.Tensor, pairs: torch.Tensor, mask: torch.Tensor, training: bool):
         """TRL's logged reward metrics over the batch's ranked pairs, as TRL computes them (logged averaged per step).
