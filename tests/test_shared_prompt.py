@@ -382,13 +382,14 @@ def test_auto_keeps_separate_sequences_untimed_where_the_estimate_says_sharing_c
 ):
     import rewardcollapse.training.trainer as trainer_module
 
-    # One-token prompts, answers of up to 20 tokens: nothing worth the layout's extra calls.
-    data = load_rankings(datasets.Dataset.from_list([ranking(8, "Q"), ranking(6, "Q")]))
+    # A one-token prompt, answers of 20 tokens each (no padding either way): nothing worth the layout's extra calls.
+    answers = [" " + " ".join([word] * 20) for word in ("yes", "no", "short", "maybe")]
+    data = load_rankings(datasets.Dataset.from_list([{"prompt": "Q", "responses": answers}] * 4))
     ways = []
     monkeypatch.setattr(
         trainer_module, "score_batch", lambda *a, shared=None, **k: ways.append(shared) or score_batch(*a, **k)
     )
-    args = config(tmp_path, max_steps=2, per_device_train_batch_size=2)
+    args = config(tmp_path, max_steps=2, per_device_train_batch_size=2, sequence_format="trl")
     trainer = RankingRewardTrainer(
         model=tiny_decoder("llama"), args=args, train_dataset=data, processing_class=decoder_tokenizer
     )
