@@ -60,7 +60,8 @@ BF16_TOLERANCE = 2e-2
 """Relative difference allowed between the layouts under bf16 autocast: about 5 units of bf16's roundoff (2^-8)."""
 FLOAT32_TOLERANCE = 1e-5
 LOSS_TOLERANCE = 1e-3
-"""Relative difference allowed between a launcher's step losses and the plain run's (float32 on both)."""
+"""Difference allowed between a launcher's step losses and the plain run's (float32 on both): relative to the loss,
+absolute below 1."""
 SPEED_GOAL = {"auto/off": 3.0, "auto/TRL": 15.0}
 """The issue's goal for the 0.5B decoder at P = 512, K = 8: prompts/s of auto over off, and over TRL."""
 NEEDS_CUDA = "needs CUDA (accelerate sets up FSDP/DeepSpeed only on accelerator devices)"
@@ -151,7 +152,7 @@ TINY = Sizes(
             "max_steps": 2,
             "per_device_train_batch_size": 1,
             "warmup_steps": 0,
-            "max_length": 48,
+            "max_length": 32,
             "forward_batch_size": 16,
             "freeze_word_embeddings": True,
             "freeze_layers": 5,
@@ -494,6 +495,7 @@ def check_speed(sizes: Sizes, output: Path) -> tuple[bool, dict[str, Any]]:
             "prompts_per_step": sizes.prompts_per_step,
             "warm_up_steps": sizes.warm_up_steps,
             "trl_accumulation": sizes.trl_accumulation,
+            "peak_memory": "torch.cuda.max_memory_allocated" if sizes.device == "cuda" else "the process's peak RSS",
         },
         "runs": runs,
         "ratios": ratios,
@@ -619,9 +621,7 @@ def distributed_check(name: str) -> Check:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
         launcher += ["--num_processes", "1", "--main_process_port", str(free_port())]
         launched = launch_worker([*launcher, __file__, "--distributed-worker", *inputs, str(output)], output)
-        differences = [
-            abs(a - b) / max(abs(b), 1e-12) for a, b in zip(launched["losses"], plain["losses"], strict=True)
-        ]
+        differences = [abs(a - b) / max(abs(b), 1.0) for a, b in zip(launched["losses"], plain["losses"], strict=True)]
         expected = "FSDP" if name == "fsdp" else "DEEPSPEED"
         figures = {
             "config": f"configs/accelerate/{DISTRIBUTED[name]}",
@@ -630,7 +630,7 @@ def distributed_check(name: str) -> Check:
             "losses": launched["losses"],
             "plain_losses": plain["losses"],
             "max_relative_difference": max(differences),
-            "tolerance": f"{LOSS_TOLERANCE} relative, every step (float32 both)",
+            "tolerance": f"{LOSS_TOLERANCE} relative (absolute below 1), every step, float32 both",
         }
         passed = launched["distributed_type"] == expected and max(differences) <= LOSS_TOLERANCE
         return passed, figures
