@@ -237,7 +237,7 @@ def exact_words(tokenizer) -> list[str]:
 
 
 def exactness_rows() -> list[dict[str, Any]]:
-    """Rankings with prefixes of 1 to ~20 tokens and 2 to 8 answers of 1 to ~20 tokens, mixed in one batch."""
+    """Rankings with prompts of 1, 7 and 24 tokens and 2 to 8 answers of 1 to 26 tokens, mixed in one batch."""
     long = " The answer is yes because of reason 3, and reason 4, explained in a long and careful way"
     answers = [long, " no", " maybe", " a long and careful one", " short", " The answer is no", " yes", " 7"]
     return [
