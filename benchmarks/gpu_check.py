@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import importlib.util
 import json
 import socket
@@ -379,6 +380,7 @@ def timed_training(trainer, sizes: Sizes) -> dict[str, Any]:
     memory = PeakMemory()
     trainer.add_callback(step_clock(step_times, memory))
     if sizes.device == "cuda":
+        gc.collect()  # the previous run's trainer (reference cycles) still holds its model and optimiser state
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     loss = trainer.train().training_loss
