@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest-xdist workers of `make test`, one thread each (tests/conftest.py): the two cores of the project's machines.
 TEST_WORKERS ?= 2
 
-.PHONY: test demo lint bench clean
+.PHONY: test demo lint bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_openness.py
 	$(BIN)/python benchmarks/bench_demo.py
 
+# The one-shot GPU check (docs/benchmarks.md, "One-shot GPU check"): at most 8 minutes on one CUDA GPU; exit 1 if a
+# check failed, 2 without CUDA. DeepSpeed's two checks run only where `pip install deepspeed` was done.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --output gpu-check-output
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output limits-output build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output gpu-check-output limits-output build dist src/*.egg-info .pytest_cache .ruff_cache
