@@ -20,6 +20,8 @@ tokens the model runs per prompt, and the peak resident memory of the steps (eac
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -256,14 +258,15 @@ def run_grid_way(way: str, cell: dict, steps: int):
             model=model, args=config, train_dataset=datasets.Dataset.from_list(rankings), processing_class=tokenizer
         )
     trainer.add_callback(clock.callback)
-    trainer.train()
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainers' end-of-training lines, 3 per cell
+        trainer.train()
     trial = getattr(trainer, "layout_trial", None)
     return clock.times, None if trial is None else trial.record()
 
 
 def _timed_steps(tokens_per_step: int) -> int:
-    """Timed steps of a cell: more where a step is short, so that the median steadies."""
-    return 10 if tokens_per_step <= 4096 else 5 if tokens_per_step <= 32768 else 3
+    """Timed steps of a cell: more where a step is short (milliseconds), so that the median steadies."""
+    return 30 if tokens_per_step <= 4096 else 8 if tokens_per_step <= 32768 else 3
 
 
 def grid_cell(cell: dict, max_step_tokens: int) -> dict:
@@ -288,6 +291,9 @@ def grid_cell(cell: dict, max_step_tokens: int) -> dict:
 
 
 def grid(args) -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # "the tokenizer has new PAD/BOS/EOS tokens", once per trainer
     cells = [
         {"prompt_tokens": p, "answers": k, "answer_tokens": a, "prompts_per_step": b}
         for p in args.grid_prompt_tokens
