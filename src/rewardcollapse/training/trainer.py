@@ -386,7 +386,12 @@ class RankingRewardTrainer(Trainer):
         # until then, and for evaluation before any training).
         self.layout_trial = None
         if cheaper and use_shared:
-            self.layout_trial = LayoutTrial(("off", "rows") if rows else ("off", "cache", "rows"))
+            self.layout_trial = trial = LayoutTrial(("off", "rows") if rows else ("off", "cache", "rows"))
+            self._estimated_layout = f"{self.layout}, where its multiply-add estimate is below separate sequences'"
+            self.layout = (
+                f"shared prompt auto: the first {trial.warmup + trial.rounds} training batches run every way "
+                f"({', '.join(trial.candidates)}), the fastest kept"
+            )
         if args.shared_prompt == "auto" and not use_shared and not is_encoder(model):
             _log.info("shared prompt: %s", self.layout)  # a causal model that falls back: said once
         max_length = fit_max_length(model, args.max_length)
@@ -441,7 +446,7 @@ class RankingRewardTrainer(Trainer):
             )
         if self.layout_trial is not None and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
             self.layout_trial = None  # timing a sharded model outside its wrapper would gather nothing: estimated
-            self.layout = f"{self.layout} (by the multiply-add estimate: not timed under FSDP or DeepSpeed)"
+            self.layout = f"{self._estimated_layout} (not timed under FSDP or DeepSpeed)"
         if any(type(callback) is ProgressCallback for callback in self.callback_handler.callbacks):
             self.remove_callback(ProgressCallback)
             self.add_callback(RankingProgressCallback)
