@@ -272,23 +272,28 @@ def _timed_steps(tokens_per_step: int) -> int:
 def grid_cell(cell: dict, max_step_tokens: int) -> dict:
     """One cell: seconds per step of each way (the least of the timed steps), or why a way was not run.
 
-    The least, not the median: a step's own cost is fixed, and what varies between steps here is delay added from
-    outside (the scheduler, the allocator, the garbage collector), which a 5 ms step feels as +-25%. Cells whose
-    steps take milliseconds run each way twice, in the order off, auto, TRL, off, auto, TRL.
+    The least, not the median: a step's own cost is fixed, and what varies here is delay added from outside (the
+    scheduler, the allocator, the garbage collector), and it varies from run to run as well as from step to step:
+    the same 10 ms step of the same way measured 9.8 to 13.5 ms as the least of 20 steps in six runs. So cells of
+    up to 4,096 tokens per step run each way 3 times, cells of up to 32,768 twice, in turn (off, auto, TRL, off,
+    ...), and each way's least step over its runs is taken. auto's steps are timed after its trial.
     """
     p, k, a, b = (cell[n] for n in ("prompt_tokens", "answers", "answer_tokens", "prompts_per_step"))
     separate = b * k * (p + a + 1)  # tokens of a step as separate sequences; TRL runs K - 1 times as many
     tokens = {"off": separate, "auto": separate, "trl": separate * (k - 1)}
     timed = _timed_steps(separate)
     result = dict(cell, timed_steps=timed)
-    for repeat in range(2 if separate <= 4096 else 1):
+    # auto's trial: up to 1 + 8 batches where they take milliseconds, 1 + 2 where they take longer (LayoutTrial)
+    trial_batches = 9 if separate <= 32768 else 3
+    for repeat in range(3 if separate <= 4096 else 2 if separate <= 32768 else 1):
         for way in GRID_WAYS:
             if tokens[way] > max_step_tokens:
                 result[way] = {"skipped": f"{tokens[way]:,} tokens per step > --max-step-tokens {max_step_tokens:,}"}
                 continue
-            # auto: its trial's 3 batches first (each run every way), then the timed steps on the way it kept
-            before = 3 if way == "auto" else 1
-            times, trial = run_grid_way(way, cell, before + timed)
+            times, trial = run_grid_way(way, cell, (trial_batches if way == "auto" else 1) + timed)
+            before = 1 if trial is None or not trial["timed_batches"] else 1 + trial["timed_batches"]
+            if trial is not None and trial["chosen"] is None:
+                raise SystemExit(f"auto's trial did not finish in {trial_batches} batches: {trial['reason']}")
             seconds, first = min(times[before:]), sum(times[:before])
             if repeat and result[way]["seconds"] <= seconds:
                 continue

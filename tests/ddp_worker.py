@@ -54,6 +54,7 @@ def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: boo
     from rewardcollapse.training import RankingRewardTrainer
 
     datasets.disable_progress_bars()
+    trial_rounds = overrides.pop("trial_max_rounds", None)  # shared_prompt auto's trial, bounded for the test
     args = one_step_config(output, batch_size, use_cpu=use_cpu, **overrides)
     trainer = RankingRewardTrainer(
         model=AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1),
@@ -61,6 +62,8 @@ def run(model_dir: str, data: str, output: str, batch_size: int, *, use_cpu: boo
         train_dataset=load_rankings(data),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
+    if trial_rounds is not None:
+        trainer.layout_trial.max_rounds = trial_rounds
     outcome = trainer.train()
     trainer.save_model(output)
     # The logged loss is the Trainer's mean over processes of what each returned: the global batch's loss.

@@ -194,15 +194,20 @@ def test_score_and_train_commands(tmp_path, decoder_tokenizer, tiny_decoder, cap
     printed = capsys.readouterr().out
     assert "each prompt encoded once" in printed and "tokens saved" in printed
     assert json.loads((tmp_path / "m" / "training_summary.json").read_text())["tokens_saved"] > 0.2
-    auto = ["train", "--model", str(base), "--data", str(data), "--output", str(tmp_path / "a"), "--steps", "3"]
-    assert main([*auto, "--report_to", "none", "--batch-size", "1"]) == 0
-    assert "shared prompt auto: " in capsys.readouterr().out
-    summary = json.loads((tmp_path / "a" / "training_summary.json").read_text())
-    trial = summary["layout_trial"]
-    assert (
-        trial["chosen"] in LAYOUTS and trial["timed_batches"] == 2 and set(trial["seconds_per_batch"]) == set(LAYOUTS)
-    )
-    assert (summary["tokens_saved"] is None) == (trial["chosen"] == "off")
+    for steps in (2, 10):  # the trial unfinished (milliseconds batches are timed up to 8 times), then finished
+        output = tmp_path / f"auto{steps}"
+        auto = ["train", "--model", str(base), "--data", str(data), "--output", str(output), "--steps", str(steps)]
+        assert main([*auto, "--report_to", "none", "--batch-size", "1"]) == 0
+        assert "shared prompt auto: " in capsys.readouterr().out
+        summary = json.loads((output / "training_summary.json").read_text())
+        trial = summary["layout_trial"]
+        assert set(trial["seconds_per_batch"]) == set(LAYOUTS) and trial["timed_batches"] == min(steps - 1, 8)
+        if steps == 2:
+            assert (
+                trial["chosen"] is None and trial["reason"] == "not decided: 2 batches run every way, 1 of them timed"
+            )
+        else:
+            assert trial["chosen"] in LAYOUTS and (summary["tokens_saved"] is None) == (trial["chosen"] == "off")
 
 
 @pytest.mark.slow
@@ -217,7 +222,7 @@ def test_two_process_data_parallel_with_the_layout_matches_one_process(
     rows = [{**ranking(2 + p % 5, f"Question {p}: explain."), "openness": p % 2} for p in range(8)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # "on": the rows way in both; "auto": 4 steps, the trial's 3 batches timed by both processes, which agree.
-    cases = {"on": {"shared_prompt": "on"}, "auto": {"max_steps": 4, "learning_rate": 0.1}}
+    cases = {"on": {"shared_prompt": "on"}, "auto": {"max_steps": 4, "learning_rate": 0.1, "trial_max_rounds": 2}}
     one_and_two_processes(model_dir, tmp_path / "data.jsonl", tmp_path, cases)
     for case in cases:
         one = json.loads((tmp_path / "one" / case / "result.json").read_text())
@@ -308,7 +313,7 @@ def test_score_flags_prompts_cut_to_the_same_tokens_in_the_layout(tmp_path, deco
 
 
 def test_the_trial_times_every_way_on_the_same_batches_and_keeps_the_fastest():
-    trial = LayoutTrial(("off", "cache", "rows"), warmup=1, rounds=2)
+    trial = LayoutTrial(("off", "cache", "rows"), warmup=1, rounds=2, enough_seconds=0.15)
     pause = {"off": 0.06, "cache": 0.0, "rows": 0.03}
     order = []
 
@@ -316,8 +321,10 @@ def test_the_trial_times_every_way_on_the_same_batches_and_keeps_the_fastest():
         order.append(way)
         time.sleep(pause[way])
 
-    while not trial.finished:
+    for _ in range(3):
+        assert not trial.timed_enough()
         trial.time(run)
+    assert trial.timed_enough()  # 2 timed batches, 0.18 s in all: over enough_seconds
     assert order == ["off", "cache", "rows", "cache", "rows", "off", "rows", "off", "cache"]  # rotated per batch
     assert trial.seconds["off"] >= 0.12 and trial.seconds["rows"] >= 0.06  # two timed batches, not the first
     assert trial.decide() == "cache" and trial.chosen == "cache"
@@ -326,6 +333,11 @@ def test_the_trial_times_every_way_on_the_same_batches_and_keeps_the_fastest():
     assert record["seconds_per_batch"]["off"] >= 0.06
     assert trial.decide({"off": 1.0, "cache": 2.0, "rows": 1.0}) == "off"  # ties: the earlier candidate
     assert trial.summary() == "off, timed on 2 batches after 1 untimed (off 0.5 s, rows 0.5 s, cache 1 s per batch)"
+    quick = LayoutTrial(("off", "rows"), max_rounds=5)  # batches of microseconds: timed up to max_rounds
+    while not quick.timed_enough():
+        quick.time(lambda way: None)
+    assert quick.batches == 1 + 5
+    assert LayoutTrial(("off", "rows"), batches=3).timed_enough({"off": 0.3, "rows": 0.3})  # 2 timed, 0.6 s
     for bad in (("off",), ("off", "flash")):
         with pytest.raises(ValueError, match=r"`candidates` must be at least two of \('off', 'cache', 'rows'\)"):
             LayoutTrial(bad)
@@ -357,7 +369,7 @@ def test_auto_keeps_the_way_measured_fastest_and_trains_as_separate_sequences(
             runs[shared] = trainer.train().training_loss
         if shared == "auto":
             trial = trainer.layout_trial
-            assert trial.chosen == fastest and trial.batches == 3 and set(trial.seconds) == set(LAYOUTS)
+            assert trial.chosen == fastest and trial.batches == 3 and set(trial.seconds) == set(LAYOUTS)  # 0.6 s
             assert (trainer.shared is None) == (fastest == "off")
             assert trainer.layout.startswith(f"shared prompt auto: {fastest}, timed on 2 batches after 1 untimed")
             assert trainer.layout in caplog.text
@@ -373,6 +385,7 @@ def test_auto_under_gradient_checkpointing_times_rows_against_separate(tmp_path,
         model=tiny_decoder("qwen2"), args=args, train_dataset=data, processing_class=decoder_tokenizer
     )
     assert tuple(trainer.layout_trial.candidates) == ("off", "rows")
+    trainer.layout_trial.max_rounds = 2  # batches of milliseconds would be timed up to 8 times
     trainer.train()
     assert trainer.layout_trial.chosen in ("off", "rows")
 

@@ -76,7 +76,8 @@ class TrainResult:
     """Fraction of tokens the shared-prompt layout saved; None without it."""
     layout_trial: dict[str, Any] | None
     """``shared_prompt: auto``'s measurement (:class:`~rewardcollapse.training.shared_prompt.LayoutTrial`): the way
-    kept (``off``, ``cache`` or ``rows``), each way's seconds per timed batch; None when nothing was timed."""
+    kept (``off``, ``cache`` or ``rows``; None if the run ended first) and why, each way's seconds per timed batch;
+    None without ``auto``'s trial (another setting, an encoder, FSDP or DeepSpeed)."""
     lora: LoraSummary | None
     train_prompts: int
     steps: int
@@ -275,7 +276,7 @@ def _train(
         sequence_format=trainer.sequence_format,
         layout=trainer.layout,
         tokens_saved=None if trainer.shared is None else round(trainer.shared.stats.saved, 4),
-        layout_trial=trial.record() if (trial := trainer.layout_trial) is not None and trial.chosen else None,
+        layout_trial=None if trainer.layout_trial is None else trainer.layout_trial.record(),
         lora=None if peft_config is None else LoraSummary(r=peft_config.r, merged=merge_lora),
         train_prompts=len(train),
         steps=outcome.global_step,

@@ -17,6 +17,11 @@ the tokenizer does at the prompt's boundary (a BPE merge across it just shortens
 with the same tokens share those too. A row longer than ``row_tokens`` is split: its answers are spread over several
 rows that each carry the prefix once. The cost is :math:`P + K A` tokens instead of :math:`K (P + A)`.
 
+The cached way computes the same thing in two calls per batch without the masked blocks between answers: every
+prompt's prefix in one call with its keys and values kept, then every answer's rest in a second call on the cache
+gathered per answer (:func:`_score_cached`). Which way is fastest depends on the batch and the machine, so
+``shared_prompt: auto`` times them on the first training batches (:class:`LayoutTrial`).
+
 Exactness (tested): scores equal separate forwards to 1e-5 in float32, and so do the loss's gradients, for Llama,
 Qwen2, Mistral and GPT-2. Bidirectional encoders (BERT, DeBERTa) would see the other answers, so they never use it.
 """
@@ -122,17 +127,22 @@ class LayoutTrial:
 
     The multiply-add estimate misses what a call costs besides its arithmetic (kernel launches, masks, padding,
     the backward's own shape), so on batches where it is not clear-cut it can pick a loser. Here every candidate
-    of :data:`LAYOUTS` runs each of the first ``warmup + rounds`` batches (the order rotated from batch to batch);
-    the first ``warmup`` are untimed (one-time allocations and kernel choices), and the candidate with the least
-    total time over the ``rounds`` others is kept. All candidates are exact, so which one runs changes no result.
+    of :data:`LAYOUTS` runs each of the first batches (the order rotated from batch to batch); the first
+    ``warmup`` are untimed (one-time allocations and kernel choices), then at least ``rounds`` batches are timed,
+    and more, up to ``max_rounds``, while all the ways together have taken less than ``enough_seconds``: a batch
+    of milliseconds varies by tens of percent from one run to the next, so one of those is timed more often. The
+    candidate with the least total time is kept. All candidates are exact, so which one runs changes no result.
 
-    ``time(run)`` runs one round on the current batch; ``decide(totals)`` fixes the choice (``totals``: the summed
-    seconds, the same on every process after a reduction).
+    ``time(run)`` runs one round on the current batch; ``timed_enough(totals)`` says whether to stop and
+    ``decide(totals)`` fixes the choice (``totals``: the summed seconds, the same on every process after a
+    reduction, so that every process stops at the same batch and keeps the same way).
     """
 
     candidates: Sequence[str]
     warmup: int = 1
     rounds: int = 2
+    max_rounds: int = 8
+    enough_seconds: float = 0.5
     seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
     chosen: str | None = None
@@ -144,10 +154,11 @@ class LayoutTrial:
             raise InputValueError(f"`candidates` must be at least two of {LAYOUTS}, got {list(self.candidates)}")
         self.seconds = dict.fromkeys(self.candidates, 0.0)
 
-    @property
-    def finished(self) -> bool:
-        """Whether every round is timed (the choice can then be made)."""
-        return self.batches >= self.warmup + self.rounds
+    def timed_enough(self, totals: dict[str, float] | None = None) -> bool:
+        """Whether enough batches are timed to decide (``totals``, default this process's own seconds)."""
+        timed = self.batches - self.warmup
+        spent = sum((totals or self.seconds).values())
+        return timed >= self.max_rounds or (timed >= self.rounds and spent >= self.enough_seconds)
 
     def time(self, run: Callable[[str], Any], device: torch.device | str = "cpu") -> None:
         """Run ``run(candidate)`` for each candidate on this batch, timing each after the warm-up batches."""
@@ -177,10 +188,14 @@ class LayoutTrial:
         self.chosen, self.reason = way, reason
 
     def record(self) -> dict[str, Any]:
-        """The trial as JSON values: the way kept and why, each way's seconds per timed batch, the batches timed."""
+        """The trial as JSON values: the way kept and why, each way's seconds per timed batch, the batches timed.
+
+        Before a choice, ``chosen`` is None and the reason says how far the trial got.
+        """
         timed = max(self.batches - self.warmup, 0)
         per_batch = {c: round(self.seconds[c] / timed, 6) for c in self.candidates} if timed else None
-        return {"chosen": self.chosen, "reason": self.reason, "seconds_per_batch": per_batch, "timed_batches": timed}
+        reason = self.reason or f"not decided: {self.batches} batches run every way, {timed} of them timed"
+        return {"chosen": self.chosen, "reason": reason, "seconds_per_batch": per_batch, "timed_batches": timed}
 
     def summary(self) -> str:
         """The choice and why, in words."""

@@ -389,8 +389,8 @@ class RankingRewardTrainer(Trainer):
             self.layout_trial = trial = LayoutTrial(("off", "rows") if rows else ("off", "cache", "rows"))
             self._estimated_layout = f"{self.layout}, where its multiply-add estimate is below separate sequences'"
             self.layout = (
-                f"shared prompt auto: the first {trial.warmup + trial.rounds} training batches run every way "
-                f"({', '.join(trial.candidates)}), the fastest kept"
+                f"shared prompt auto: the first {trial.warmup + trial.rounds} to {trial.warmup + trial.max_rounds} "
+                f"training batches run every way ({', '.join(trial.candidates)}), the fastest kept"
             )
         if args.shared_prompt == "auto" and not use_shared and not is_encoder(model):
             _log.info("shared prompt: %s", self.layout)  # a causal model that falls back: said once
@@ -588,13 +588,15 @@ class RankingRewardTrainer(Trainer):
 
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             trial.time(run, device)
-        if not trial.finished:
+        if trial.batches < trial.warmup + trial.rounds:
             return
         names = list(trial.candidates)
         totals = torch.tensor([trial.seconds[name] for name in names], dtype=torch.float64, device=device)
-        if self.accelerator.num_processes > 1:
+        if self.accelerator.num_processes > 1:  # every process reaches this at the same batch
             totals = self.accelerator.reduce(totals, reduction="sum")
-        self._keep_layout(trial.decide(dict(zip(names, totals.tolist(), strict=True))))
+        totals = dict(zip(names, totals.tolist(), strict=True))
+        if trial.timed_enough(totals):
+            self._keep_layout(trial.decide(totals))
 
     def _keep_layout(self, way: str, *, reason: str | None = None) -> None:
         """Run every later batch ``way`` (``shared_prompt: auto``'s choice, timed or, with ``reason``, estimated)."""
