@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py --trl --prompts-per-step 4 --steps 3
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_shared_prompt.py
+	$(BIN)/python benchmarks/bench_shared_prompt.py --short-prompts
+	$(BIN)/python benchmarks/bench_shared_prompt.py --grid --results bench-output/shared_prompt_grid.jsonl
 	$(BIN)/python benchmarks/bench_openness.py
 	$(BIN)/python benchmarks/bench_demo.py
 
@@ -52,4 +54,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output gpu-check-output limits-output build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-output gpu-check-output bench-output limits-output build dist src/*.egg-info .pytest_cache .ruff_cache

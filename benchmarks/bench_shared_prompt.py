@@ -6,10 +6,9 @@ A random-initialised Llama-architecture decoder classifier (4 layers, hidden 256
 on prompts of P random tokens with K answers of A random tokens each, float32, one AdamW step per batch of
 --prompts-per-step prompts, with the same ranking loss (U = log sigmoid on raw scores, the Bradley-Terry loss):
 
-* cached: ``SharedLayout(method="cache")``, what ``shared_prompt: auto`` runs in one process: each prompt run once
-  with its keys and values kept, its K answers as one batch on that cache, P + K A tokens per prompt and no masked
-  attention blocks;
-* rows: ``SharedLayout(method="rows")``, what runs under DDP or gradient checkpointing: one row [prompt][answer 1]
+* cached: ``SharedLayout(method="cache")``: every prompt of the batch in one call with its keys and values kept,
+  every answer's own tokens in a second call on them, P + K A tokens per prompt and no masked attention blocks;
+* rows: ``SharedLayout(method="rows")`` (also under DDP or gradient checkpointing): one row [prompt][answer 1]
   ...[answer K] per prompt with the block mask, P + K A tokens, dense (masked) attention over the row;
 * separate: ``score_batch``: one sequence per answer, K (P + A) tokens per prompt (this project's default path);
 * pairwise: each ranked pair's two sequences, K (K - 1) (P + A) tokens per prompt (TRL's and the paper's way),
@@ -17,6 +16,18 @@ on prompts of P random tokens with K answers of A random tokens each, float32, o
 
 Each row of the table: median seconds per step over --steps timed steps after one warm-up, prompts per second, the
 tokens the model runs per prompt, and the peak resident memory of the steps (each method in its own process).
+
+--grid: the trainers themselves, as users run them. For every cell of P in {16, 64, 200, 512, 2048} prompt tokens,
+K in {2, 4, 8} answers of A in {8, 40, 128} tokens, and {1, 4, 16, 64} prompts per step, on random words of a
+word-level tokenizer (each word one token): ``RankingRewardTrainer`` with ``shared_prompt`` ``auto`` (its trial's
+batches untimed) and ``off``, and TRL's ``RewardTrainer`` on the same prompts as all their ranked pairs, one
+optimiser step over the same prompts, the same Bradley-Terry loss, a 2-layer Llama (hidden 64: attention-heavy,
+the layout's hardest case), float32. A way whose step would run more than --max-step-tokens tokens is skipped and
+said so. Cells are appended to --results as they finish (a rerun continues), then two tables and the issue's goals.
+
+    .venv/bin/python benchmarks/bench_shared_prompt.py --grid --results grid.jsonl   # about 90 minutes on 2 cores
+
+--short-prompts: 64 TRL pair rows of 51 prompts of 2 to 8 tokens, one step over the whole set, auto against off.
 """
 
 import argparse
@@ -316,6 +327,8 @@ def grid(args) -> None:
         for b in args.grid_prompts_per_step
     ]
     done = {}
+    if args.results:
+        os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
     if args.results and os.path.exists(args.results):
         with open(args.results) as handle:
             for line in handle:
@@ -339,43 +352,74 @@ def _key(cell: dict) -> tuple:
     return tuple(cell[n] for n in ("prompt_tokens", "answers", "answer_tokens", "prompts_per_step"))
 
 
-def _ratio(result: dict, over: str) -> str:
+def _speedup(result: dict, over: str) -> float | None:
+    """auto's prompts/s over ``over``'s in a cell (the same prompts per step), None where either did not run."""
     auto, other = result["auto"], result[over]
-    if "seconds" not in auto or "seconds" not in other:
-        return "-"
-    return f"{other['seconds'] / auto['seconds']:.2f}"
+    return other["seconds"] / auto["seconds"] if "seconds" in auto and "seconds" in other else None
 
 
 def grid_table(results: list[dict], args) -> str:
-    """The ratio table: per cell, auto's prompts/s over off's and over TRL's (same prompts per step), and auto's way."""
-    threads = torch.get_num_threads()
-    lines = [
-        f"\n## Shared prompt grid: prompts/s of `auto` over `off` and over TRL's RewardTrainer "
-        f"(2-layer Llama, hidden 64, float32, {threads} threads; a cell is skipped where a way would run more than "
-        f"{args.max_step_tokens:,} tokens per step)\n",
-        "| P | A | K | prompts/step | auto keeps | auto / off | auto / TRL | off s/step | auto s/step | TRL s/step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        auto = r["auto"]
-        kept = auto.get("kept", "-") if "seconds" in auto else "not run"
-        if "seconds" in auto and not auto.get("timed_in_trial", True):
-            kept += " (estimate)"
+    """Two tables, prompts (P, A, K) down and prompts per step across: auto over off (with the way auto kept: o, c,
+    r, an asterisk where the estimate kept it untimed) and auto over TRL; then the issue's goals, each with its cells.
+    """
+    per_step = sorted({r["prompts_per_step"] for r in results})
+    shapes = sorted({(r["prompt_tokens"], r["answer_tokens"], r["answers"]) for r in results})
+    index = {(r["prompt_tokens"], r["answer_tokens"], r["answers"], r["prompts_per_step"]): r for r in results}
+    header = "| P | A | K | " + " | ".join(f"{b} prompt{'s' if b > 1 else ''}/step" for b in per_step) + " |"
+    rule = "|---|---|---|" + "---|" * len(per_step)
 
-        off, auto, trl = (f"{r[w]['seconds']:.3f}" if "seconds" in r[w] else "skipped" for w in GRID_WAYS)
-        lines.append(
-            f"| {r['prompt_tokens']} | {r['answer_tokens']} | {r['answers']} | {r['prompts_per_step']} | {kept} | "
-            f"{_ratio(r, 'off')} | {_ratio(r, 'trl')} | {off} | {auto} | {trl} |"
-        )
-    ran = [r for r in results if "seconds" in r["auto"] and "seconds" in r["off"]]
-    if ran:
-        ratios = [r["off"]["seconds"] / r["auto"]["seconds"] for r in ran]
-        worst = ran[int(np.argmin(ratios))]
-        lines.append(
-            f"\nauto / off over the {len(ran)} cells run: lowest {min(ratios):.2f} (P {worst['prompt_tokens']}, "
-            f"A {worst['answer_tokens']}, K {worst['answers']}, {worst['prompts_per_step']} prompts/step); "
-            f"cells below 0.95: {sum(ratio < 0.95 for ratio in ratios)}"
-        )
+    def entry(r, over):
+        if r is None:
+            return ""
+        ratio = _speedup(r, over)
+        if ratio is None:
+            return "skipped"
+        if over == "trl":
+            return f"{ratio:.2f}"
+        kept = r["auto"]["kept"][0] + ("" if r["auto"]["timed_in_trial"] else "*")
+        return f"{ratio:.2f} {kept}"
+
+    lines = [
+        f"\nPrompts/s of `auto` over `off` ({len(results)} cells; 2-layer Llama, hidden 64, float32, "
+        f"{torch.get_num_threads()} threads; the way auto kept: o = off, c = cache, r = rows, * = by the estimate, "
+        f"untimed; skipped = over {args.max_step_tokens:,} tokens per step):\n",
+        header,
+        rule,
+    ]
+    for p, a, k in shapes:
+        cells = [entry(index.get((p, a, k, b)), "off") for b in per_step]
+        lines.append(f"| {p} | {a} | {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "\nPrompts/s of `auto` over TRL's `RewardTrainer` (same prompts per step, all their pairs):\n",
+        header,
+        rule,
+    ]
+    for p, a, k in shapes:
+        cells = [entry(index.get((p, a, k, b)), "trl") for b in per_step]
+        lines.append(f"| {p} | {a} | {k} | " + " | ".join(cells) + " |")
+
+    def name(r):
+        return f"P {r['prompt_tokens']} A {r['answer_tokens']} K {r['answers']} x{r['prompts_per_step']}"
+
+    def listed(rows, over):
+        return ", ".join(f"{name(r)}: {_speedup(r, over):.2f} ({r['auto']['kept']})" for r in rows) or "none"
+
+    off = [r for r in results if _speedup(r, "off") is not None]
+    trl = [r for r in results if _speedup(r, "trl") is not None]
+    low = [r for r in off if _speedup(r, "off") < 0.95]
+    goal = [r for r in off if _key(r) == (512, 8, 128, 16)]
+    long_k8 = [r for r in trl if r["answers"] == 8 and r["prompt_tokens"] >= 200]
+    k2 = [r for r in trl if r["answers"] == 2]
+    lines += [
+        "",
+        f"* auto >= 0.95x off in every cell: {len(off) - len(low)} of {len(off)} cells; below: {listed(low, 'off')}",
+        f"* >= 3x off at P 512, K 8, A 128, 16 prompts/step: {listed(goal, 'off')}",
+        "* >= 10x TRL at K 8, P >= 200 (cells TRL ran): lowest "
+        + (f"{min(_speedup(r, 'trl') for r in long_k8):.2f}" if long_k8 else "-")
+        + f"; below 10: {listed([r for r in long_k8 if _speedup(r, 'trl') < 10], 'trl')}",
+        f"* K 2, no slower than TRL: {sum(_speedup(r, 'trl') >= 1 for r in k2)} of {len(k2)} cells; slower: "
+        + listed([r for r in k2 if _speedup(r, "trl") < 1], "trl"),
+    ]
     return "\n".join(lines)
 
 

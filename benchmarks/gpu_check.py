@@ -385,14 +385,17 @@ def timed_training(trainer, sizes: Sizes) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     loss = trainer.train().training_loss
     memory.__exit__()
-    seconds = statistics.median(step_times[sizes.warm_up_steps :])
+    # shared_prompt auto runs its first batches every way (LayoutTrial): those are not its steady steps
+    trial = getattr(trainer, "layout_trial", None)
+    skip = max(sizes.warm_up_steps, 0 if trial is None or trial.chosen is None else trial.batches)
+    seconds = statistics.median(step_times[skip:])
     peak = torch.cuda.max_memory_allocated() if sizes.device == "cuda" else memory.peak
     return {
         "step_seconds": seconds,
         "prompts_per_second": sizes.prompts_per_step / seconds,
         "peak_memory_gib": peak / 2**30,
         "mean_loss": loss,
-        "timed_steps": len(step_times) - sizes.warm_up_steps,
+        "timed_steps": len(step_times) - skip,
     }
 
 
