@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import torch
 
 from rewardcollapse.training.precision import Precision, score_head_in_float32
-from rewardcollapse.training.shared_prompt import SharedPromptStats, score_shared
+from rewardcollapse.training.shared_prompt import SharedPromptStats, score_shared, unwrapped_model
 
 __all__ = ["MODEL_INPUTS", "SCORING_CHUNK", "SharedLayout", "score_batch", "score_rankings", "truncation_by_prompt"]
 
@@ -36,6 +38,12 @@ class SharedLayout:
     stats: SharedPromptStats = field(default_factory=SharedPromptStats)
     when_cheaper: bool = False
     method: str = "auto"
+
+
+@functools.cache
+def _takes_use_cache(model_class: type) -> bool:
+    """Whether a model class's forward names ``use_cache`` (decoders): scoring passes False, as TRL does."""
+    return "use_cache" in inspect.signature(model_class.forward).parameters
 
 
 def score_batch(
@@ -67,13 +75,15 @@ def score_batch(
     attention = batch["attention_mask"]
     order = torch.argsort(attention.sum(dim=1), descending=True)
     size = forward_batch_size or len(order)
+    # A decoder left to its config would fill a key/value cache in every forward (copies kept for nothing).
+    no_cache = {"use_cache": False} if _takes_use_cache(type(unwrapped_model(model))) else {}
     flat = None
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         # Columns where some sequence of the chunk has a token: the chunk's own padding width, either side.
         columns = attention[chunk].any(dim=0)
         inputs = {name: batch[name][chunk][:, columns] for name in MODEL_INPUTS if name in batch}
-        scores = model(**inputs).logits[:, 0]  # (chunk,)
+        scores = model(**inputs, **no_cache).logits[:, 0]  # (chunk,)
         if flat is None:
             flat = scores.new_zeros(mask.numel())
         flat = flat.index_put((batch["answer_slot"][chunk],), scores)

@@ -51,6 +51,7 @@ __all__ = [
     "resolve_shared_prompt",
     "score_shared",
     "shared_support",
+    "unwrapped_model",
 ]
 
 SHARED_PROMPT_SETTINGS = get_args(SharedPromptSetting)
@@ -63,7 +64,7 @@ LAYOUTS = ("off", "cache", "rows")
 _Answers = list[tuple[int, list[int]]]  # one prompt's answers: (flat slot of its score, its token ids, no padding)
 
 
-def _unwrapped(model: Any) -> Any:
+def unwrapped_model(model: Any) -> Any:
     """The transformers model under data-parallel and peft wrappers (adapters are injected in place: they still run).
 
     Only read from: the layout still calls the model through its wrappers, so that DDP synchronises gradients.
@@ -76,7 +77,7 @@ def _unwrapped(model: Any) -> Any:
 
 def shared_support(model: Any) -> str | None:
     """Why ``model`` cannot use the shared-prompt layout, or None when it can."""
-    inner = _unwrapped(model)
+    inner = unwrapped_model(model)
     config = getattr(inner, "config", None)
     kind = getattr(config, "model_type", type(inner).__name__)
     if is_encoder(inner) or getattr(config, "is_encoder_decoder", False):
@@ -310,7 +311,7 @@ class _NoReusableCache(Exception):
 
 def _cache_keyword(model: Any) -> str | None:
     """The keyword a model's forward takes its key/value cache by (``cache`` in transformers 5, else the old name)."""
-    parameters = inspect.signature(type(_unwrapped(model)).forward).parameters
+    parameters = inspect.signature(type(unwrapped_model(model)).forward).parameters
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
@@ -321,7 +322,7 @@ def cache_eligible(model: Any) -> bool:
     gradient checkpointing in training (transformers switches the cache off there), and only where the forward
     takes a cache; the one-row layout serves those cases.
     """
-    inner = _unwrapped(model)
+    inner = unwrapped_model(model)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return False
     checkpointing = getattr(inner, "is_activation_checkpointing", None)  # transformers >= 5.x; the old name before
@@ -371,7 +372,7 @@ def _score_cached(
     queries attend to themselves only, so no softmax row is empty. No masked block between answers is computed:
     attention covers the prefix and each answer's own tokens. Returns the flat ``(B * K,)`` scores.
     """
-    inner = _unwrapped(model)
+    inner = unwrapped_model(model)
     keyword = _cache_keyword(inner)
     groups = list(prompts.values())
     prefixes = [_prefix_len(answers) for answers in groups]
@@ -431,7 +432,7 @@ def _score_cached(
 
 def _score_rows(model: Any, rows: list[_Row], pad_id: int, device, flat_size: int) -> torch.Tensor:
     """All the rows in one forward call with their block masks (DDP-safe); returns the flat ``(B * K,)`` scores."""
-    inner = _unwrapped(model)
+    inner = unwrapped_model(model)
     with _score_head_outputs(inner) as captured:
         model(**_row_batch(rows, pad_id, _mask_dtype(inner), device), use_cache=False)
     logits = captured[-1]  # (rows, width, 1)
@@ -459,7 +460,7 @@ def estimated_saving(model: Any, batch: dict[str, Any], *, row_tokens: int) -> f
     cached way counts only where :func:`cache_eligible`. An estimate: it leaves out what a call costs besides its
     arithmetic, so only a clear-cut value should decide anything (:class:`LayoutTrial` times the rest).
     """
-    inner = _unwrapped(model)
+    inner = unwrapped_model(model)
     config = inner.config
     prompts, lengths = _answers_by_prompt(batch)
     window = getattr(config, "sliding_window", None)
@@ -517,7 +518,7 @@ def score_shared(
         raise InputValueError(f"`method` must be 'auto', 'cache' or 'rows', got {method!r}")
     if method == "cache" and not cache_eligible(model):
         raise InputValueError("`method` 'cache' needs a single process, no gradient checkpointing and a model cache")
-    inner = _unwrapped(model)
+    inner = unwrapped_model(model)
     config, pad_id = inner.config, inner.config.pad_token_id
     fill = pad_id if pad_id is not None else 0  # the id padding is written with
     shape, device = batch["answer_mask"].shape, batch["input_ids"].device
