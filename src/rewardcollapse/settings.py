@@ -120,8 +120,8 @@ class ModelInput:
         metadata={
             "help": "Encode each prompt once for all its answers, exact for causal (decoder) models: the prompts "
             "cached and their answers run on the cache, or one row [prompt][answer 1]...[answer K] per prompt with a "
-            "block mask. auto: training runs the first 3 batches every way (separate, cached, rows) and keeps the "
-            "fastest (untimed where the estimate says sharing saves under 10%); scoring uses the multiply-add "
+            "block mask. auto: training runs its first 3 to 9 batches every way (separate, cached, rows) and keeps the "
+            "fastest (untimed where the estimate says sharing saves under a tenth); scoring uses the multiply-add "
             "estimate per batch; encoders keep separate sequences. on: in every batch; a model that cannot take it "
             "is refused. off: never."
         },
