@@ -48,18 +48,19 @@ from bench_training import PeakMemory, synchronize  # the script's folder is on 
 METHODS = ("cached", "rows", "separate", "pairwise")
 
 
-def model(seed: int = 0):
+def model(seed: int = 0, *, vocabulary=1000, hidden=256, inner=688, layers=4, positions=2048):
+    """A random Llama-architecture classifier with one output, 4 heads (by default the table's 4 layers, hidden 256)."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=1000,
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
+        vocab_size=vocabulary,
+        hidden_size=hidden,
+        intermediate_size=inner,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=2048,
+        max_position_embeddings=positions,
         num_labels=1,
         pad_token_id=0,
         attn_implementation="sdpa",
@@ -152,22 +153,7 @@ def word_tokenizer(words: int = 1000):
 
 def grid_model(vocabulary: int, seed: int = 0):
     """The grid's decoder: a random Llama-architecture classifier, 2 layers, hidden 64, 4 heads (attention-heavy)."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocabulary,
-        hidden_size=64,
-        intermediate_size=172,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=4096,
-        num_labels=1,
-        pad_token_id=0,
-        attn_implementation="sdpa",
-    )
-    return LlamaForSequenceClassification(config)
+    return model(seed, vocabulary=vocabulary, hidden=64, inner=172, layers=2, positions=4096)
 
 
 def grid_rows(prompts: int, k: int, prompt_tokens: int, answer_tokens: int, seed: int = 0):

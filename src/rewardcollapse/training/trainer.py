@@ -569,8 +569,11 @@ class RankingRewardTrainer(Trainer):
         trial, device = self.layout_trial, self.args.device
         module = self.accelerator.unwrap_model(model)
         row_tokens = self.shared.row_tokens
-        if trial.batches == 0:
-            saving = estimated_saving(module, inputs, row_tokens=row_tokens)
+        if trial.batches == 0:  # the processes' mean, so that they all take the same branch
+            saving = torch.tensor(estimated_saving(module, inputs, row_tokens=row_tokens), device=device)
+            if self.accelerator.num_processes > 1:
+                saving = self.accelerator.reduce(saving, reduction="mean")
+            saving = float(saving)
             if saving < WORTH_TIMING:
                 reason = f"by the estimate on the first batch: the layout saves {saving:.0%} of its multiply-adds"
                 self._keep_layout("off", reason=reason)
