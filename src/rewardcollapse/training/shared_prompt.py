@@ -245,9 +245,11 @@ def _read_index(sequence: list[int], pad_id: int | None) -> int:
     return len(sequence) - 1
 
 
-def _rows(answers: _Answers, pad_id: int | None, row_tokens: int) -> list[_Row]:
-    """The rows of one prompt's answers ``(slot, token ids)``: the shared prefix once per row, answers after it."""
-    p = _prefix_len(answers)
+def _rows(answers: _Answers, p: int, pad_id: int | None, row_tokens: int) -> list[_Row]:
+    """The rows of one prompt's answers ``(slot, token ids)``: the shared prefix once per row, answers after it.
+
+    ``p``: the prefix's length (:func:`_prefix_len`), computed once per batch by the caller.
+    """
     prefix = answers[0][1][:p]
     rows, current = [], None
     for slot, ids in answers:
@@ -360,7 +362,13 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _score_cached(
-    model: Any, prompts: dict[int, _Answers], pad_id: int, device, flat_size: int, dtype: torch.dtype
+    model: Any,
+    prompts: dict[int, _Answers],
+    prefix_lengths: dict[int, int],
+    pad_id: int,
+    device,
+    flat_size: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Every prompt's prefix in one forward with its keys and values kept, then every answer's rest in a second.
 
@@ -370,12 +378,13 @@ def _score_cached(
     from its own prefix's length, so every token sees exactly what it sees in its own sequence; with the mask
     explicit, where the padding sits (left, as in batched generation, or right, as here) changes nothing. Padding
     queries attend to themselves only, so no softmax row is empty. No masked block between answers is computed:
-    attention covers the prefix and each answer's own tokens. Returns the flat ``(B * K,)`` scores.
+    attention covers the prefix and each answer's own tokens. ``prefix_lengths``: each prompt's shared prefix
+    (:func:`_prefix_len`). Returns the flat ``(B * K,)`` scores.
     """
     inner = unwrapped_model(model)
     keyword = _cache_keyword(inner)
     groups = list(prompts.values())
-    prefixes = [_prefix_len(answers) for answers in groups]
+    prefixes = [prefix_lengths[b] for b in prompts]
     width = max(prefixes)
     owner = [b for b, answers in enumerate(groups) for _ in answers]  # the prompt of each answer, in order
     sequences = [ids for answers in groups for _, ids in answers]
@@ -442,10 +451,9 @@ def _score_rows(model: Any, rows: list[_Row], pad_id: int, device, flat_size: in
     return scores.new_zeros(flat_size).index_put((targets,), scores)
 
 
-def _cost_cached(config: Any, prompts: dict[int, _Answers]) -> float:
+def _cost_cached(config: Any, prompts: dict[int, _Answers], prefixes: dict[int, int]) -> float:
     """Multiply-adds per layer of the cached way: the padded prefixes in one call, then the padded rests on them."""
     per_token, per_pair = _unit_costs(config)
-    prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
     width = max(prefixes.values())
     rests = [len(ids) - prefixes[b] for b, answers in prompts.items() for _, ids in answers]
     rest = max(rests)
@@ -460,17 +468,31 @@ def estimated_saving(model: Any, batch: dict[str, Any], *, row_tokens: int) -> f
     cached way counts only where :func:`cache_eligible`. An estimate: it leaves out what a call costs besides its
     arithmetic, so only a clear-cut value should decide anything (:class:`LayoutTrial` times the rest).
     """
-    inner = unwrapped_model(model)
-    config = inner.config
+    config = unwrapped_model(model).config
     prompts, lengths = _answers_by_prompt(batch)
-    window = getattr(config, "sliding_window", None)
-    if (isinstance(window, int) and max(lengths) > window) or not any(map(_prefix_len, prompts.values())):
+    prefixes = _shared_prefixes(config, prompts, lengths)
+    if prefixes is None:
         return 0.0
-    rows = [row for answers in prompts.values() for row in _rows(answers, config.pad_token_id, row_tokens)]
+    rows = [
+        row for b, answers in prompts.items() for row in _rows(answers, prefixes[b], config.pad_token_id, row_tokens)
+    ]
     shared = _cost(config, [len(r.ids) for r in rows])
     if cache_eligible(model):
-        shared = min(shared, _cost_cached(config, prompts))
+        shared = min(shared, _cost_cached(config, prompts, prefixes))
     return 1 - shared / _cost(config, lengths)
+
+
+def _shared_prefixes(config: Any, prompts: dict[int, _Answers], lengths: list[int]) -> dict[int, int] | None:
+    """Each prompt's shared prefix length, or None where the layout cannot serve the batch exactly or saves nothing.
+
+    None for sequences longer than the model's sliding attention window (the layouts' masks do not model the
+    window; the separate sequences are windowed by the model itself) and where no prompt shares a token.
+    """
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and max(lengths) > window:
+        return None
+    prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
+    return prefixes if any(prefixes.values()) else None
 
 
 def _answers_by_prompt(batch: dict[str, Any]) -> tuple[dict[int, _Answers], list[int]]:
@@ -523,15 +545,14 @@ def score_shared(
     fill = pad_id if pad_id is not None else 0  # the id padding is written with
     shape, device = batch["answer_mask"].shape, batch["input_ids"].device
     prompts, lengths = _answers_by_prompt(batch)
-    window = getattr(config, "sliding_window", None)
-    prefixes = {b: _prefix_len(answers) for b, answers in prompts.items()}
-    if (isinstance(window, int) and max(lengths) > window) or not any(prefixes.values()):
+    prefixes = _shared_prefixes(config, prompts, lengths)
+    if prefixes is None:
         return _separate(stats, lengths)
     if method != "rows" and cache_eligible(model):
-        if when_cheaper and _cost_cached(config, prompts) >= _cost(config, lengths):
+        if when_cheaper and _cost_cached(config, prompts, prefixes) >= _cost(config, lengths):
             return _separate(stats, lengths)
         try:
-            flat = _score_cached(model, prompts, fill, device, shape.numel(), _mask_dtype(inner))
+            flat = _score_cached(model, prompts, prefixes, fill, device, shape.numel(), _mask_dtype(inner))
         except _NoReusableCache:  # a cache whose rows cannot be gathered per answer: the rows below serve
             pass
         else:
@@ -539,7 +560,7 @@ def score_shared(
                 rests = sum(len(s) - prefixes[b] for b, answers in prompts.items() for _, s in answers)
                 stats.add(sum(prefixes.values()) + rests, sum(lengths))
             return flat.view(shape)
-    rows = [row for answers in prompts.values() for row in _rows(answers, pad_id, row_tokens)]
+    rows = [row for b, answers in prompts.items() for row in _rows(answers, prefixes[b], pad_id, row_tokens)]
     if when_cheaper and _cost(config, [len(r.ids) for r in rows]) >= _cost(config, lengths):
         # Short prompts: the long rows' attention costs more than the prompt tokens they save. Both are exact.
         return _separate(stats, lengths)
